@@ -1,0 +1,35 @@
+"""proseco: progressive self-correction for masked diffusion models.
+
+Train one network to both unmask and correct (:func:`proseco_loss`), then sample with corrector
+loops between unmasking steps (:func:`sample`).
+"""
+
+from proseco.losses import LossConfig, LossOutput, mdm_loss, proseco_loss
+from proseco.models.protocol import call_model
+from proseco.noising import mask_tokens, sample_t
+from proseco.schedules import (
+    CosineSchedule,
+    LinearSchedule,
+    LogLinearSchedule,
+    PolynomialSchedule,
+    Schedule,
+    get_schedule,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CosineSchedule",
+    "LinearSchedule",
+    "LogLinearSchedule",
+    "LossConfig",
+    "LossOutput",
+    "PolynomialSchedule",
+    "Schedule",
+    "call_model",
+    "get_schedule",
+    "mask_tokens",
+    "mdm_loss",
+    "proseco_loss",
+    "sample_t",
+]

@@ -1,0 +1,369 @@
+"""Training losses: the MDLM NELBO and the ProSeCo self-correction loss (Algorithm 1).
+
+Both losses take any model that follows :mod:`proseco.models.protocol` and a batch of clean
+tokens ``x0`` ``[B, L]``. ``t`` and ``xt`` are optional so that a caller (and a test) can
+reproduce a loss exactly; when omitted they are drawn from the forward process.
+
+ProSeCo (paper, Algorithm 1)::
+
+    logits1 = model(xt)                       # SUBS: mask logit -inf, unmasked positions carry over
+    L_mdm   = sum_l [xt_l == m] w(t) -log p1(x0_l)
+    y       = stop_grad(argmax p1)            # == xt at unmasked positions (SUBS), argmax at masked
+    logits2 = model(y)                        # mask logit -inf, no carry-over
+    L_sc    = sum_l w(t) -log p2(x0_l)        # at every loss position
+    loss    = (mdm_weight L_mdm + sc_weight L_sc) / (number of loss positions)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from proseco.models.protocol import call_model, model_vocab_size
+from proseco.noising import mask_tokens, sample_t
+from proseco.schedules import Schedule, get_schedule
+
+__all__ = ["LossConfig", "LossOutput", "mdm_loss", "proseco_loss"]
+
+_PROPOSALS = ("argmax", "sample")
+_CORRECTOR_INPUTS = ("masked_only", "all_positions")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Options of the ProSeCo loss. Defaults follow the paper (Algorithm 1).
+
+    Attributes:
+        proposal: how the corrector input ``y`` is drawn from pass 1: ``"argmax"`` (paper) or
+            ``"sample"`` (a categorical draw).
+        corrector_input: ``"masked_only"`` (paper: ``y`` copies ``xt`` at unmasked positions, as
+            SUBS implies) or ``"all_positions"`` (the research scripts: the raw network argmax at
+            every loss position, no carry-over; non-loss positions such as a prompt keep ``xt``).
+        errors_upweighted: at positions where ``y == x0`` use ``-p2(x0)`` instead of
+            ``-log p2(x0)`` (the research code's OWT variant).
+        weighted: multiply the corrector term by ``w(t)`` (default True).
+        mdm_weight: weight of the MDLM term.
+        sc_weight: weight of the self-correction term (0 gives exactly MDLM).
+        start_step: the corrector term is used only when ``step >= start_step``.
+        t_min: smallest training time when ``t`` is drawn (the paper's scripts use 0.1).
+        antithetic: stratified time draws over the batch.
+    """
+
+    proposal: Literal["argmax", "sample"] = "argmax"
+    corrector_input: Literal["masked_only", "all_positions"] = "masked_only"
+    errors_upweighted: bool = False
+    weighted: bool = True
+    mdm_weight: float = 1.0
+    sc_weight: float = 1.0
+    start_step: int = 0
+    t_min: float = 1e-3
+    antithetic: bool = True
+
+    def __post_init__(self) -> None:
+        if self.proposal not in _PROPOSALS:
+            raise ValueError(f"proposal must be one of {_PROPOSALS}, got {self.proposal!r}")
+        if self.corrector_input not in _CORRECTOR_INPUTS:
+            raise ValueError(
+                f"corrector_input must be one of {_CORRECTOR_INPUTS}, got {self.corrector_input!r}"
+            )
+        if self.mdm_weight < 0 or self.sc_weight < 0:
+            raise ValueError(
+                f"loss weights must be >= 0, got mdm_weight={self.mdm_weight}, "
+                f"sc_weight={self.sc_weight}"
+            )
+        if not 0.0 <= self.t_min < 1.0:
+            raise ValueError(f"t_min must lie in [0, 1), got {self.t_min}")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+@dataclass
+class LossOutput:
+    """What a loss call returns.
+
+    Attributes:
+        loss: the scalar to minimise (detached if the loss already ran its backward passes).
+        mdm_loss: MDLM NELBO per loss token (``sum w(t) -log p1(x0) over masked / N``), detached.
+        corrector_loss: ``sum w(t) -log p2(x0) / N`` (0 if the corrector term is off), detached.
+        mdm_terms: per-token MDLM terms ``[B, L]`` (0 at unmasked / non-loss positions), detached.
+        corrector_terms: per-token corrector terms ``[B, L]`` or None, detached.
+        num_tokens: ``N``, the number of loss positions.
+        num_masked: masked loss positions.
+        t: the times used ``[B]``; xt: the noised input ``[B, L]``; y: the corrector input or None.
+        proposal_error_rate: fraction of loss positions where ``y != x0`` (None without pass 2).
+    """
+
+    loss: torch.Tensor
+    mdm_loss: torch.Tensor
+    corrector_loss: torch.Tensor
+    mdm_terms: torch.Tensor
+    corrector_terms: torch.Tensor | None
+    num_tokens: torch.Tensor
+    num_masked: torch.Tensor
+    t: torch.Tensor
+    xt: torch.Tensor
+    y: torch.Tensor | None
+    proposal_error_rate: torch.Tensor | None
+
+
+def _check_inputs(
+    model: Any,
+    x0: torch.Tensor,
+    mask_id: int,
+    t: torch.Tensor | None,
+    xt: torch.Tensor | None,
+    loss_mask: torch.Tensor | None,
+    noise_mask: torch.Tensor | None,
+) -> None:
+    if not isinstance(x0, torch.Tensor) or x0.dim() != 2:
+        shape = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise ValueError(f"x0 must be a LongTensor [B, L]; got {shape}. Add a batch dimension.")
+    if x0.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"x0 must hold integer token ids, got dtype {x0.dtype}")
+    vocab = model_vocab_size(model)
+    if not isinstance(mask_id, int) or mask_id < 0 or (vocab is not None and mask_id >= vocab):
+        raise ValueError(
+            f"mask_id {mask_id} is outside the model's vocabulary of {vocab}; pass the id of the "
+            "mask token (e.g. tokenizer.mask_token_id) and make sure the model has a row for it"
+        )
+    check_token_range(x0, vocab, "x0")
+    n_mask = int((x0 == mask_id).sum())
+    if n_mask:
+        raise ValueError(
+            f"x0 contains the mask id {mask_id} at {n_mask} positions; clean data must not contain "
+            "the mask token (use a separate pad id for padding)"
+        )
+    for name, m in (("loss_mask", loss_mask), ("noise_mask", noise_mask)):
+        if m is not None and tuple(m.shape) != tuple(x0.shape):
+            raise ValueError(
+                f"{name} has shape {tuple(m.shape)} but x0 has {tuple(x0.shape)}; they must match"
+            )
+    if t is not None:
+        if t.dim() != 1 or t.shape[0] != x0.shape[0]:
+            raise ValueError(f"t must have shape [B] = [{x0.shape[0]}], got {tuple(t.shape)}")
+        if not bool(((t > 0) & (t <= 1)).all()):
+            raise ValueError(
+                f"t must lie in (0, 1], got min {float(t.min()):.4g}, max {float(t.max()):.4g}"
+            )
+    if xt is not None:
+        if tuple(xt.shape) != tuple(x0.shape):
+            raise ValueError(f"xt has shape {tuple(xt.shape)} but x0 has {tuple(x0.shape)}")
+        bad = (xt != mask_id) & (xt != x0)
+        if bool(bad.any()):
+            raise ValueError(
+                f"xt differs from x0 at {int(bad.sum())} unmasked positions; xt must equal x0 "
+                "wherever it is not the mask token"
+            )
+        if t is None:
+            raise ValueError("xt was given without t; pass the t that produced xt")
+
+
+def check_token_range(ids: torch.Tensor, vocab: int | None, name: str) -> None:
+    """Raise if ``ids`` holds negative ids or ids ``>= vocab`` (when ``vocab`` is known)."""
+    if ids.numel() == 0:
+        return
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or (vocab is not None and hi >= vocab):
+        raise ValueError(
+            f"{name} holds token ids in [{lo}, {hi}] but the model's vocabulary is "
+            f"[0, {vocab}); re-tokenize with the model's tokenizer or resize the model"
+        )
+
+
+def _log_probs_without_mask(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """``log_softmax`` over the vocabulary with the mask token excluded. ``[B, L, V]``."""
+    bias = torch.zeros(logits.shape[-1], dtype=logits.dtype, device=logits.device)
+    bias[mask_id] = float("-inf")
+    return F.log_softmax(logits + bias, dim=-1)
+
+
+def proseco_loss(
+    model: Any,
+    x0: torch.Tensor,
+    *,
+    mask_id: int,
+    schedule: Schedule | str | None = None,
+    config: LossConfig | None = None,
+    t: torch.Tensor | None = None,
+    xt: torch.Tensor | None = None,
+    loss_mask: torch.Tensor | None = None,
+    noise_mask: torch.Tensor | None = None,
+    conditioning: Mapping[str, Any] | None = None,
+    step: int | None = None,
+    generator: torch.Generator | None = None,
+    backward_fn: Callable[[torch.Tensor], None] | None = None,
+    **options: Any,
+) -> LossOutput:
+    """ProSeCo loss (Algorithm 1): MDLM term plus a corrector term on the model's own argmax.
+
+    Args:
+        model: a model following the protocol (``model(input_ids, **conditioning)``).
+        x0: clean tokens ``[B, L]``.
+        mask_id: the mask token id.
+        schedule: noise schedule (default log-linear, ``w(t) = 1/t``).
+        config: loss options (:class:`LossConfig`); ``**options`` override its fields.
+        t: times ``[B]`` in ``(0, 1]``; drawn on ``[t_min, 1]`` when omitted.
+        xt: noised tokens ``[B, L]``; drawn from ``q(xt | x0)`` when omitted (needs ``t``).
+        loss_mask: ``[B, L]`` bool, positions that carry loss (default all). ``N`` is its sum.
+        noise_mask: ``[B, L]`` bool, positions that may be masked (default ``loss_mask``).
+            Padding and SFT prompts belong to neither.
+        conditioning: extra model kwargs used in both passes (``class_labels``, ``attention_mask``).
+        step: the optimizer step, compared with ``config.start_step``.
+        generator: RNG for ``t``, ``xt`` and a sampled proposal.
+        backward_fn: two-backward memory mode. When given, the loss calls
+            ``backward_fn(mdm part)`` right after pass 1 (freeing its activations) and
+            ``backward_fn(corrector part)`` after pass 2; the returned ``loss`` is detached.
+            Gradients equal those of ``backward_fn(loss)`` in the one-backward mode.
+
+    Returns:
+        :class:`LossOutput`.
+    """
+    if config is None:
+        config = LossConfig(**options)
+    elif options:
+        config = LossConfig(**{**config.__dict__, **options})
+    schedule = get_schedule(schedule)
+    _check_inputs(model, x0, mask_id, t, xt, loss_mask, noise_mask)
+    conditioning = dict(conditioning or {})
+    if loss_mask is None:
+        loss_mask = torch.ones_like(x0, dtype=torch.bool)
+    loss_mask = loss_mask.bool()
+    if noise_mask is None:
+        noise_mask = loss_mask
+    if t is None:
+        t = sample_t(
+            x0.shape[0],
+            t_min=config.t_min,
+            antithetic=config.antithetic,
+            generator=generator,
+            device=x0.device,
+        )
+    t = t.to(device=x0.device, dtype=torch.float32)
+    if xt is None:
+        xt = mask_tokens(
+            x0, t, mask_id=mask_id, schedule=schedule, noise_mask=noise_mask, generator=generator
+        )
+    weight = schedule.weight(t).view(-1, 1)  # [B, 1]
+    num_tokens = loss_mask.sum().clamp(min=1)
+    target = x0.long().unsqueeze(-1)
+
+    # Pass 1: denoiser, SUBS parameterisation (only masked positions carry loss).
+    logits1 = call_model(model, xt, t, **conditioning).float()
+    check_token_range(x0, logits1.shape[-1], "x0")
+    if mask_id >= logits1.shape[-1]:
+        raise ValueError(
+            f"mask_id {mask_id} is outside the model's vocabulary of {logits1.shape[-1]}"
+        )
+    logp1 = _log_probs_without_mask(logits1, mask_id)
+    masked = (xt == mask_id) & loss_mask
+    mdm_terms = torch.where(masked, -logp1.gather(-1, target).squeeze(-1) * weight, 0.0)
+    mdm_sum = mdm_terms.sum()
+
+    use_corrector = config.sc_weight > 0 and (step is None or step >= config.start_step)
+    y = None
+    if use_corrector:
+        with torch.no_grad():
+            y = _corrector_input(logp1.detach(), xt, mask_id, loss_mask, config, generator)
+    if backward_fn is not None:
+        backward_fn(config.mdm_weight * mdm_sum / num_tokens)
+        mdm_sum = mdm_sum.detach()
+        mdm_terms = mdm_terms.detach()
+    del logits1, logp1
+
+    corrector_terms = None
+    corrector_sum = torch.zeros((), device=x0.device)
+    error_rate = None
+    if use_corrector:
+        # Pass 2: corrector on the model's own proposal; mask logit excluded, no carry-over.
+        logits2 = call_model(model, y, t, **conditioning).float()
+        logp2 = _log_probs_without_mask(logits2, mask_id)
+        nll2 = -logp2.gather(-1, target).squeeze(-1)
+        if config.errors_upweighted:
+            nll2 = torch.where(y == x0, -torch.exp(-nll2), nll2)
+        corrector_weight = weight if config.weighted else 1.0
+        corrector_terms = torch.where(loss_mask, nll2 * corrector_weight, 0.0)
+        corrector_sum = corrector_terms.sum()
+        error_rate = (((y != x0) & loss_mask).sum() / num_tokens).detach()
+        if backward_fn is not None:
+            backward_fn(config.sc_weight * corrector_sum / num_tokens)
+            corrector_sum = corrector_sum.detach()
+
+    loss = (config.mdm_weight * mdm_sum + config.sc_weight * corrector_sum) / num_tokens
+    if backward_fn is not None:
+        loss = loss.detach()
+    return LossOutput(
+        loss=loss,
+        mdm_loss=(mdm_sum / num_tokens).detach(),
+        corrector_loss=(corrector_sum / num_tokens).detach(),
+        mdm_terms=mdm_terms.detach(),
+        corrector_terms=None if corrector_terms is None else corrector_terms.detach(),
+        num_tokens=num_tokens,
+        num_masked=masked.sum(),
+        t=t,
+        xt=xt,
+        y=y,
+        proposal_error_rate=error_rate,
+    )
+
+
+def _corrector_input(
+    logp1: torch.Tensor,
+    xt: torch.Tensor,
+    mask_id: int,
+    loss_mask: torch.Tensor,
+    config: LossConfig,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """The stop-gradient proposal ``y`` ``[B, L]`` built from pass-1 log-probs ``[B, L, V]``."""
+    if config.proposal == "argmax":
+        proposal = logp1.argmax(-1)
+    else:
+        probs = logp1.exp().reshape(-1, logp1.shape[-1])
+        proposal = torch.multinomial(probs, 1, generator=generator).view(xt.shape)
+    if config.corrector_input == "masked_only":
+        replace = xt == mask_id
+    else:
+        replace = loss_mask | (xt == mask_id)
+    return torch.where(replace, proposal, xt)
+
+
+def mdm_loss(
+    model: Any,
+    x0: torch.Tensor,
+    *,
+    mask_id: int,
+    schedule: Schedule | str | None = None,
+    t: torch.Tensor | None = None,
+    xt: torch.Tensor | None = None,
+    loss_mask: torch.Tensor | None = None,
+    noise_mask: torch.Tensor | None = None,
+    conditioning: Mapping[str, Any] | None = None,
+    generator: torch.Generator | None = None,
+    t_min: float = 1e-3,
+    antithetic: bool = True,
+    backward_fn: Callable[[torch.Tensor], None] | None = None,
+) -> LossOutput:
+    """The MDLM continuous-time NELBO (SUBS): ``sum_masked w(t) -log p(x0 | xt) / N``.
+
+    Same arguments as :func:`proseco_loss`; equals it with ``sc_weight = 0``.
+    """
+    return proseco_loss(
+        model,
+        x0,
+        mask_id=mask_id,
+        schedule=schedule,
+        config=LossConfig(sc_weight=0.0, t_min=t_min, antithetic=antithetic),
+        t=t,
+        xt=xt,
+        loss_mask=loss_mask,
+        noise_mask=noise_mask,
+        conditioning=conditioning,
+        generator=generator,
+        backward_fn=backward_fn,
+    )

@@ -1,0 +1,85 @@
+"""The one way the library talks to a network.
+
+Any callable ``model(input_ids: LongTensor[B, L], **conditioning)`` that returns logits
+``[B, L, V]`` — as a tensor, as an object with ``.logits`` (Hugging Face outputs) or as a tuple whose
+first item is the logits — is a model. The bundled DiT, a hub masked LM and a test dummy all fit.
+
+Time conditioning: if ``model.config.time_conditioning`` (or ``model.time_conditioning``) is true,
+:func:`call_model` passes ``timesteps=t`` (``[B]`` floats); otherwise ``t`` is never sent, so models
+that take no time input keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["call_model", "is_time_conditioned", "model_vocab_size", "model_max_length"]
+
+
+def is_time_conditioned(model: Any) -> bool:
+    """Whether the model wants the diffusion time as input (``timesteps=t``)."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "time_conditioning", False):
+        return True
+    return bool(getattr(model, "time_conditioning", False))
+
+
+def model_vocab_size(model: Any) -> int | None:
+    """The model's output vocabulary size if it declares one (``config.vocab_size``), else None."""
+    config = getattr(model, "config", None)
+    size = getattr(config, "vocab_size", None) if config is not None else None
+    if size is None:
+        size = getattr(model, "vocab_size", None)
+    return int(size) if size is not None else None
+
+
+def model_max_length(model: Any) -> int | None:
+    """The longest sequence the model accepts if it declares one, else None."""
+    config = getattr(model, "config", None)
+    for name in ("max_length", "max_position_embeddings", "model_length", "n_positions"):
+        value = getattr(config, name, None) if config is not None else None
+        if isinstance(value, int) and value > 0 and name != "max_length":
+            return value
+    value = getattr(model, "max_length", None)
+    return int(value) if isinstance(value, int) else None
+
+
+def call_model(
+    model: Any,
+    input_ids: torch.Tensor,
+    t: torch.Tensor | None = None,
+    **conditioning: Any,
+) -> torch.Tensor:
+    """Run ``model`` on ``input_ids`` ``[B, L]`` and return float logits ``[B, L, V]``.
+
+    Args:
+        model: any callable following the protocol above.
+        input_ids: token ids ``[B, L]``.
+        t: diffusion times ``[B]``; forwarded as ``timesteps`` only to time-conditioned models.
+        **conditioning: extra keyword arguments (``class_labels``, ``attention_mask`` …); ``None``
+            values are dropped so that models without those inputs are not bothered.
+    """
+    kwargs = {k: v for k, v in conditioning.items() if v is not None}
+    if t is not None and is_time_conditioned(model):
+        kwargs["timesteps"] = t
+    out = model(input_ids, **kwargs)
+    if isinstance(out, torch.Tensor):
+        logits = out
+    elif hasattr(out, "logits"):
+        logits = out.logits
+    elif isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        logits = out[0]
+    else:
+        raise TypeError(
+            f"model returned {type(out).__name__}; expected logits [B, L, V], an object with "
+            "`.logits`, or a tuple whose first item is the logits"
+        )
+    if logits.dim() != 3 or logits.shape[:2] != input_ids.shape:
+        raise ValueError(
+            f"model returned logits of shape {tuple(logits.shape)} for input_ids of shape "
+            f"{tuple(input_ids.shape)}; expected [B, L, V] = [{input_ids.shape[0]}, "
+            f"{input_ids.shape[1]}, V]"
+        )
+    return logits
