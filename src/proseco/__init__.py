@@ -5,6 +5,7 @@ loops between unmasking steps (:func:`sample`).
 """
 
 from proseco.losses import LossConfig, LossOutput, mdm_loss, proseco_loss
+from proseco.models.dit import ProsecoDiT, ProsecoDiTConfig
 from proseco.models.protocol import call_model
 from proseco.noising import mask_tokens, sample_t
 from proseco.schedules import (
@@ -25,6 +26,8 @@ __all__ = [
     "LossConfig",
     "LossOutput",
     "PolynomialSchedule",
+    "ProsecoDiT",
+    "ProsecoDiTConfig",
     "Schedule",
     "call_model",
     "get_schedule",
