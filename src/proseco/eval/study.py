@@ -143,8 +143,15 @@ def evaluate_setting(
     from proseco.eval.molecules import molecule_metrics
 
     model, tokenizer = models[setting.model]
+    length = int(getattr(model.config, "max_length", 32))
     result = generate(
-        model, tokenizer, setting, num_samples=num_samples, batch_size=batch_size, seed=seed
+        model,
+        tokenizer,
+        setting,
+        num_samples=num_samples,
+        batch_size=batch_size,
+        seed=seed,
+        length=length,
     )
     metrics = molecule_metrics(
         result["smiles"],
@@ -159,10 +166,9 @@ def evaluate_setting(
         denoiser_nfe=result["denoiser_nfe"],
         corrector_nfe=result["corrector_nfe"],
         seconds=round(result["seconds"], 3),
-        num_samples=num_samples,
         seed=seed,
-        **metrics,
     )
+    row.update(metrics)  # includes num_samples
     return row, result["smiles"]
 
 
