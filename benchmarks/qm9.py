@@ -175,31 +175,18 @@ KEY_FIELDS = (
 
 
 def evaluate(models, setting, *, train_smiles, num_samples, batch_size, seed, properties) -> dict:
-    """Sample with ``setting`` and score: one row (the fields of ``eval.study.evaluate_setting``).
+    """Sample with ``setting`` and score: one row (see ``proseco.eval.study.evaluate_setting``)."""
+    from proseco.eval.study import evaluate_setting
 
-    Kept here because ``evaluate_setting`` currently fails on a duplicate ``num_samples`` key
-    and always samples length 32; this uses the model's own ``max_length``.
-    """
-    from proseco.eval.molecules import molecule_metrics
-    from proseco.eval.study import generate
-
-    model, tok = models[setting.model]
-    length = int(model.config.max_length)
-    out = generate(
-        model,
-        tok,
+    row, _ = evaluate_setting(
+        models,
         setting,
+        train_smiles=train_smiles,
         num_samples=num_samples,
         batch_size=batch_size,
         seed=seed,
-        length=length,
+        properties=properties,
     )
-    metrics = molecule_metrics(
-        out["smiles"], train_smiles, properties=properties, canonicalize_train=False, num_workers=1
-    )
-    row = {k: v for k, v in asdict(setting).items() if k != "extra"}
-    row.update({k: out[k] for k in ("nfe", "denoiser_nfe", "corrector_nfe")})
-    row.update(seconds=round(out["seconds"], 3), seed=seed, **metrics)
     return row
 
 
