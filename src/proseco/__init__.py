@@ -8,6 +8,18 @@ from proseco.losses import LossConfig, LossOutput, mdm_loss, proseco_loss
 from proseco.models.dit import ProsecoDiT, ProsecoDiTConfig
 from proseco.models.protocol import call_model
 from proseco.noising import mask_tokens, sample_t
+from proseco.sampling import (
+    Ancestral,
+    Confidence,
+    Corrector,
+    Guidance,
+    LogitsProcessor,
+    ReMDM,
+    SampleOutput,
+    SamplingHistory,
+    Threshold,
+    sample,
+)
 from proseco.schedules import (
     CosineSchedule,
     LinearSchedule,
@@ -20,6 +32,16 @@ from proseco.schedules import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Ancestral",
+    "Confidence",
+    "Corrector",
+    "Guidance",
+    "LogitsProcessor",
+    "ReMDM",
+    "SampleOutput",
+    "SamplingHistory",
+    "Threshold",
+    "sample",
     "CosineSchedule",
     "LinearSchedule",
     "LogLinearSchedule",

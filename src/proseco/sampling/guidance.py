@@ -1,0 +1,177 @@
+"""Discrete classifier-free guidance and the sampler's single door to the model.
+
+:class:`Guidance` holds the settings; :class:`ModelCaller` makes every model call of a sampling run
+through :func:`proseco.models.protocol.call_model` (time input for time-conditioned models, extra
+conditioning, padding mask), applies guidance, removes the mask token from the outputs and counts
+NFEs exactly: one per network evaluation, so a guided call (``gamma`` not in ``{0, 1}``) costs 2.
+
+Guided log-probabilities: ``gamma * log p(x | z, c) + (1 - gamma) * log p(x | z, null)``,
+renormalised (``gamma = 1``: conditional only, ``gamma = 0``: unconditional only, one call each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from proseco.models.protocol import call_model, is_time_conditioned
+from proseco.sampling.processors import exclude_token
+
+__all__ = ["Guidance", "ModelCaller"]
+
+# Finite floor for log-probs before mixing, so that gamma > 1 never meets inf - inf.
+_LOG_FLOOR = -1e4
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Classifier-free guidance settings.
+
+    Attributes:
+        gamma: guidance strength (``1`` = conditional model, ``0`` = unconditional, ``> 1`` =
+            stronger conditioning).
+        condition: the class label, an int or an integer tensor ``[B]``.
+        null_label: the "no condition" label; ``None`` reads ``model.config.null_label``.
+        in_corrector: apply guidance in corrector calls too (default). ``False`` reproduces the
+            research code: corrector calls use the conditional model only (1 NFE each) and the
+            corrector's draft is the argmax of the conditional denoiser output.
+        label_key: keyword under which labels are passed to the model.
+    """
+
+    gamma: float = 1.0
+    condition: int | torch.Tensor = 0
+    null_label: int | None = None
+    in_corrector: bool = True
+    label_key: str = "class_labels"
+
+    @property
+    def passes(self) -> int:
+        """Model evaluations per guided call: 1 for ``gamma`` in ``{0, 1}``, else 2."""
+        return 1 if self.gamma in (0.0, 1.0) else 2
+
+
+class ModelCaller:
+    """Calls the model for the sampler and counts NFEs.
+
+    Args:
+        model: any model following :mod:`proseco.models.protocol`.
+        mask_id: column removed (set to ``-inf``) from every output.
+        batch_size: ``B``, used to build time and label tensors.
+        device: device of the token tensors.
+        conditioning: extra keyword arguments for every call (``class_labels``, ...).
+        attention_mask: ``[B, L]`` padding mask passed to every call, or ``None``.
+        guidance: guidance settings, or ``None``.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        mask_id: int,
+        batch_size: int,
+        device: torch.device,
+        conditioning: dict[str, Any] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        guidance: Guidance | None = None,
+    ) -> None:
+        self.model = model
+        self.mask_id = mask_id
+        self.batch_size = batch_size
+        self.device = device
+        self.time_conditioned = is_time_conditioned(model)
+        self.kwargs = dict(conditioning or {})
+        if attention_mask is not None:
+            self.kwargs["attention_mask"] = attention_mask
+        self.guidance = guidance
+        self.denoiser_nfe = 0
+        self.corrector_nfe = 0
+        self.last_conditional: torch.Tensor | None = None
+        if guidance is not None:
+            null = guidance.null_label
+            if null is None:
+                null = getattr(getattr(model, "config", None), "null_label", None)
+            if null is None:
+                raise ValueError(
+                    "guidance needs a null label: pass Guidance(..., null_label=N) or use a model "
+                    "whose config defines null_label"
+                )
+            self.cond_labels = self._labels(guidance.condition)
+            self.null_labels = self._labels(null)
+
+    @property
+    def nfe(self) -> int:
+        """All model evaluations so far."""
+        return self.denoiser_nfe + self.corrector_nfe
+
+    def _labels(self, label: int | torch.Tensor) -> torch.Tensor:
+        if isinstance(label, torch.Tensor):
+            label = label.to(self.device, torch.long)
+            if label.dim() == 0:
+                return label.expand(self.batch_size)
+            if label.shape != (self.batch_size,):
+                raise ValueError(
+                    f"guidance labels must be an int or a tensor [B] = [{self.batch_size}], "
+                    f"got shape {tuple(label.shape)}"
+                )
+            return label
+        return torch.full((self.batch_size,), int(label), dtype=torch.long, device=self.device)
+
+    def _times(self, t: float) -> torch.Tensor | None:
+        if not self.time_conditioned:
+            return None
+        return torch.full((self.batch_size,), float(t), device=self.device)
+
+    def _raw(self, x: torch.Tensor, t: torch.Tensor | None, **extra: Any) -> torch.Tensor:
+        logits = call_model(self.model, x, t, **{**self.kwargs, **extra})
+        if not logits.is_contiguous():
+            logits = logits.contiguous()
+        return logits
+
+    def _evaluate(
+        self, x: torch.Tensor, t: float, guided: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """``(logits, conditional logits or None, evaluations made)``; mask column ``-inf``."""
+        times = self._times(t)
+        g = self.guidance
+        if g is None:
+            return exclude_token(self._raw(x, times), self.mask_id), None, 1
+        key = g.label_key
+        if not guided or g.gamma == 1.0:
+            logits = exclude_token(self._raw(x, times, **{key: self.cond_labels}), self.mask_id)
+            return logits, logits, 1
+        if g.gamma == 0.0:
+            logits = exclude_token(self._raw(x, times, **{key: self.null_labels}), self.mask_id)
+            return logits, None, 1
+        cond = exclude_token(self._raw(x, times, **{key: self.cond_labels}), self.mask_id)
+        uncond = exclude_token(self._raw(x, times, **{key: self.null_labels}), self.mask_id)
+        lc = torch.log_softmax(cond.float(), dim=-1).clamp_min_(_LOG_FLOOR)
+        lu = torch.log_softmax(uncond.float(), dim=-1).clamp_min_(_LOG_FLOOR)
+        mixed = torch.log_softmax(g.gamma * lc + (1.0 - g.gamma) * lu, dim=-1)
+        return exclude_token(mixed, self.mask_id), cond, 2
+
+    def denoise(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        """Denoiser logits ``[B, L, V]`` for ``x`` ``[B, L]`` at time ``t`` (guided if set)."""
+        logits, cond, n = self._evaluate(x, t, guided=True)
+        self.last_conditional = cond
+        self.denoiser_nfe += n
+        return logits
+
+    def correct(self, y: torch.Tensor, t: float) -> torch.Tensor:
+        """Corrector logits for the fully unmasked draft ``y`` ``[B, L]``."""
+        guided = self.guidance is None or self.guidance.in_corrector
+        logits, _, n = self._evaluate(y, t, guided=guided)
+        self.corrector_nfe += n
+        return logits
+
+    def draft_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits whose argmax initialises the corrector draft.
+
+        The denoiser output itself, except with ``Guidance(in_corrector=False)``, where it is the
+        conditional output of the last guided call, as in the research code.
+        """
+        g = self.guidance
+        if g is not None and not g.in_corrector and self.last_conditional is not None:
+            return self.last_conditional
+        return logits

@@ -1,0 +1,179 @@
+"""What :func:`proseco.sample` returns: tokens, exact NFE counts, timing and an optional history.
+
+The history records, for every step, which positions were unmasked, which the corrector changed
+and which were re-masked, so that users can see what self-correction did;
+:meth:`SamplingHistory.render` prints it as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["SampleOutput", "SamplingHistory", "StepRecord"]
+
+_GREEN, _YELLOW, _RED, _DIM, _RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[0m"
+
+
+@dataclass
+class StepRecord:
+    """One step of a sampling run (tensors on the CPU).
+
+    Attributes:
+        step: 1-based step number over the whole run (final fills and EOS stops repeat the number
+            of the step before them).
+        block: 0-based block index.
+        t: time at the start of the step.
+        kind: ``"step"``, ``"fill"`` (leftover masks filled after a block) or ``"eos"`` (rows
+            stopped at EOS and were padded).
+        tokens: ``[B, L]`` tokens after the step.
+        unmasked: ``[B, L]`` bool, positions revealed in this step.
+        corrected: ``[B, L]`` bool, positions the corrector changed in this step.
+        remasked: ``[B, L]`` bool, positions turned back into masks (ReMDM).
+        corrector_fired: whether the corrector ran in this step.
+        nfe: model evaluations so far, including this step.
+    """
+
+    step: int
+    block: int
+    t: float
+    kind: str
+    tokens: torch.Tensor
+    unmasked: torch.Tensor
+    corrected: torch.Tensor
+    remasked: torch.Tensor
+    corrector_fired: bool
+    nfe: int
+
+
+@dataclass
+class SamplingHistory:
+    """Per-step records of one sampling run.
+
+    Attributes:
+        initial: ``[B, L]`` tokens before the first step (prompt and masks).
+        mask_id: the mask token id.
+        prompt_length: number of prompt positions at the start of each row (padding included).
+        records: one :class:`StepRecord` per step, fill and EOS stop.
+    """
+
+    initial: torch.Tensor
+    mask_id: int
+    prompt_length: int = 0
+    records: list[StepRecord] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[StepRecord]:
+        return iter(self.records)
+
+    def __getitem__(self, index: int) -> StepRecord:
+        return self.records[index]
+
+    def corrections(self) -> torch.Tensor:
+        """``[B, L]`` number of times the corrector changed each position."""
+        total = torch.zeros(self.initial.shape, dtype=torch.long)
+        for record in self.records:
+            total += record.corrected.long()
+        return total
+
+    def render(
+        self,
+        decode_fn: Callable[[Sequence[int]], str] | None = None,
+        *,
+        row: int = 0,
+        color: bool = False,
+        sep: str | None = None,
+        mask_text: str = "_",
+        only_changes: bool = False,
+    ) -> str:
+        """Text view of how row ``row`` evolved, one line per step.
+
+        Newly unmasked tokens are shown as ``[tok]`` (green with ``color``), tokens the corrector
+        changed as ``{old>new}`` (yellow), re-masked positions as ``<old>`` (red), masks as
+        ``mask_text``; the prompt is dimmed with ``color``.
+
+        Args:
+            decode_fn: maps a list of token ids to text (e.g. ``tokenizer.decode``); called with one
+                id at a time. ``None`` prints the ids.
+            row: which sequence of the batch to show.
+            color: use ANSI colours instead of brackets.
+            sep: text between tokens; default ``" "`` for ids, ``""`` with ``decode_fn``.
+            mask_text: how a mask is shown.
+            only_changes: skip steps in which nothing happened to this row.
+        """
+        if sep is None:
+            sep = " " if decode_fn is None else ""
+
+        def text(token: int) -> str:
+            if token == self.mask_id:
+                return mask_text
+            return decode_fn([token]) if decode_fn is not None else str(token)
+
+        lines = []
+        previous = self.initial[row].tolist()
+        for record in self.records:
+            current = record.tokens[row].tolist()
+            unmasked = record.unmasked[row].tolist()
+            corrected = record.corrected[row].tolist()
+            remasked = record.remasked[row].tolist()
+            if only_changes and not (any(unmasked) or any(corrected) or any(remasked)):
+                previous = current
+                continue
+            pieces = []
+            for pos, token in enumerate(current):
+                piece = text(token)
+                if remasked[pos]:
+                    old = text(previous[pos])
+                    piece = f"{_RED}{old}{_RESET}" if color else f"<{old}>"
+                elif corrected[pos]:
+                    old = text(previous[pos])
+                    piece = f"{_YELLOW}{piece}{_RESET}" if color else f"{{{old}>{piece}}}"
+                elif unmasked[pos]:
+                    piece = f"{_GREEN}{piece}{_RESET}" if color else f"[{piece}]"
+                elif color and pos < self.prompt_length:
+                    piece = f"{_DIM}{piece}{_RESET}"
+                pieces.append(piece)
+            mark = "C" if record.corrector_fired else " "
+            head = (
+                f"{record.kind:>4} {record.step:4d} {mark} t={record.t:.3f} nfe={record.nfe:4d} | "
+            )
+            lines.append(head + sep.join(pieces))
+            previous = current
+        return "\n".join(lines)
+
+
+@dataclass
+class SampleOutput:
+    """Result of :func:`proseco.sample`.
+
+    Attributes:
+        tokens: ``[B, L]`` final tokens (prompt included, no mask token).
+        nfe: model evaluations in total (``denoiser_nfe + corrector_nfe``).
+        denoiser_nfe: evaluations on partially masked inputs (unmasking steps, final fills).
+        corrector_nfe: evaluations inside corrector loops.
+        wall_time: seconds spent in :func:`proseco.sample`.
+        prompt_length: ``P``, positions before the generated part (left padding included).
+        num_steps: unmasking steps run (fewer than planned when blocks finish early or rows stop).
+        num_corrected: ``[B]`` tokens changed by the corrector per row (a position changed twice
+            counts twice).
+        history: per-step records when ``return_history=True``.
+    """
+
+    tokens: torch.Tensor
+    nfe: int
+    denoiser_nfe: int
+    corrector_nfe: int
+    wall_time: float
+    prompt_length: int = 0
+    num_steps: int = 0
+    num_corrected: torch.Tensor | None = None
+    history: SamplingHistory | None = None
+
+    @property
+    def generated(self) -> torch.Tensor:
+        """``[B, L - P]`` the generated part of :attr:`tokens`."""
+        return self.tokens[:, self.prompt_length :]

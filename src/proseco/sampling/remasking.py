@@ -1,0 +1,134 @@
+"""ReMDM: remasking samplers for masked diffusion (Wang et al., 2025), a training-free baseline.
+
+One ReMDM step from ``t`` to ``s`` with remasking probability ``sigma`` (``p`` is the processed
+clean-token distribution, mask excluded):
+
+* a decoded position keeps its token with probability ``1 - sigma`` and becomes a mask with
+  probability ``sigma``;
+* a masked position becomes token ``v`` with probability
+  ``p(v) (alpha_s - (1 - sigma) alpha_t) / (1 - alpha_t)`` and stays masked otherwise.
+
+``sigma_max = min(1, (1 - alpha_s) / alpha_t)`` keeps these valid. Schedules for ``sigma``:
+``cap``: ``min(eta, (1 - alpha_s) / alpha_t)``; ``rescale``: ``eta * sigma_max``; ``conf``:
+``sigma_max * softmax(score)`` over decoded positions, a token's score being minus the probability it
+had when decoded; ``loop``: MDLM on a schedule rescaled to reach ``alpha_on`` at ``t_on``, then
+constant ``alpha = alpha_on`` with ``sigma = eta`` for ``t_off < t <= t_on``, then MDLM from
+``alpha_on`` to 1. The ``loop`` times follow the public code exactly, including its piecewise-linear
+``alpha`` (which ignores the sampler's schedule); the other modes use the sampler's schedule (the
+public code's ``alpha(t) = 1 - t`` is ``LogLinearSchedule(eps=0.0)``). ``sigma = 0`` is MDLM: same
+draws, same tokens.
+
+Draws, per step: one uniform per position decides reveal / remask / keep; revealed positions then
+draw their token — the same stream as :class:`~proseco.sampling.unmasking.Ancestral`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from proseco.sampling.unmasking import Reveal, StepInfo, draw_at
+
+__all__ = ["ReMDM", "REMDM_STRATEGIES"]
+
+REMDM_STRATEGIES = ("cap", "rescale", "conf", "loop")
+
+
+@dataclass(frozen=True)
+class ReMDM:
+    """ReMDM remasking; use as ``sample(..., remasking=ReMDM(...))`` with ancestral unmasking.
+
+    Attributes:
+        strategy: ``"cap" | "rescale" | "conf" | "loop"``.
+        eta: remasking strength (unused by ``conf``). Public OWT settings: cap 0.008, rescale
+            0.015, loop 0.02.
+        t_on: ``loop``: time at which the remasking phase starts.
+        t_off: ``loop``: time at which it ends.
+        alpha_on: ``loop``: ``alpha`` held during the remasking phase.
+    """
+
+    strategy: Literal["cap", "rescale", "conf", "loop"] = "cap"
+    eta: float = 0.02
+    t_on: float = 0.55
+    t_off: float = 0.05
+    alpha_on: float = 0.9
+
+    stop_when_done = False
+    final_fill = "argmax"
+
+    def __post_init__(self) -> None:
+        if self.strategy not in REMDM_STRATEGIES:
+            raise ValueError(
+                f"unknown ReMDM strategy {self.strategy!r}; choose one of {list(REMDM_STRATEGIES)}"
+            )
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"ReMDM eta must be in [0, 1], got {self.eta}")
+        if self.strategy == "loop":
+            if not 0.0 < self.t_off < self.t_on < 1.0:
+                raise ValueError(
+                    f"ReMDM loop needs 0 < t_off < t_on < 1, got t_off={self.t_off}, "
+                    f"t_on={self.t_on}"
+                )
+            if not 0.0 < self.alpha_on < 1.0:
+                raise ValueError(f"ReMDM alpha_on must be in (0, 1), got {self.alpha_on}")
+            limit = (1.0 - self.alpha_on) / self.alpha_on
+            if self.eta > limit:
+                raise ValueError(
+                    f"ReMDM loop needs eta <= (1 - alpha_on) / alpha_on = {limit:.4g} so that the "
+                    f"step probabilities stay valid, got eta={self.eta}"
+                )
+
+    @property
+    def uses_scores(self) -> bool:
+        """``conf`` keeps per-position confidence scores between steps."""
+        return self.strategy == "conf"
+
+    def alphas(self, step: StepInfo) -> tuple[float, float, bool]:
+        """``(alpha_t, alpha_s, remasking_on)`` for this step."""
+        if self.strategy != "loop":
+            return step.alpha_t, step.alpha_s, True
+        t, s = step.t, step.s
+        if t > self.t_on:
+            scale = self.alpha_on / (1.0 - self.t_on)
+            return (1.0 - t) * scale, (1.0 - s) * scale, False
+        if t <= self.t_off:
+            slope = (1.0 - self.alpha_on) / self.t_off
+            return 1.0 - t * slope, 1.0 - s * slope, False
+        return self.alpha_on, self.alpha_on, True
+
+    def sigma(
+        self, alpha_t: float, alpha_s: float, decoded: torch.Tensor, scores: torch.Tensor | None
+    ) -> float | torch.Tensor:
+        """Remasking probability: a float, or ``[B, Lb]`` for ``conf``."""
+        if self.strategy == "loop":
+            return self.eta
+        ratio = (1.0 - alpha_s) / alpha_t if alpha_t > 0 else float("inf")
+        if self.strategy == "cap":
+            return min(self.eta, ratio)
+        sigma_max = min(1.0, ratio)
+        if self.strategy == "rescale":
+            return self.eta * sigma_max
+        masked_scores = scores.masked_fill(~decoded, float("-inf"))
+        weights = torch.softmax(masked_scores.float(), dim=-1).nan_to_num_(0.0)
+        return weights * sigma_max
+
+    def __call__(self, logits: torch.Tensor, xt: torch.Tensor, step: StepInfo) -> Reveal:
+        alpha_t, alpha_s, on = self.alphas(step)
+        masked = xt == step.mask_id
+        decoded = step.active & ~masked
+        u = torch.rand(xt.shape, generator=step.generator, device=xt.device)
+        sigma = self.sigma(alpha_t, alpha_s, decoded, step.scores) if on else 0.0
+        p_unmask = (alpha_s - (1.0 - sigma) * alpha_t) / (1.0 - alpha_t)
+        reveal_at = step.active & masked & (u < p_unmask)
+        out = draw_at(logits, reveal_at, step.processor, step.generator)
+        if isinstance(sigma, torch.Tensor) or sigma > 0:
+            out.remask = decoded & (u < sigma)
+        if self.uses_scores:
+            scores = step.scores.clone()
+            scores[out.rows, out.cols] = -out.probs.to(scores.dtype)
+            if out.remask is not None:
+                scores.masked_fill_(out.remask, float("-inf"))
+            out.scores = scores
+        return out

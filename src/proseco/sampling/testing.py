@@ -1,0 +1,111 @@
+"""Tiny deterministic models for tests, examples and benchmarks of the sampler (CPU, no weights).
+
+* :class:`ToyDenoiser` — a small random network whose logits depend on the whole input (token
+  embeddings pooled over the sequence), optionally time- and class-conditioned; follows the model
+  protocol and accepts ``attention_mask``.
+* :class:`OracleModel` — knows the right answer but only says it when its input has no mask: on an
+  input that still contains masks it predicts a wrong token everywhere. MDLM sampling therefore
+  returns wrong tokens and ProSeCo's corrector (whose inputs are fully unmasked) fixes them.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+__all__ = ["ToyDenoiser", "OracleModel"]
+
+
+class ToyDenoiser(nn.Module):
+    """Context-dependent random logits ``[B, L, V]``.
+
+    Args:
+        vocab_size: ``V`` (the mask id is one of these ids).
+        max_length: longest input accepted (``config.max_position_embeddings``).
+        hidden: width.
+        num_classes: ``> 0`` adds a label embedding with ``num_classes + 1`` rows (the last is the
+            null label) read from ``class_labels``.
+        time_conditioning: adds ``timesteps`` ``[B]`` as an input.
+        seed: initialisation seed.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 12,
+        max_length: int = 64,
+        hidden: int = 16,
+        num_classes: int = 0,
+        time_conditioning: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(
+            vocab_size=vocab_size,
+            max_position_embeddings=max_length,
+            time_conditioning=time_conditioning,
+            null_label=num_classes if num_classes > 0 else None,
+        )
+        g = torch.Generator().manual_seed(seed)
+        self.embed = nn.Parameter(torch.randn(vocab_size, hidden, generator=g))
+        self.pos = nn.Parameter(torch.randn(max_length, hidden, generator=g) * 0.5)
+        self.mix = nn.Parameter(torch.randn(hidden, hidden, generator=g) / hidden**0.5)
+        self.out = nn.Parameter(torch.randn(hidden, vocab_size, generator=g) * 2.0)
+        self.labels = nn.Parameter(torch.randn(num_classes + 1, hidden, generator=g))
+        self.time = nn.Parameter(torch.randn(hidden, generator=g))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        class_labels: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        length = input_ids.shape[1]
+        h = self.embed[input_ids] + self.pos[:length]  # [B, L, H]
+        weights = torch.ones(input_ids.shape, dtype=h.dtype, device=h.device)
+        if attention_mask is not None:
+            weights = attention_mask.to(h.dtype)
+        pooled = (h * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1.0)
+        context = torch.tanh(pooled @ self.mix)[:, None, :]  # [B, 1, H]
+        if class_labels is not None:
+            context = context + self.labels[class_labels][:, None, :]
+        if self.config.time_conditioning:
+            if timesteps is None:
+                raise ValueError("this ToyDenoiser is time-conditioned: pass timesteps [B]")
+            context = context + timesteps.to(h.dtype)[:, None, None] * self.time
+        return torch.tanh(h + context) @ self.out
+
+
+class OracleModel(nn.Module):
+    """Right only on fully unmasked inputs: an ideal corrector over a poor denoiser.
+
+    Args:
+        target: ``[L]`` or ``[B, L]`` the right tokens for every position (prompt included).
+        vocab_size: ``V``.
+        mask_id: the mask id (never predicted).
+        margin: logit gap between the predicted token and the others.
+    """
+
+    def __init__(
+        self, target: torch.Tensor, vocab_size: int, mask_id: int, margin: float = 50.0
+    ) -> None:
+        super().__init__()
+        target = torch.as_tensor(target, dtype=torch.long)
+        self.register_buffer("target", target if target.dim() == 2 else target[None])
+        wrong = (self.target + 1) % vocab_size
+        wrong = torch.where(wrong == mask_id, (wrong + 1) % vocab_size, wrong)
+        self.register_buffer("wrong", wrong)
+        self.config = SimpleNamespace(vocab_size=vocab_size, time_conditioning=False)
+        self.mask_id = mask_id
+        self.margin = margin
+
+    def forward(self, input_ids: torch.Tensor, **_: object) -> torch.Tensor:
+        batch, length = input_ids.shape
+        has_mask = (input_ids == self.mask_id).any(dim=1, keepdim=True)  # [B, 1]
+        target = self.target[:, :length].expand(batch, -1)
+        wrong = self.wrong[:, :length].expand(batch, -1)
+        predicted = torch.where(has_mask, wrong, target)
+        logits = torch.zeros(batch, length, self.config.vocab_size)
+        return logits.scatter_(-1, predicted[..., None], self.margin)

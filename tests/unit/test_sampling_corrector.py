@@ -1,0 +1,134 @@
+"""The corrector loop (Algorithm 3) on hand-built inputs: what it reads, what it may rewrite."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from proseco.sampling import Corrector, LogitsProcessor, run_corrector
+
+M = 9  # mask id; vocabulary 10
+
+
+def one_hot_logits(tokens: torch.Tensor, vocab: int = 10, margin: float = 10.0) -> torch.Tensor:
+    logits = torch.zeros(*tokens.shape, vocab)
+    logits.scatter_(-1, tokens[..., None], margin)
+    logits[..., M] = float("-inf")
+    return logits
+
+
+class Calls:
+    """``call(y)`` that returns fixed predictions and records its inputs."""
+
+    def __init__(self, predict):
+        self.predict = predict
+        self.inputs = []
+
+    def __call__(self, y):
+        self.inputs.append(y.clone())
+        return one_hot_logits(self.predict(y))
+
+
+XT = torch.tensor([[1, 2, M, 3, M, 4]])
+DENOISER = one_hot_logits(torch.tensor([[0, 0, 5, 0, 6, 0]]))
+ALL = torch.ones(1, 6, dtype=torch.bool)
+PROC = LogitsProcessor()
+
+
+def test_draft_keeps_unmasked_tokens_and_fills_masks_with_the_denoiser_argmax():
+    call = Calls(lambda y: y)
+    run_corrector(Corrector(1), call, XT, DENOISER, ALL, mask_id=M, processor=PROC)
+    assert call.inputs[0].tolist() == [[1, 2, 5, 3, 6, 4]]
+
+
+def test_only_unmasked_positions_are_overwritten_and_masks_stay_masks():
+    target = torch.tensor([[7, 7, 7, 7, 7, 7]])
+    result = run_corrector(
+        Corrector(3), Calls(lambda y: target), XT, DENOISER, ALL, mask_id=M, processor=PROC
+    )
+    assert result.xt.tolist() == [[7, 7, M, 7, M, 7]]
+    assert result.changed.tolist() == [[True, True, False, True, False, True]]
+    assert torch.equal(result.logits, one_hot_logits(target))
+
+
+def test_positions_outside_the_region_never_change_but_serve_as_context():
+    region = torch.tensor([[False, False, True, True, True, True]])  # e.g. a 2-token prompt
+    call = Calls(lambda y: torch.full_like(y, 7))
+    result = run_corrector(Corrector(2), call, XT, DENOISER, region, mask_id=M, processor=PROC)
+    assert result.xt.tolist() == [[1, 2, M, 7, M, 7]]
+    assert call.inputs[1][0, :2].tolist() == [1, 2]  # the prompt stays in y as context
+
+
+def test_argmax_updates_stop_at_a_fixed_point():
+    call = Calls(lambda y: torch.full_like(y, 7))
+    result = run_corrector(Corrector(10), call, XT, DENOISER, ALL, mask_id=M, processor=PROC)
+    assert result.calls == 2 == len(call.inputs)  # the second call confirms the fixed point
+    no_exit = run_corrector(
+        Corrector(10, early_exit=False), Calls(lambda y: torch.full_like(y, 7)), XT, DENOISER,
+        ALL, mask_id=M, processor=PROC,
+    )  # fmt: skip
+    assert no_exit.calls == 10 and torch.equal(no_exit.xt, result.xt)
+
+
+def test_each_call_sees_the_previous_update():
+    call = Calls(lambda y: (y + 1) % M)  # never a fixed point
+    result = run_corrector(Corrector(3), call, XT, DENOISER, ALL, mask_id=M, processor=PROC)
+    assert [c.tolist() for c in call.inputs] == [
+        [[1, 2, 5, 3, 6, 4]],
+        [[2, 3, 6, 4, 7, 5]],
+        [[3, 4, 7, 5, 8, 6]],
+    ]
+    assert result.xt.tolist() == [[4, 5, M, 6, M, 7]]
+    assert torch.equal(result.logits, one_hot_logits(torch.tensor([[4, 5, 8, 6, 0, 7]])))
+
+
+def test_top_k_update_changes_only_the_most_confident_disagreements():
+    # positions 0, 1, 3 prefer token 8 (disagreeing with y) with logits 9, 5, 7; the others
+    # agree with y even more confidently. k = 2 -> only positions 0 and 3 change.
+    def call(y):
+        logits = one_hot_logits(y, margin=20.0)
+        for pos, value in ((0, 9.0), (1, 5.0), (3, 7.0)):
+            logits[0, pos] = 0.0
+            logits[0, pos, 8] = value
+            logits[0, pos, M] = float("-inf")
+        return logits
+
+    result = run_corrector(
+        Corrector(1, update="top_k", top_k=2), call, XT, DENOISER, ALL, mask_id=M, processor=PROC
+    )
+    assert result.xt.tolist() == [[8, 2, M, 8, M, 4]]
+
+
+def test_sample_update_draws_from_the_processed_distribution():
+    g = torch.Generator().manual_seed(0)
+    call = Calls(lambda y: torch.full_like(y, 7))
+    greedy = LogitsProcessor(temperature=0.0)
+    result = run_corrector(
+        Corrector(2, update="sample"), call, XT, DENOISER, ALL, mask_id=M, processor=greedy,
+        generator=g,
+    )  # fmt: skip
+    assert result.calls == 2  # no early exit for sampled updates
+    assert result.xt.tolist() == [[7, 7, M, 7, M, 7]]
+
+
+@pytest.mark.parametrize("update", ["argmax", "sample", "top_k"])
+def test_the_corrector_never_writes_a_mask(update):
+    g = torch.Generator().manual_seed(0)
+
+    def call(y):  # the model "wants" the mask everywhere; the corrector must never write it
+        logits = torch.randn(1, 6, 10, generator=g)
+        logits[..., M] = float("-inf")
+        return logits
+
+    result = run_corrector(
+        Corrector(3, update=update, top_k=3), call, XT, DENOISER, ALL, mask_id=M, processor=PROC,
+        generator=g,
+    )  # fmt: skip
+    assert torch.equal(result.xt == M, XT == M)
+
+
+def test_fires_counts_one_based_steps():
+    corrector = Corrector(steps=2, every=2, start=3)
+    assert [n for n in range(1, 11) if corrector.fires(n)] == [4, 6, 8, 10]
+    assert not any(Corrector(steps=0).fires(n) for n in range(1, 5))
+    assert all(Corrector(steps=1).fires(n) for n in range(1, 5))
