@@ -6,6 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+# CI runs two pytest workers on two cores: one intra-op thread each avoids oversubscription,
+# which slows tiny models down by 10-50x.
+torch.set_num_threads(1)
+
 
 class TableModel(nn.Module):
     """``logits[b, l] = table[input_ids[b, l]]``: each position sees only its own token.

@@ -31,6 +31,18 @@ from proseco.schedules import (
 
 __version__ = "0.1.0"
 
+_TRAINING = ("train", "TrainConfig", "TrainResult", "load_config", "TrainingDivergedError")
+
+
+def __getattr__(name: str):
+    """Training names load lazily (they pull in Accelerate)."""
+    if name in _TRAINING:
+        import proseco.training
+
+        return getattr(proseco.training, name)
+    raise AttributeError(f"module 'proseco' has no attribute {name!r}")
+
+
 __all__ = [
     "Ancestral",
     "Confidence",
@@ -41,7 +53,12 @@ __all__ = [
     "SampleOutput",
     "SamplingHistory",
     "Threshold",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDivergedError",
+    "load_config",
     "sample",
+    "train",
     "CosineSchedule",
     "LinearSchedule",
     "LogLinearSchedule",

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizer
+from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizer
 
 __all__ = ["SPECIAL_TOKENS", "QM9_TOKENS", "SmilesTokenizer", "tokenize_smiles"]
 
@@ -311,3 +311,16 @@ def _check_vocab(vocab: dict[str, int]) -> None:
             )
     if sorted(vocab.values()) != list(range(len(vocab))):
         raise ValueError("vocabulary ids must be 0..V-1 without gaps or repeats")
+
+
+class _SmilesTokenizerConfig(PretrainedConfig):
+    """Placeholder config that lets ``AutoTokenizer`` resolve ``tokenizer_class: SmilesTokenizer``.
+
+    ``AutoTokenizer`` finds classes named in ``tokenizer_config.json`` among registered ones; a
+    registration needs a config class, and no model uses this one.
+    """
+
+    model_type = "proseco-smiles-tokenizer"
+
+
+AutoTokenizer.register(_SmilesTokenizerConfig, slow_tokenizer_class=SmilesTokenizer, exist_ok=True)

@@ -110,6 +110,7 @@ def _command(args: argparse.Namespace) -> str:
 def _load(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any]:
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+    import proseco.data.smiles  # noqa: F401  (registers SmilesTokenizer with AutoTokenizer)
     import proseco.models.dit  # noqa: F401  (registers the DiT with the Auto classes)
 
     if not args.model_dir.is_dir():

@@ -1,0 +1,115 @@
+"""Training throughput (tokens/s) of MDLM vs ProSeCo on this machine, measured in one run.
+
+Each mode trains the same recipe through :func:`proseco.training.train` (the real loop: data
+order, loss, backward, clipping, AdamW, EMA) for ``--steps`` optimizer steps, logging every
+``--window`` steps. The first window (warm-up) is dropped and the median of the others is kept.
+Modes are interleaved over ``--repeats`` rounds so that background load hits them alike.
+
+    python benchmarks/train_throughput.py                        # text-cpu-tiny, 1 thread
+    python benchmarks/train_throughput.py --recipe qm9-proseco-cpu --steps 30 --window 10 --threads 2
+
+Modes: ``mdlm`` (``loss.sc_weight 0``: one forward/backward), ``proseco`` (two passes, one
+backward) and ``proseco-2bw`` (``loss.two_backward``: backward of the MDLM term before pass 2).
+The table also projects the wall time of the recipe's full ``train.max_steps`` in each mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from proseco.training import load_config, train, update_config
+from proseco.training.metrics import read_metrics
+
+MODES = {
+    "mdlm": {"sc_weight": 0.0},
+    "proseco": {"sc_weight": 1.0, "two_backward": False},
+    "proseco-2bw": {"sc_weight": 1.0, "two_backward": True},
+}
+
+
+def _one_run(config, mode: str, steps: int, window: int, root: Path) -> list[float]:
+    run = update_config(
+        config,
+        loss=MODES[mode],
+        train={
+            "max_steps": steps,
+            "log_every": window,
+            "eval_every": 0,
+            "save_every": 0,
+            "progress_bar": False,
+            "keep_checkpoints": 1,
+        },
+        data={"validation_fraction": 0.0},
+    )
+    out = root / f"{mode}-{time.monotonic_ns()}"
+    train(run, out)
+    return [r["tokens_per_s"] for r in read_metrics(out, "train")][1:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="text-cpu-tiny")
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
+    parser.add_argument("--window", type=int, default=10, help="steps per timing window")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--source", help="override data.source (e.g. an absolute fixture path)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    if args.steps < 2 * args.window:
+        parser.error("--steps must cover at least two --window s (the first is warm-up)")
+
+    torch.set_num_threads(args.threads)
+    config = load_config(args.recipe)
+    if args.source:
+        config = update_config(config, data={"source": args.source})
+    full_steps = config.train.max_steps
+    tokens_per_step = config.train.global_batch_size * config.data.max_length
+    samples: dict[str, list[float]] = {m: [] for m in args.modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeats):
+            for mode in args.modes:
+                samples[mode] += _one_run(config, mode, args.steps, args.window, Path(tmp))
+
+    rows = []
+    base = statistics.median(samples[args.modes[0]])
+    for mode in args.modes:
+        tok_s = statistics.median(samples[mode])
+        rows.append(
+            {
+                "mode": mode,
+                "tokens_per_s": tok_s,
+                "steps_per_s": tok_s / tokens_per_step,
+                "relative": tok_s / base,
+                "full_run_min": full_steps * tokens_per_step / tok_s / 60,
+                "windows": len(samples[mode]),
+            }
+        )
+    print(
+        f"recipe {args.recipe}: batch {config.train.global_batch_size} x length "
+        f"{config.data.max_length}, {args.threads} thread(s), torch {torch.__version__}, "
+        f"{args.steps} steps x {args.repeats} repeats"
+    )
+    print(f"| mode | tokens/s | steps/s | vs {args.modes[0]} | {full_steps} steps (min) |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['mode']} | {r['tokens_per_s']:,.0f} | {r['steps_per_s']:.2f} | "
+            f"{r['relative']:.2f} | {r['full_run_min']:.1f} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Names to objects for training: the tokenizer and the model of a :class:`TrainConfig`.
+
+``data.tokenizer``: ``char`` (:func:`proseco.data.char_tokenizer.char_tokenizer`), ``smiles``
+(:class:`proseco.data.smiles.SmilesTokenizer`), or a directory / hub name loaded with
+``AutoTokenizer``. A tokenizer without a mask (or pad) token gets one added, so the model
+vocabulary is ``len(tokenizer)``.
+
+``model.pretrained`` loads a ``from_pretrained`` directory (a proseco DiT or any masked LM);
+otherwise a fresh :class:`~proseco.models.dit.ProsecoDiT` is built from ``model.preset``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from proseco.data.text import special_ids
+from proseco.models.protocol import model_max_length, model_vocab_size
+from proseco.training.config import ModelSection, TrainConfig
+
+__all__ = ["build_tokenizer", "build_model"]
+
+_ARCH_FIELDS = ("hidden_size", "num_layers", "num_heads", "cond_dim", "dropout")
+
+
+def build_tokenizer(spec: str) -> Any:
+    """A tokenizer with BOS/EOS/PAD/MASK ids, from ``char``, ``smiles`` or a path / hub name."""
+    if spec == "char":
+        from proseco.data.char_tokenizer import char_tokenizer
+
+        tokenizer = char_tokenizer()
+    elif spec == "smiles":
+        from proseco.data.smiles import SmilesTokenizer
+
+        tokenizer = SmilesTokenizer()
+    else:
+        from transformers import AutoTokenizer
+
+        local = Path(spec).expanduser()
+        if spec.startswith((".", "/", "~")) and not local.exists():
+            raise FileNotFoundError(f"data.tokenizer {spec!r}: no such directory")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else spec)
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"cannot load data.tokenizer {spec!r} ({err}); use 'char', 'smiles', a tokenizer "
+                "directory, or a hub name (needs internet)"
+            ) from None
+    added = {}
+    if tokenizer.mask_token_id is None:
+        added["mask_token"] = "<|mask|>"
+    if tokenizer.pad_token_id is None:
+        added["pad_token"] = "<|pad|>"
+    if tokenizer.eos_token_id is None and getattr(tokenizer, "sep_token_id", None) is None:
+        added["eos_token"] = "<|endoftext|>"
+    if added:
+        tokenizer.add_special_tokens(added)
+    special_ids(tokenizer)  # raises if anything is still missing
+    return tokenizer
+
+
+def _dit_config(section: ModelSection, config: TrainConfig, tokenizer: Any) -> Any:
+    from proseco.models.dit import ProsecoDiTConfig
+
+    ids = special_ids(tokenizer)
+    overrides = {k: getattr(section, k) for k in _ARCH_FIELDS if getattr(section, k) is not None}
+    max_length = section.max_length or config.data.max_length
+    return ProsecoDiTConfig.from_preset(
+        section.preset,
+        vocab_size=len(tokenizer),
+        max_length=max_length,
+        num_classes=config.data.num_classes,
+        mask_token_id=ids["mask"],
+        pad_token_id=ids["pad"],
+        bos_token_id=ids["bos"],
+        eos_token_id=ids["eos"],
+        time_conditioning=section.time_conditioning,
+        tie_word_embeddings=section.tie_word_embeddings,
+        **overrides,
+    )
+
+
+def _load_pretrained(path: str) -> nn.Module:
+    from transformers import AutoModelForMaskedLM
+
+    import proseco.models.dit  # noqa: F401 - registers the DiT with the Auto classes
+
+    local = Path(path).expanduser()
+    if path.startswith((".", "/", "~")) and not local.is_dir():
+        raise FileNotFoundError(f"model.pretrained {path!r}: no such directory")
+    return AutoModelForMaskedLM.from_pretrained(str(local) if local.exists() else path)
+
+
+def build_model(config: TrainConfig, tokenizer: Any) -> nn.Module:
+    """The model of ``config`` sized for ``tokenizer``; checks lengths, vocabulary and classes.
+
+    Raises:
+        ValueError: ``data.max_length`` longer than the model accepts, a tokenizer larger than the
+            model's vocabulary, or class labels the model cannot take.
+    """
+    section = config.model
+    if section.pretrained is not None:
+        ignored = [
+            f.name
+            for f in fields(section)
+            if f.name in _ARCH_FIELDS and getattr(section, f.name) is not None
+        ]
+        if ignored:
+            raise ValueError(
+                f"model.pretrained is set, so model.{', model.'.join(ignored)} cannot change the "
+                "architecture; remove them"
+            )
+        model = _load_pretrained(section.pretrained)
+    else:
+        model = _build_fresh(section, config, tokenizer)
+    _check_compatible(model, config, tokenizer)
+    return model
+
+
+def _build_fresh(section: ModelSection, config: TrainConfig, tokenizer: Any) -> nn.Module:
+    from proseco.models.dit import ProsecoDiT
+
+    if section.max_length is not None and config.data.max_length > section.max_length:
+        raise ValueError(
+            f"data.max_length={config.data.max_length} is longer than model.max_length="
+            f"{section.max_length}; lower data.max_length or raise model.max_length"
+        )
+    return ProsecoDiT(_dit_config(section, config, tokenizer))
+
+
+def _check_compatible(model: nn.Module, config: TrainConfig, tokenizer: Any) -> None:
+    max_len = model_max_length(model)
+    if max_len is not None and config.data.max_length > max_len:
+        raise ValueError(
+            f"data.max_length={config.data.max_length} is longer than the model's maximum of "
+            f"{max_len}; lower data.max_length"
+        )
+    vocab = model_vocab_size(model)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {vocab}; "
+            "use the model's own tokenizer or resize the model's embeddings"
+        )
+    num_classes = getattr(getattr(model, "config", None), "num_classes", 0) or 0
+    if config.data.num_classes and num_classes != config.data.num_classes:
+        raise ValueError(
+            f"data.num_classes={config.data.num_classes} but the model has {num_classes} classes"
+        )

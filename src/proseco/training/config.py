@@ -1,0 +1,268 @@
+"""Training configuration: one frozen dataclass per section of a recipe.
+
+A recipe is a plain serialised :class:`TrainConfig` (no interpolation, no class paths)::
+
+    model: {preset: cpu-tiny, dropout: 0.1}
+    data: {kind: text, source: corpus.txt, tokenizer: char, max_length: 64}
+    loss: {sc_weight: 1.0, t_min: 0.1}
+    optim: {lr: 1.0e-3, warmup_steps: 100, lr_schedule: cosine}
+    train: {max_steps: 2000, global_batch_size: 128}
+
+Each section checks its values when built; reading YAML, dotted overrides and unknown-field
+errors live in :mod:`proseco.training.config_io`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from proseco.losses import LossConfig
+
+__all__ = [
+    "ModelSection",
+    "DataSection",
+    "LossSection",
+    "OptimSection",
+    "TrainSection",
+    "TrainConfig",
+    "SECTIONS",
+]
+
+
+def _choice(section: str, name: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise ValueError(f"{section}.{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _positive(section: str, name: str, value: float | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{section}.{name} must be {bound}, got {value}")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """The network. ``None`` fields keep the preset's value.
+
+    Attributes:
+        preset: a DiT size preset (``cpu-tiny``, ``cpu-small``, ``tiny``, ``small``, ``medium``).
+        pretrained: a ``from_pretrained`` directory to start from instead (e.g. for SFT).
+        hidden_size, num_layers, num_heads, cond_dim, dropout: architecture overrides.
+        max_length: the longest sequence the model accepts (default ``data.max_length``).
+        time_conditioning: feed ``t`` to the model (the paper: False).
+        tie_word_embeddings: share input and output embeddings.
+    """
+
+    preset: str = "cpu-tiny"
+    pretrained: str | None = None
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    cond_dim: int | None = None
+    dropout: float | None = None
+    max_length: int | None = None
+    time_conditioning: bool = False
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "num_layers", "num_heads", "cond_dim", "max_length"):
+            _positive("model", name, getattr(self, name))
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must lie in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """What to train on.
+
+    Attributes:
+        kind: ``text`` (pretraining), ``sft`` (prompt/response pairs) or ``qm9`` (QM9 from
+            ``qm9pack`` with its fixed 95/5 train/validation split, or, with ``source``, SMILES
+            records from a file), optionally labelled for guidance.
+        source: a local file, directory or glob (txt/jsonl/json/csv/parquet), or a Hugging Face
+            dataset name (needs ``pip install "proseco[text]"``). Optional for ``qm9``.
+        validation_source: a separate held-out source; otherwise ``validation_fraction`` of the
+            records (documents, pairs or molecules) is held out.
+        validation_fraction: share of records held out for validation (0 disables validation).
+        split, hub_config: the split and config name of a hub dataset.
+        text_field, prompt_field, response_field: record fields to read.
+        tokenizer: ``char``, ``smiles``, or a tokenizer directory / hub name.
+        max_length: sequence length ``L`` of a training example.
+        layout: ``wrapped`` (concatenate documents with EOS, cut into ``[BOS] chunk [EOS]``) or
+            ``padded`` (one example per record, padded to ``L``). SFT, QM9 and labelled records
+            are always padded.
+        overlong: what to do with a record longer than ``L``: ``error``, ``truncate`` or ``drop``.
+        train_on_padding: padding carries loss and is noised (QM9 in the paper); otherwise it
+            is excluded and hidden by an attention mask.
+        label: class labels for guidance. QM9: a property (``qed`` or ``ring_count``), class 1
+            when above its dataset-wide 90th percentile; files: the record field holding an
+            integer class. None = unconditional.
+        num_classes: number of class labels (0 = unconditional).
+        max_records: use at most this many records (quick runs).
+        cache_dir: where tokenized data is cached (default ``~/.cache/proseco/data``).
+        seed: seed of the train/validation split.
+    """
+
+    kind: Literal["text", "sft", "qm9"] = "text"
+    source: str | None = None
+    validation_source: str | None = None
+    validation_fraction: float = 0.05
+    split: str = "train"
+    hub_config: str | None = None
+    text_field: str = "text"
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    tokenizer: str = "char"
+    max_length: int = 128
+    layout: Literal["wrapped", "padded"] = "wrapped"
+    overlong: Literal["error", "truncate", "drop"] = "error"
+    train_on_padding: bool = False
+    label: str | None = None
+    num_classes: int = 0
+    max_records: int | None = None
+    cache_dir: str | None = None
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _choice("data", "kind", self.kind, ("text", "sft", "qm9"))
+        _choice("data", "layout", self.layout, ("wrapped", "padded"))
+        _choice("data", "overlong", self.overlong, ("error", "truncate", "drop"))
+        if self.max_length < 3:
+            raise ValueError(
+                f"data.max_length must be >= 3 (BOS, a token, EOS), got {self.max_length}"
+            )
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(
+                f"data.validation_fraction must lie in [0, 1), got {self.validation_fraction}"
+            )
+        _positive("data", "num_classes", self.num_classes, allow_zero=True)
+        _positive("data", "max_records", self.max_records)
+        if self.kind != "qm9" and self.source is None:
+            raise ValueError(f"data.source is required for data.kind={self.kind!r}")
+        if self.label is not None and self.num_classes < 2:
+            raise ValueError(
+                f"data.label={self.label!r} needs data.num_classes >= 2, got {self.num_classes}"
+            )
+
+
+@dataclass(frozen=True)
+class LossSection(LossConfig):
+    """The loss: every :class:`proseco.LossConfig` field, plus how the trainer applies it.
+
+    ``sc_weight: 0`` trains plain MDLM.
+
+    Attributes:
+        schedule: noise schedule name (``loglinear``, ``linear``, ``cosine``, ``polynomial``).
+        two_backward: backpropagate the MDLM term before the corrector pass (same gradient,
+            about half the peak activation memory).
+        cond_dropout: probability that an example's class label is replaced by the null label
+            ``num_classes`` (classifier-free guidance); the same label is used in both passes.
+    """
+
+    schedule: str = "loglinear"
+    two_backward: bool = False
+    cond_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _choice("loss", "schedule", self.schedule, ("loglinear", "linear", "cosine", "polynomial"))
+        if not 0.0 <= self.cond_dropout <= 1.0:
+            raise ValueError(f"loss.cond_dropout must lie in [0, 1], got {self.cond_dropout}")
+
+    def loss_config(self) -> LossConfig:
+        """The :class:`LossConfig` part of this section."""
+        return LossConfig(**{name: getattr(self, name) for name in LossConfig.field_names()})
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """AdamW and the learning-rate schedule (linear warm-up, then constant or cosine decay).
+
+    Attributes:
+        grad_clip: max gradient norm (0 disables clipping).
+        min_lr: the learning rate a cosine schedule decays to.
+    """
+
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    min_lr: float = 0.0
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive("optim", "lr", self.lr)
+        _choice("optim", "lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        for name in ("eps", "weight_decay", "warmup_steps", "min_lr", "grad_clip"):
+            _positive("optim", name, getattr(self, name), allow_zero=True)
+        if self.min_lr > self.lr:
+            raise ValueError(f"optim.min_lr {self.min_lr} exceeds optim.lr {self.lr}")
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """The run: steps, batch sizes, precision, EMA, evaluation, checkpoints and logging.
+
+    Attributes:
+        global_batch_size: sequences per optimizer step over all processes; gradient
+            accumulation makes up the difference with ``micro_batch_size x processes``.
+        micro_batch_size: sequences per forward pass per process (default: the global batch
+            divided by the number of processes).
+        mixed_precision: ``no``, ``bf16`` or ``fp16`` (Accelerate autocast).
+        ema_decay: EMA decay (0 disables EMA); warm-up ``min(decay, (1 + k) / (10 + k))``.
+        eval_every, save_every: in optimizer steps; 0 = only at the end.
+        eval_batches: validation micro-batches per evaluation (0 = the whole split).
+        keep_checkpoints: how many step checkpoints to keep (the newest).
+        tensorboard: also log to TensorBoard (needs ``tensorboard``).
+        wandb_project: also log to this Weights & Biases project (needs ``wandb``).
+    """
+
+    seed: int = 0
+    max_steps: int = 1000
+    global_batch_size: int = 64
+    micro_batch_size: int | None = None
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    ema_decay: float = 0.9999
+    eval_every: int = 0
+    eval_batches: int = 8
+    save_every: int = 0
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    progress_bar: bool = True
+    tensorboard: bool = False
+    wandb_project: str | None = None
+
+    def __post_init__(self) -> None:
+        _choice("train", "mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
+        for name in ("max_steps", "global_batch_size", "micro_batch_size", "log_every"):
+            _positive("train", name, getattr(self, name))
+        for name in ("eval_every", "eval_batches", "save_every", "keep_checkpoints"):
+            _positive("train", name, getattr(self, name), allow_zero=True)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run; the YAML recipe is this, serialised."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=lambda: DataSection(kind="qm9"))
+    loss: LossSection = field(default_factory=LossSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelSection,
+    "data": DataSection,
+    "loss": LossSection,
+    "optim": OptimSection,
+    "train": TrainSection,
+}

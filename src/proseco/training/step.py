@@ -1,0 +1,169 @@
+"""One micro-batch loss (with class-label dropout) and the validation pass.
+
+Every random draw of a micro-batch (time ``t``, the mask pattern, a sampled proposal, dropped
+labels) comes from one ``torch.Generator`` seeded by ``(seed, step, micro-batch index)``, so a
+resumed or re-sharded run draws the same noise. Dropout uses the global RNG, which Accelerate
+saves in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from proseco.losses import LossConfig, LossOutput, proseco_loss
+from proseco.schedules import Schedule
+
+__all__ = ["ModelView", "conditioning", "batch_loss", "evaluate"]
+
+
+class ModelView:
+    """A prepared (DDP/FSDP-wrapped) model that still exposes the bare model's ``config``.
+
+    :func:`proseco.models.protocol.call_model` reads ``model.config`` to decide whether to pass
+    ``timesteps``; wrappers hide it, this view restores it.
+    """
+
+    def __init__(self, wrapped: Any, config: Any) -> None:
+        self.wrapped = wrapped
+        self.config = config
+
+    def __call__(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
+        return self.wrapped(input_ids, **kwargs)
+
+
+def conditioning(
+    batch: dict[str, torch.Tensor],
+    *,
+    num_classes: int = 0,
+    cond_dropout: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Model keyword arguments for a batch: ``attention_mask`` and ``class_labels`` if present.
+
+    With ``cond_dropout > 0`` each label is replaced by the null label ``num_classes`` with that
+    probability (one draw per example; the same labels then serve both loss passes).
+    """
+    out: dict[str, torch.Tensor] = {}
+    if "attention_mask" in batch:
+        out["attention_mask"] = batch["attention_mask"]
+    labels = batch.get("labels")
+    if labels is not None:
+        if cond_dropout > 0:
+            u = torch.rand(labels.shape, generator=generator, device=labels.device)
+            labels = torch.where(u < cond_dropout, torch.full_like(labels, num_classes), labels)
+        out["class_labels"] = labels
+    return out
+
+
+def batch_loss(
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    *,
+    mask_id: int,
+    schedule: Schedule,
+    loss_config: LossConfig,
+    step: int | None,
+    generator: torch.Generator,
+    num_classes: int = 0,
+    cond_dropout: float = 0.0,
+    backward_fn: Callable[[torch.Tensor], None] | None = None,
+) -> LossOutput:
+    """The ProSeCo / MDLM loss of one micro-batch (a thin layer over :func:`proseco_loss`).
+
+    Args:
+        model: a model following the protocol (e.g. a :class:`ModelView`).
+        batch: ``input_ids``, ``loss_mask``, ``noise_mask`` ``[B, L]`` (+ ``attention_mask``,
+            ``labels`` ``[B]``).
+        step: the optimizer step (for ``loss_config.start_step``).
+        generator: the micro-batch's RNG (labels are dropped first, then ``t`` and ``xt``).
+        backward_fn: two-backward memory mode (see :func:`proseco_loss`).
+    """
+    cond = conditioning(
+        batch, num_classes=num_classes, cond_dropout=cond_dropout, generator=generator
+    )
+    return proseco_loss(
+        model,
+        batch["input_ids"],
+        mask_id=mask_id,
+        schedule=schedule,
+        config=loss_config,
+        loss_mask=batch["loss_mask"],
+        noise_mask=batch["noise_mask"],
+        conditioning=cond,
+        step=step,
+        generator=generator,
+        backward_fn=backward_fn,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: Any,
+    dataset: Any,
+    *,
+    accelerator: Any,
+    micro_batch_size: int,
+    mask_id: int,
+    schedule: Schedule,
+    loss_config: LossConfig,
+    seeds: Callable[[int], int],
+    max_batches: int = 0,
+) -> dict[str, float]:
+    """Validation NELBO, perplexity, bits per token and corrector NLL on held-out data.
+
+    The split is cut into fixed micro-batches; process ``r`` of ``P`` takes batches
+    ``r, r + P, ...``; batch ``b`` draws its noise from ``seeds(b)``, so results do not depend on
+    the number of processes. Sums are reduced over processes.
+
+    Returns:
+        ``nelbo`` (nats per loss token, MDLM term), ``ppl = exp(nelbo)``, ``bpd = nelbo / ln 2``,
+        ``corrector_nll`` (the ``w(t)``-weighted corrector term per token) and
+        ``proposal_error_rate`` (share of argmax proposals that differ from ``x0``).
+    """
+    config = LossConfig(
+        **{**loss_config.__dict__, "mdm_weight": 1.0, "sc_weight": 1.0, "start_step": 0}
+    )
+    config = LossConfig(**{**config.__dict__, "errors_upweighted": False, "t_min": 1e-3})
+    n_batches = math.ceil(len(dataset) / micro_batch_size)
+    if max_batches:
+        n_batches = min(n_batches, max_batches)
+    device = accelerator.device
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    for b in range(accelerator.process_index, n_batches, accelerator.num_processes):
+        idx = torch.arange(b * micro_batch_size, min((b + 1) * micro_batch_size, len(dataset)))
+        batch = dataset.batch(idx, device)
+        generator = torch.Generator(device=device).manual_seed(seeds(b))
+        with accelerator.autocast():
+            out = batch_loss(
+                model,
+                batch,
+                mask_id=mask_id,
+                schedule=schedule,
+                loss_config=config,
+                step=None,
+                generator=generator,
+            )
+        n = out.num_tokens.double()
+        sums += torch.stack(
+            [
+                out.mdm_loss.double() * n,
+                out.corrector_loss.double() * n,
+                n,
+                out.proposal_error_rate.double() * n,
+            ]
+        )
+    sums = accelerator.reduce(sums, reduction="sum")
+    tokens = float(sums[2].clamp(min=1))
+    nelbo = float(sums[0]) / tokens
+    return {
+        "nelbo": nelbo,
+        "ppl": math.exp(min(nelbo, 700.0)),
+        "bpd": nelbo / math.log(2.0),
+        "corrector_nll": float(sums[1]) / tokens,
+        "proposal_error_rate": float(sums[3]) / tokens,
+        "tokens": int(sums[2]),
+    }

@@ -1,0 +1,64 @@
+"""Exact resume: a run killed with SIGKILL and resumed ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from proseco.training import save_config, train
+from proseco.training.checkpoint import list_checkpoints
+from proseco.training.metrics import read_metrics
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_train_cpu import one_thread, tiny  # noqa: E402, F401 - one_thread is autouse
+
+
+def _last_train_step(run: Path) -> int:
+    try:
+        return max((r["step"] for r in read_metrics(run, "train")), default=0)
+    except json.JSONDecodeError:  # a line being written
+        return 0
+
+
+def test_sigkill_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path):
+    config = tiny(
+        tmp_path,
+        model={"dropout": 0.1},  # dropout draws from the global RNG: resume must restore it
+        train={"max_steps": 36, "save_every": 6, "eval_every": 6, "log_every": 1,
+               "global_batch_size": 8, "keep_checkpoints": 0},
+    )  # fmt: skip
+    recipe = save_config(config, tmp_path / "recipe.yaml")
+    reference = train(config, tmp_path / "reference")
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "proseco.cli", "train", str(recipe), "--output-dir", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count as this process
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    while _last_train_step(run) < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    _, stderr = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+    assert not (run / "final").exists(), "the run finished before it could be killed"
+    steps_done = [s for s, _ in list_checkpoints(run)]
+    assert steps_done and steps_done[-1] < 36
+
+    resumed = train(config, run, resume=True)
+    ref_weights = load_file(str(reference.final_dir / "model.safetensors"))
+    new_weights = load_file(str(resumed.final_dir / "model.safetensors"))
+    assert ref_weights.keys() == new_weights.keys()
+    for name, value in ref_weights.items():
+        assert torch.equal(new_weights[name], value), name
+    keys = ("step", "split", "loss", "mdm_loss", "corrector_loss")
+    ref_log = [{k: r.get(k) for k in keys} for r in read_metrics(reference.output_dir)]
+    new_log = [{k: r.get(k) for k in keys} for r in read_metrics(run)]
+    assert new_log == ref_log  # the interrupted attempt's extra records were dropped
