@@ -428,7 +428,11 @@ def render(meta: dict, uncond: list, guided: list, verdicts: list, tried: dict) 
         ["torch / rdkit / python", meta["versions"]],
         ["samples per point", f"{meta['num_samples']} (batch {meta['batch_size']})"],
         ["seed", f"{meta['seed']} for every point (one generator per point)"],
-        ["wall time", f"{meta['elapsed']:.0f} s on {meta['machine']}"],
+        [
+            "wall time",
+            f"{meta['elapsed']:.0f} s for this invocation on {meta['machine']}; sampling time "
+            f"summed over all rows: {meta['row_seconds']:.0f} s",
+        ],
     ]
     ckpts = [[k, f"`{v['path']}`", v["info"]] for k, v in meta["checkpoints"].items()]
     if guided:
@@ -495,9 +499,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--guidance-steps", type=int, nargs="+", default=None, help="T grid (8 32)")
     p.add_argument("--gammas", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 5.0])
     p.add_argument("--skip-guidance", action="store_true")
+    p.add_argument(
+        "--skip-unconditional",
+        action="store_true",
+        help="run only the guidance grid (e.g. in a second process; merge with --resume)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: 64 samples, T in {2, 4}")
     p.add_argument("--resume", action="store_true", help="reuse matching rows of qm9_rows.json")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument(
+        "--merge-rows",
+        nargs="+",
+        default=[],
+        metavar="ROWS_JSON",
+        help="reuse matching rows from these qm9_rows.json files (e.g. from parallel runs)",
+    )
     args = p.parse_args(argv)
     args.num_samples = args.num_samples or (64 if args.quick else 1000)
     args.steps = sorted(set(args.steps or ([2, 4] if args.quick else [2, 4, 8, 16, 32])))
@@ -532,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
             tuple(r[k] for k in KEY_FIELDS): r for r in json.loads(rows_path.read_text())["rows"]
         }
         print(f"resuming: {len(done)} rows found in {rows_path}")
+    for extra in args.merge_rows:
+        found = json.loads(Path(extra).read_text())["rows"]
+        done.update({tuple(r[k] for k in KEY_FIELDS): r for r in found})
+        print(f"merging: {len(found)} rows from {extra}")
     meta: dict[str, Any] = {
         "command": "python benchmarks/qm9.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "commit": _git("rev-parse", "--short", "HEAD")
@@ -562,7 +582,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print("loading the QM9 training set for novelty ...")
     train = set(load_qm9("train").smiles)
-    grids = {"unconditional": unconditional_settings(args.steps)}
+    grids = {}
+    if not args.skip_unconditional:
+        grids["unconditional"] = unconditional_settings(args.steps)
     if not skipped:
         grids["guidance"] = guidance_settings(args.guidance_steps, args.gammas)
     for study, grid in grids.items():
@@ -592,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         f"S=1 every=1 with guided corrector, {args.num_samples} samples, seed {args.seed}.",
     }
     meta["elapsed"] = time.perf_counter() - start
+    meta["row_seconds"] = sum(r.get("seconds", 0.0) for r in uncond + guided)
     save([], complete=True)
     (out / "qm9.md").write_text(render(meta, uncond, guided, verdicts, tried))
     for v in verdicts[:3]:

@@ -277,6 +277,7 @@ def test_report_states_each_verdict_and_tabulates_every_row(bench):
         "batch_size": 500,
         "seed": 0,
         "elapsed": 1.0,
+        "row_seconds": 2.0,
         "machine": "cpu",
         "guidance_skipped": "the ring-count models are missing",
         "checkpoints": {"mdlm": {"path": "m", "info": "1 M params", "sequences": 128_000}},
