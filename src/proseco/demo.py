@@ -20,19 +20,6 @@ import torch
 
 __all__ = ["add_arguments", "run", "shipped_checkpoints", "demo_settings"]
 
-TABLE_COLUMNS = (
-    "method",
-    "model",
-    "steps",
-    "corrector_steps",
-    "corrector_every",
-    "nfe",
-    "validity",
-    "uniqueness",
-    "novelty",
-    "seconds",
-)
-
 
 def shipped_checkpoints() -> dict[str, Path]:
     """Paths of the packaged QM9 checkpoints: ``{"mdlm": ..., "proseco": ...}``."""
