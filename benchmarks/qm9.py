@@ -131,9 +131,22 @@ def provenance(path: Path, model: Any) -> tuple[str, int | None]:
     return "; ".join(bits), seen
 
 
-def load_models(root: Path, skip_guidance: bool) -> tuple[dict, dict, str | None]:
-    """``(models, paths, reason the guidance study is skipped or None)``."""
+def load_models(
+    root: Path, skip_guidance: bool, only: tuple[str, ...] | None = None
+) -> tuple[dict, dict, str | None]:
+    """``(models, paths, reason the guidance study is skipped or None)``; ``only`` limits the
+    models loaded (and so the settings run) to these keys."""
     from proseco.eval.study import load_model_dir
+
+    if only:
+        unknown = sorted(set(only) - set(UNCOND_KEYS + RING_KEYS))
+        if unknown:
+            raise SystemExit(f"error: unknown model keys {unknown}; use {UNCOND_KEYS + RING_KEYS}")
+        paths = {k: find_model_dir(root, k) for k in only}
+        missing = [k for k, p in paths.items() if p is None]
+        if missing:
+            raise SystemExit(f"error: {root} lacks the model dirs {missing}")
+        return {k: load_model_dir(p) for k, p in paths.items()}, paths, None
 
     paths, missing = {}, []
     for key in UNCOND_KEYS + RING_KEYS:
@@ -508,6 +521,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="reuse matching rows of qm9_rows.json")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument(
+        "--only-models",
+        nargs="+",
+        default=[],
+        metavar="KEY",
+        help="run only the settings of these models (e.g. mdlm while proseco still trains)",
+    )
+    p.add_argument(
         "--merge-rows",
         nargs="+",
         default=[],
@@ -536,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.checkpoints) if args.checkpoints else shipped_checkpoints()["mdlm"].parent
-    models, paths, skipped = load_models(root, args.skip_guidance)
+    models, paths, skipped = load_models(root, args.skip_guidance, tuple(args.only_models))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if skipped:
@@ -587,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
         grids["unconditional"] = unconditional_settings(args.steps)
     if not skipped:
         grids["guidance"] = guidance_settings(args.guidance_steps, args.gammas)
+    if args.only_models:
+        grids = {k: [g for g in v if g.model in args.only_models] for k, v in grids.items()}
     for study, grid in grids.items():
         rows[study] = run_study(models, paths, grid, study, args, train, done, save)
     uncond, guided = rows["unconditional"], rows["guidance"]
