@@ -124,8 +124,11 @@ def _trajectory(models, seed: int) -> str:
         history = out["history"]
         if int(history.corrections().sum()) > 0:
             break
+    short = {"<pad>": ".", "<bos>": "^", "<eos>": "$"}
     text = history.render(
-        lambda ids: tok.convert_ids_to_tokens(ids[0]), mask_text="_", only_changes=True
+        lambda ids: short.get(tok.convert_ids_to_tokens(ids[0]), tok.convert_ids_to_tokens(ids[0])),
+        mask_text="_",
+        only_changes=True,
     )
     return text + f"\nfinal: {out['smiles'][0]}"
 
@@ -190,8 +193,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nexample molecules ({best['method']}, T={best['steps']}):")
     print(" ", " ".join(json.loads(line)["text"] for line in _first_samples(out_dir, best, 6)))
     print(
-        "\none ProSeCo trajectory (T=8, S=2): [x] newly unmasked, {old>new} corrected, "
-        "C = corrector fired"
+        "\none ProSeCo trajectory (T=8, S=2): _ mask, [x] newly unmasked, {old>new} corrected, "
+        "C = corrector fired; ^ bos, $ eos, . pad"
     )
     print(_trajectory(models, args.seed))
     print(
