@@ -6,20 +6,10 @@ import pytest
 import torch
 
 from proseco.sampling import Confidence, Corrector, sample
-from proseco.sampling.testing import OracleModel, ToyDenoiser
+from proseco.sampling.testing import OracleModel, Spy, ToyDenoiser
 from proseco.schedules import PolynomialSchedule
 
 V, MASK, EOS, PAD = 12, 11, 10, 0
-
-
-class Spy(torch.nn.Module):
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.config, self.calls = inner, inner.config, []
-
-    def forward(self, input_ids, **kwargs):
-        self.calls.append((input_ids.clone(), kwargs))
-        return self.inner(input_ids, **kwargs)
 
 
 def gen(seed=0):

@@ -9,7 +9,7 @@ import torch
 
 from proseco.sampling import Corrector, Guidance, sample
 from proseco.sampling.guidance import ModelCaller
-from proseco.sampling.testing import ToyDenoiser
+from proseco.sampling.testing import Spy, ToyDenoiser
 
 V, MASK = 12, 11
 
@@ -22,16 +22,6 @@ class LabelModel(torch.nn.Module):
     def forward(self, input_ids, class_labels=None):
         table = torch.tensor([[0.6, 0.3, 0.1, 1.0], [0.2, 0.4, 0.4, 1.0]]).log()
         return table[class_labels][:, None, :].expand(-1, input_ids.shape[1], -1).clone()
-
-
-class Spy(torch.nn.Module):
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.config, self.calls = inner, inner.config, []
-
-    def forward(self, input_ids, **kwargs):
-        self.calls.append((input_ids.clone(), kwargs))
-        return self.inner(input_ids, **kwargs)
 
 
 def gen(seed=0):

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-__all__ = ["ToyDenoiser", "OracleModel"]
+__all__ = ["ToyDenoiser", "OracleModel", "Spy"]
 
 
 class ToyDenoiser(nn.Module):
@@ -109,3 +109,15 @@ class OracleModel(nn.Module):
         predicted = torch.where(has_mask, wrong, target)
         logits = torch.zeros(batch, length, self.config.vocab_size)
         return logits.scatter_(-1, predicted[..., None], self.margin)
+
+
+class Spy(nn.Module):
+    """Wraps a model and records every call's ``(input_ids, kwargs)`` in ``calls``."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.config, self.calls = inner, inner.config, []
+
+    def forward(self, input_ids: torch.Tensor, **kwargs):
+        self.calls.append((input_ids.clone(), kwargs))
+        return self.inner(input_ids, **kwargs)
