@@ -13,7 +13,7 @@ from proseco.training import TrainingDivergedError, load_config, train
 from proseco.training.config_io import update_config
 from proseco.training.metrics import read_metrics
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "src" / "proseco" / "assets" / "text"
 
 
 @pytest.fixture(autouse=True)

@@ -165,3 +165,12 @@ def test_parquet_is_read_with_pyarrow_or_asks_for_it(tmp_path):
         return
     pq.write_table(pa.table({"text": ["a", "b"]}), path)
     assert read_records(str(path)) == [{"text": "a"}, {"text": "b"}]
+
+
+def test_package_sources_resolve_to_files_shipped_in_the_package():
+    from proseco.data.text import list_source_files
+
+    files = list_source_files("package:assets/text/tiny_corpus.txt")
+    assert files is not None and files[0].is_file()
+    assert "proseco" in str(files[0]) and files[0].stat().st_size > 1000
+    assert list_source_files("package:assets/text/no_such_file.txt") is None

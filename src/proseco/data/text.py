@@ -40,13 +40,26 @@ __all__ = [
 _EXTENSIONS = (".txt", ".jsonl", ".json", ".csv", ".parquet")
 
 
+PACKAGE_PREFIX = "package:"
+
+
 def _looks_like_hub_name(source: str) -> bool:
-    if source.startswith((".", "/", "~")) or source.lower().endswith(_EXTENSIONS):
+    if source.startswith((".", "/", "~", PACKAGE_PREFIX)) or source.lower().endswith(_EXTENSIONS):
         return False
     return source.count("/") <= 1 and not any(ch in source for ch in "*?[")
 
 
+def resolve_source(source: str) -> str:
+    """Map ``package:REL/PATH`` to a file shipped inside the ``proseco`` package."""
+    if source.startswith(PACKAGE_PREFIX):
+        from importlib import resources
+
+        return str(Path(str(resources.files("proseco"))) / source[len(PACKAGE_PREFIX) :])
+    return source
+
+
 def list_source_files(source: str) -> list[Path] | None:
+    source = resolve_source(source)
     path = Path(source).expanduser()
     if path.is_file():
         return [path]
