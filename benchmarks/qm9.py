@@ -187,25 +187,11 @@ KEY_FIELDS = (
 )
 
 
-def evaluate(models, setting, *, train_smiles, num_samples, batch_size, seed, properties) -> dict:
-    """Sample with ``setting`` and score: one row (see ``proseco.eval.study.evaluate_setting``)."""
-    from proseco.eval.study import evaluate_setting
-
-    row, _ = evaluate_setting(
-        models,
-        setting,
-        train_smiles=train_smiles,
-        num_samples=num_samples,
-        batch_size=batch_size,
-        seed=seed,
-        properties=properties,
-    )
-    return row
-
-
 def run_study(models, paths, settings, study, args, train_smiles, done, save) -> list[dict]:
     """Evaluate ``settings`` in order (tqdm), reusing rows of ``done`` with the same key."""
     from tqdm.auto import tqdm
+
+    from proseco.eval.study import evaluate_setting
 
     rows = []
     props = ("ring_count",) if study == "guidance" else ()
@@ -221,7 +207,7 @@ def run_study(models, paths, settings, study, args, train_smiles, done, save) ->
         if key not in done:
             done[key] = {
                 **meta,
-                **evaluate(
+                **evaluate_setting(
                     models,
                     setting,
                     train_smiles=train_smiles,
@@ -229,7 +215,7 @@ def run_study(models, paths, settings, study, args, train_smiles, done, save) ->
                     batch_size=args.batch_size,
                     seed=args.seed,
                     properties=props,
-                ),
+                )[0],
             }
             save(rows + [done[key]])
         rows.append(done[key])

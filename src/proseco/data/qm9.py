@@ -57,12 +57,9 @@ HANDWRITTEN_SMILES: tuple[str, ...] = (
 
 
 def _require_rdkit():
-    try:
-        from rdkit import Chem, RDLogger
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError('QM9 needs RDKit: pip install "proseco[chem]"') from e
-    RDLogger.DisableLog("rdApp.*")
-    return Chem
+    from proseco.eval.molecules import require_rdkit
+
+    return require_rdkit("QM9 data")
 
 
 def qm9_csv_files() -> list[Path]:

@@ -47,18 +47,19 @@ MOLECULE_PROPERTIES = ("qed", "ring_count")
 _STATS = ("mean", "q25", "median", "q75")
 
 
-def _chem():
+def require_rdkit(purpose: str = "molecule metrics"):
+    """Import RDKit's ``Chem`` with its logs silenced, or say how to install it."""
     try:
         from rdkit import Chem, RDLogger
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError('molecule metrics need RDKit: pip install "proseco[chem]"') from e
+        raise ImportError(f'{purpose} need RDKit: pip install "proseco[chem]"') from e
     RDLogger.DisableLog("rdApp.*")
     return Chem
 
 
 def canonicalize(smiles: str) -> str | None:
     """RDKit-canonical SMILES of a valid molecule (see the module docstring), else ``None``."""
-    chem = _chem()
+    chem = require_rdkit()
     s = smiles.strip()
     if not s or any(c.isspace() for c in s):
         return None
@@ -67,14 +68,14 @@ def canonicalize(smiles: str) -> str | None:
 
 
 def _qed_chunk(smiles: Sequence[str]) -> list[float]:
-    chem = _chem()
+    chem = require_rdkit()
     from rdkit.Chem import QED
 
     return [float(QED.qed(_parse(chem, s))) for s in smiles]
 
 
 def _ring_count_chunk(smiles: Sequence[str]) -> list[float]:
-    chem = _chem()
+    chem = require_rdkit()
     return [float(len(chem.GetSymmSSSR(_parse(chem, s)))) for s in smiles]
 
 
