@@ -9,15 +9,26 @@ from proseco.models.dit import ProsecoDiT, ProsecoDiTConfig
 from proseco.models.protocol import call_model
 from proseco.noising import mask_tokens, sample_t
 from proseco.sampling import (
+    CORRECTOR_UPDATES,
+    UNMASKING,
     Ancestral,
+    ArgmaxUpdate,
     Confidence,
     Corrector,
+    CorrectorUpdate,
     Guidance,
     LogitsProcessor,
     ReMDM,
+    Reveal,
     SampleOutput,
+    SampleUpdate,
+    SamplingConfig,
     SamplingHistory,
+    StepInfo,
     Threshold,
+    TopKPositions,
+    UnmaskingStrategy,
+    draw_at,
     sample,
 )
 from proseco.schedules import (
@@ -44,15 +55,26 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "CORRECTOR_UPDATES",
+    "UNMASKING",
     "Ancestral",
+    "ArgmaxUpdate",
     "Confidence",
     "Corrector",
+    "CorrectorUpdate",
     "Guidance",
     "LogitsProcessor",
     "ReMDM",
+    "Reveal",
     "SampleOutput",
+    "SampleUpdate",
+    "SamplingConfig",
     "SamplingHistory",
+    "StepInfo",
     "Threshold",
+    "TopKPositions",
+    "UnmaskingStrategy",
+    "draw_at",
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",

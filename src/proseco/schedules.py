@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from proseco.registry import Registry
+
 __all__ = [
     "Schedule",
     "LogLinearSchedule",
@@ -108,24 +110,17 @@ class PolynomialSchedule(Schedule):
         return -(1.0 - self.eps) * self.power * t ** (self.power - 1.0)
 
 
-SCHEDULES: dict[str, type[Schedule]] = {
-    "loglinear": LogLinearSchedule,
-    "linear": LinearSchedule,
-    "cosine": CosineSchedule,
-    "polynomial": PolynomialSchedule,
-}
+SCHEDULES: Registry[Schedule] = Registry("noise schedule")
+SCHEDULES.register("loglinear")(LogLinearSchedule)
+SCHEDULES.register("linear")(LinearSchedule)
+SCHEDULES.register("cosine")(CosineSchedule)
+SCHEDULES.register("polynomial")(PolynomialSchedule)
 
 
 def get_schedule(name: str | Schedule | None = None, **kwargs) -> Schedule:
-    """Return a schedule by name (``None`` → log-linear). Unknown names list the valid ones."""
+    """Return a schedule by name (``None`` -> log-linear). Unknown names list the valid ones."""
     if name is None:
         return LogLinearSchedule(**kwargs)
     if isinstance(name, Schedule):
         return name
-    try:
-        cls = SCHEDULES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown noise schedule {name!r}; choose one of {sorted(SCHEDULES)}"
-        ) from None
-    return cls(**kwargs)
+    return SCHEDULES.build(name, **kwargs)

@@ -109,7 +109,7 @@ def test_zero_eta_is_exactly_mdlm(strategy):
     model = ToyDenoiser(vocab_size=V).eval()
     kwargs = dict(mask_id=MASK, batch_size=3, length=10, steps=12)
     mdlm = sample(model, generator=gen(), **kwargs)
-    remdm = sample(model, generator=gen(), remasking=ReMDM(strategy, eta=0.0), **kwargs)
+    remdm = sample(model, generator=gen(), unmasking=ReMDM(strategy, eta=0.0), **kwargs)
     assert torch.equal(mdlm.tokens, remdm.tokens) and mdlm.nfe == remdm.nfe
 
 
@@ -119,7 +119,7 @@ def test_full_runs_remask_and_still_return_no_mask(strategy):
     eta = 0.1 if strategy == "loop" else 0.5
     out = sample(
         model, mask_id=MASK, batch_size=4, length=16, steps=40, top_p=0.9,
-        remasking=ReMDM(strategy, eta=eta), return_history=True, generator=gen(),
+        unmasking=ReMDM(strategy, eta=eta), return_history=True, generator=gen(),
         schedule=LogLinearSchedule(eps=0.0),
     )  # fmt: skip
     assert not (out.tokens == MASK).any()
@@ -129,13 +129,52 @@ def test_full_runs_remask_and_still_return_no_mask(strategy):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(strategy="nope"),
+        dict(mode="nope"),
         dict(eta=1.5),
-        dict(strategy="loop", t_on=0.05, t_off=0.5),
-        dict(strategy="loop", eta=0.2, alpha_on=0.9),  # eta > (1 - 0.9) / 0.9
-        dict(strategy="loop", alpha_on=1.0),
+        dict(mode="loop", t_on=0.05, t_off=0.5),
+        dict(mode="loop", eta=0.2, alpha_on=0.9),  # eta > (1 - 0.9) / 0.9
+        dict(mode="loop", alpha_on=1.0),
     ],
 )
 def test_bad_remdm_settings_raise(kwargs):
     with pytest.raises(ValueError):
         ReMDM(**kwargs)
+
+
+def test_loop_alpha_is_continuous_at_both_phase_changes():
+    remdm = ReMDM("loop", eta=0.02, t_on=0.55, t_off=0.05, alpha_on=0.9)
+    for t in (0.55, 0.05):
+        assert remdm.loop_alpha(t - 1e-9) == pytest.approx(remdm.loop_alpha(t + 1e-9), abs=1e-6)
+    assert remdm.loop_alpha(1.0) == 0.0 and remdm.loop_alpha(0.0) == 1.0
+
+
+def test_the_step_crossing_t_on_stops_at_alpha_on_instead_of_overshooting():
+    remdm = ReMDM("loop", eta=0.02, t_on=0.55, t_off=0.05, alpha_on=0.9)
+    xt = torch.zeros(1, 2, dtype=torch.long)
+    # T = 4: the step 0.75 -> 0.5 crosses t_on; the old code gave alpha_s = 0.5 * 2 = 1.0
+    assert remdm.alphas(info(0.75, 0.5, 0.0, 0.0, xt)) == pytest.approx((0.5, 0.9, False))
+    # T = 2: 1.0 -> 0.5 crosses t_on; then 0.5 -> ~0 crosses t_off into the last phase
+    assert remdm.alphas(info(1.0, 0.5, 0.0, 0.0, xt)) == pytest.approx((0.0, 0.9, False))
+    assert remdm.alphas(info(0.5, 1e-5, 0.0, 0.0, xt)) == pytest.approx((0.9, 0.99998, False))
+    # a step that jumps over the whole hold phase ends in the last phase, without remasking
+    assert remdm.alphas(info(0.6, 0.02, 0.0, 0.0, xt)) == pytest.approx((0.8, 0.96, False))
+
+
+@pytest.mark.parametrize("steps", [2, 4, 8, 16, 32, 128, 1024])
+def test_loop_masked_fraction_at_t_on_is_one_minus_alpha_on_for_every_grid(steps):
+    remdm = ReMDM("loop", eta=0.02, t_on=0.55, t_off=0.05, alpha_on=0.9)
+    batch, length = 64, 64
+    out = sample(
+        ToyDenoiser(vocab_size=V, max_length=length), mask_id=MASK, batch_size=batch,
+        length=length, steps=steps, unmasking=remdm, return_history=True, generator=gen(),
+    )  # fmt: skip
+    times = torch.linspace(1.0, 1e-5, steps + 1).tolist()
+    crossing = next(k for k in range(steps) if times[k] > 0.55 >= times[k + 1])
+    step_records = [r for r in out.history if r.kind == "step"]
+    assert len(step_records) == steps
+    masked = (step_records[crossing].tokens == MASK).float().sum(dim=1).mean().item()
+    assert masked == pytest.approx((1 - 0.9) * length, abs=1.0)  # within one token
+    # the last phase is entered on every grid: (almost) nothing is left for the greedy fill
+    before_fill = (step_records[-1].tokens == MASK).float().mean().item()
+    assert before_fill < 0.005
+    assert not (out.tokens == MASK).any()

@@ -202,7 +202,7 @@ def check_history(out, mask_id: int) -> None:
     unmasking=st.sampled_from(["ancestral", "confidence", "threshold", "remdm"]),
     corrector_steps=st.integers(0, 3),
     every=st.integers(1, 3),
-    update=st.sampled_from(["argmax", "sample", "top_k"]),
+    update=st.sampled_from(["argmax", "sample", "top_k_positions:positions=2"]),
     blocks=st.booleans(),
     prompt=st.sampled_from([None, "same", "ragged"]),
     guidance=st.sampled_from([None, 2.0, 2.0j]),  # 2.0j: gamma 2 without guided corrector calls
@@ -214,14 +214,14 @@ def test_invariants_hold_for_every_combination(
     unmasking, corrector_steps, every, update, blocks, prompt, guidance, temperature, top_p, seed
 ):
     length = 8
-    corrector = Corrector(corrector_steps, every=every, update=update, top_k=2)
+    corrector = Corrector(corrector_steps, every=every, update=update)
     kwargs = dict(
         mask_id=MASK, length=length, steps=4, block_length=4 if blocks else None,
         corrector=corrector, temperature=temperature, top_p=top_p, return_history=True,
         batch_size=2,
     )  # fmt: skip
     if unmasking == "remdm":
-        kwargs["remasking"] = ReMDM("rescale", eta=0.5)
+        kwargs["unmasking"] = ReMDM("rescale", eta=0.5)
     else:
         kwargs["unmasking"] = unmasking
     if guidance is not None:
@@ -247,7 +247,7 @@ def test_invariants_hold_for_every_combination(
         plain = sample(toy(num_classes=2), generator=gen(seed), **{**kwargs, "corrector": None})
         assert torch.equal(tokens, plain.tokens)
     elif corrector.deterministic:  # early exit changes nothing
-        full = Corrector(corrector_steps, every=every, update=update, top_k=2, early_exit=False)
+        full = Corrector(corrector_steps, every=every, update=update, early_exit=False)
         no_exit = sample(toy(num_classes=2), generator=gen(seed), **{**kwargs, "corrector": full})
         assert torch.equal(tokens, no_exit.tokens)
         assert no_exit.corrector_nfe >= out.corrector_nfe
@@ -263,7 +263,11 @@ def test_invariants_hold_for_every_combination(
         (dict(block_length=4, steps=3), "split evenly"),
         (dict(length=60, prompt=list(range(1, 10))), "maximum length"),
         (dict(unmasking="nope"), "unknown unmasking"),
-        (dict(remasking=ReMDM(), unmasking="confidence"), "ancestral"),
+        (dict(remasking=ReMDM()), r"unmasking=proseco.ReMDM"),
+        (dict(temprature=0.5), "did you mean 'temperature'"),
+        (dict(temperature=float("inf")), "temperature must be a finite"),
+        (dict(generator=123), "torch.Generator"),
+        (dict(prompt=torch.tensor([1.0, 2.0])), "integer token ids"),
         (dict(stop_at_eos=True), "eos_id"),
         (dict(mask_id=V), "vocabulary"),
         (dict(prompt=[1, MASK]), "mask id"),
@@ -278,7 +282,14 @@ def test_bad_arguments_raise_clear_errors(kwargs, match):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(steps=-1), dict(every=0), dict(update="beam"), dict(update="top_k")]
+    "kwargs",
+    [
+        dict(steps=-1),
+        dict(every=0),
+        dict(update="beam"),
+        dict(update="top_k_positions:positions=0"),
+        dict(update="top_k_positions:k=2"),
+    ],
 )
 def test_bad_corrector_settings_raise(kwargs):
     with pytest.raises(ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from proseco.sampling import Corrector, LogitsProcessor, run_corrector
+from proseco.sampling import Corrector, LogitsProcessor, TopKPositions, run_corrector, sample
 
 M = 9  # mask id; vocabulary 10
 
@@ -94,7 +94,7 @@ def test_top_k_update_changes_only_the_most_confident_disagreements():
         return logits
 
     result = run_corrector(
-        Corrector(1, update="top_k", top_k=2), call, XT, DENOISER, ALL, mask_id=M, processor=PROC
+        Corrector(1, update=TopKPositions(2)), call, XT, DENOISER, ALL, mask_id=M, processor=PROC
     )
     assert result.xt.tolist() == [[8, 2, M, 8, M, 4]]
 
@@ -111,20 +111,34 @@ def test_sample_update_draws_from_the_processed_distribution():
     assert result.xt.tolist() == [[7, 7, M, 7, M, 7]]
 
 
-@pytest.mark.parametrize("update", ["argmax", "sample", "top_k"])
-def test_the_corrector_never_writes_a_mask(update):
-    g = torch.Generator().manual_seed(0)
+class WantsTheMask(torch.nn.Module):
+    """A model whose mask logit beats every token everywhere (plus random token logits)."""
 
-    def call(y):  # the model "wants" the mask everywhere; the corrector must never write it
-        logits = torch.randn(1, 6, 10, generator=g)
-        logits[..., M] = float("-inf")
+    def __init__(self, vocab_size: int, mask_id: int) -> None:
+        super().__init__()
+        self.vocab_size, self.mask_id = vocab_size, mask_id
+        self.g = torch.Generator().manual_seed(0)
+
+    def forward(self, input_ids):
+        logits = torch.randn(*input_ids.shape, self.vocab_size, generator=self.g)
+        logits[..., self.mask_id] = 100.0
         return logits
 
-    result = run_corrector(
-        Corrector(3, update=update, top_k=3), call, XT, DENOISER, ALL, mask_id=M, processor=PROC,
-        generator=g,
+
+@pytest.mark.parametrize("update", ["argmax", "sample", TopKPositions(3)])
+@pytest.mark.parametrize("unmasking", ["ancestral", "confidence"])
+def test_the_corrector_never_writes_a_mask_even_when_the_model_prefers_it(update, unmasking):
+    model = WantsTheMask(vocab_size=10, mask_id=M)
+    out = sample(
+        model, mask_id=M, batch_size=4, length=12, steps=6, unmasking=unmasking,
+        corrector=Corrector(3, update=update), return_history=True,
+        generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
-    assert torch.equal(result.xt == M, XT == M)
+    assert not (out.tokens == M).any()
+    assert out.corrector_nfe > 0
+    for record in out.history:  # corrector rewrites never touch a position that is masked
+        before_masked = record.tokens == M
+        assert not (record.corrected & before_masked).any()
 
 
 def test_fires_counts_one_based_steps():

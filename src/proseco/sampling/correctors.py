@@ -15,15 +15,113 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Protocol
 
 import torch
 
+from proseco.errors import ConfigError
+from proseco.registry import Registry
 from proseco.sampling.processors import LogitsProcessor
 
-__all__ = ["Corrector", "CorrectorResult", "run_corrector"]
+__all__ = [
+    "CORRECTOR_UPDATES",
+    "ArgmaxUpdate",
+    "Corrector",
+    "CorrectorResult",
+    "CorrectorUpdate",
+    "SampleUpdate",
+    "TopKPositions",
+    "run_corrector",
+]
 
-UPDATES = ("argmax", "sample", "top_k")
+CORRECTOR_UPDATES: Registry[CorrectorUpdate] = Registry("corrector update")
+
+
+class CorrectorUpdate(Protocol):
+    """How one corrector call turns its logits into the next draft.
+
+    ``update(logits [B, L, V], y [B, L], region [B, L] bool, processor, generator) -> [B, L]``
+    returns proposed tokens (only positions inside ``region`` are used). ``deterministic`` says
+    whether the result is a function of the inputs alone (no random draws): only then may the
+    loop stop early at a fixed point, which cannot change the output.
+    """
+
+    deterministic: bool
+
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        region: torch.Tensor,
+        processor: LogitsProcessor,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor: ...
+
+
+@CORRECTOR_UPDATES.register("argmax")
+@dataclass(frozen=True)
+class ArgmaxUpdate:
+    """Every position takes the corrector's argmax (the research default)."""
+
+    deterministic = True
+
+    def __call__(self, logits, y, region, processor, generator) -> torch.Tensor:
+        return logits.argmax(dim=-1)
+
+
+@CORRECTOR_UPDATES.register("sample")
+@dataclass(frozen=True)
+class SampleUpdate:
+    """Every position draws from the processed distribution (temperature / top-k / top-p)."""
+
+    deterministic = False
+
+    def __call__(self, logits, y, region, processor, generator) -> torch.Tensor:
+        rows, cols = region.nonzero(as_tuple=True)
+        proposal = y.clone()
+        if rows.numel():
+            proposal[rows, cols] = processor.sample(logits[rows, cols], generator)[0]
+        return proposal
+
+
+@CORRECTOR_UPDATES.register("top_k_positions")
+@dataclass(frozen=True)
+class TopKPositions:
+    """Change only the ``positions`` most confident disagreeing positions per row per call.
+
+    Among positions inside ``region`` whose argmax differs from ``y``, the ``positions`` with the
+    highest argmax probability take their argmax; all others keep ``y``. (Not to be confused with
+    the vocabulary ``top_k`` of :class:`~proseco.SamplingConfig`.)
+
+    Attributes:
+        positions: positions changed per row per corrector call (``>= 1``).
+    """
+
+    positions: int = 1
+
+    deterministic = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.positions, bool) or not isinstance(self.positions, int):
+            raise ConfigError(
+                f"TopKPositions.positions must be an int >= 1, got {self.positions!r}"
+            )
+        if self.positions < 1:
+            raise ConfigError(
+                f"TopKPositions.positions must be >= 1, got {self.positions}; e.g. positions=4"
+            )
+
+    def __call__(self, logits, y, region, processor, generator) -> torch.Tensor:
+        best_logit, best = logits.max(dim=-1)
+        confidence = torch.exp(best_logit.float() - torch.logsumexp(logits.float(), dim=-1))
+        candidate = region & (best != y)
+        score = torch.where(candidate, confidence, torch.full_like(confidence, -1.0))
+        k = min(self.positions, y.shape[1])
+        top = torch.topk(score, k, dim=1).indices  # [B, k]
+        take = candidate.gather(1, top)
+        proposal = y.clone()
+        proposal.scatter_(1, top, torch.where(take, best.gather(1, top), y.gather(1, top)))
+        return proposal
 
 
 @dataclass(frozen=True)
@@ -40,33 +138,35 @@ class Corrector:
         steps: ``S``, the most corrector calls per firing (``0`` = plain MDLM).
         every: ``omega``, fire every ``every`` steps.
         start: do not fire before step ``start`` (1-based; ``0`` and ``1`` mean from the start).
-        update: how each corrector call updates ``y``: ``"argmax"`` (greedy, the research default),
-            ``"sample"`` (a draw from the processed distribution at every position) or ``"top_k"``
-            (among positions whose argmax differs from ``y``, change only the ``top_k`` most
-            confident per row).
-        top_k: positions changed per call for ``update="top_k"``.
-        early_exit: for the deterministic updates (``argmax``, ``top_k``) stop as soon as ``y`` is
-            a fixed point; further calls could change nothing, so outputs are identical.
+        update: how each corrector call updates the draft: a :class:`CorrectorUpdate` object or a
+            registered name / spec string (``"argmax"``, ``"sample"``,
+            ``"top_k_positions:positions=4"``).
+        early_exit: for deterministic updates, stop as soon as the draft is a fixed point;
+            further calls could change nothing, so outputs are identical.
     """
 
     steps: int = 1
     every: int = 1
     start: int = 0
-    update: Literal["argmax", "sample", "top_k"] = "argmax"
-    top_k: int = 0
+    update: CorrectorUpdate = ArgmaxUpdate()
     early_exit: bool = True
 
     def __post_init__(self) -> None:
-        for name, low in (("steps", 0), ("every", 1), ("start", 0), ("top_k", 0)):
+        for name, low in (("steps", 0), ("every", 1), ("start", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"Corrector {name} must be an int >= {low}, got {value!r}")
-        if self.update not in UPDATES:
-            raise ValueError(
-                f"unknown corrector update {self.update!r}; choose one of {list(UPDATES)}"
+                raise ConfigError(f"Corrector {name} must be an int >= {low}, got {value!r}")
+        update = CORRECTOR_UPDATES.build(self.update)
+        if not callable(update) or not hasattr(update, "deterministic"):
+            raise ConfigError(
+                f"Corrector update must be one of {CORRECTOR_UPDATES.names()} or an object with "
+                f"__call__ and a `deterministic` attribute, got {self.update!r}"
             )
-        if self.update == "top_k" and self.top_k < 1:
-            raise ValueError("Corrector(update='top_k') needs top_k >= 1, e.g. top_k=4")
+        object.__setattr__(self, "update", update)
+        if not isinstance(self.early_exit, bool):
+            raise ConfigError(
+                f"Corrector early_exit must be True or False, got {self.early_exit!r}"
+            )
 
     def fires(self, step: int) -> bool:
         """Whether the corrector runs at 1-based step number ``step``."""
@@ -75,7 +175,22 @@ class Corrector:
     @property
     def deterministic(self) -> bool:
         """Whether a corrector run is a deterministic function of its input (no draws)."""
-        return self.update != "sample"
+        return bool(self.update.deterministic)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (the update as ``{"name": ..., **fields}``)."""
+        return {
+            "steps": self.steps,
+            "every": self.every,
+            "start": self.start,
+            "update": CORRECTOR_UPDATES.to_dict(self.update),
+            "early_exit": self.early_exit,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Corrector:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**data)
 
 
 @dataclass
@@ -117,8 +232,8 @@ def run_corrector(
             initialises the draft.
         region: ``[B, L]`` bool, positions the corrector may rewrite.
         mask_id: the mask token id.
-        processor: used by ``update="sample"``.
-        generator: random generator for ``update="sample"``.
+        processor: used by random updates (:class:`SampleUpdate`).
+        generator: random generator for random updates.
     """
     masked = xt == mask_id
     y = torch.where(masked, logits.argmax(dim=-1), xt)
@@ -127,7 +242,7 @@ def run_corrector(
     for _ in range(corrector.steps):
         corrector_logits = call(y)
         calls += 1
-        proposal = _propose(corrector, corrector_logits, y, region, processor, generator)
+        proposal = corrector.update(corrector_logits, y, region, processor, generator)
         y_new = torch.where(region, proposal, y)
         if corrector.deterministic and corrector.early_exit and torch.equal(y_new, y):
             break
@@ -135,33 +250,3 @@ def run_corrector(
     write = region & ~masked
     new_xt = torch.where(write, y, xt)
     return CorrectorResult(new_xt, corrector_logits, write & (new_xt != xt), calls)
-
-
-def _propose(
-    corrector: Corrector,
-    logits: torch.Tensor,
-    y: torch.Tensor,
-    region: torch.Tensor,
-    processor: LogitsProcessor,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """New tokens ``[B, L]`` from corrector ``logits`` ``[B, L, V]`` (valid inside ``region``)."""
-    if corrector.update == "argmax":
-        return logits.argmax(dim=-1)
-    if corrector.update == "sample":
-        rows, cols = region.nonzero(as_tuple=True)
-        proposal = y.clone()
-        if rows.numel():
-            proposal[rows, cols] = processor.sample(logits[rows, cols], generator)[0]
-        return proposal
-    # top_k: the k most confident positions whose argmax disagrees with y
-    best_logit, best = logits.max(dim=-1)
-    confidence = torch.exp(best_logit.float() - torch.logsumexp(logits.float(), dim=-1))
-    candidate = region & (best != y)
-    score = torch.where(candidate, confidence, torch.full_like(confidence, -1.0))
-    k = min(corrector.top_k, y.shape[1])
-    top = torch.topk(score, k, dim=1).indices  # [B, k]
-    take = candidate.gather(1, top)
-    proposal = y.clone()
-    proposal.scatter_(1, top, torch.where(take, best.gather(1, top), y.gather(1, top)))
-    return proposal

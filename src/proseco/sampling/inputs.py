@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 
+from proseco.errors import ConfigError
 from proseco.models.protocol import model_max_length, model_vocab_size
 from proseco.schedules import Schedule
 
-__all__ = ["Plan", "prepare", "model_device"]
+__all__ = ["Plan", "prepare", "model_device", "prompt_length_of"]
 
 
 @dataclass
@@ -55,16 +56,34 @@ def model_device(model: Any, fallback: torch.device | None = None) -> torch.devi
     return fallback if fallback is not None else torch.device("cpu")
 
 
+def prompt_length_of(prompt: Any) -> int:
+    """Width ``P`` the prompt will have once laid out (the longest row of a list of id lists)."""
+    if prompt is None:
+        return 0
+    if isinstance(prompt, torch.Tensor):
+        return int(prompt.shape[-1]) if prompt.dim() else 1
+    if isinstance(prompt, Sequence) and prompt and all(isinstance(p, int) for p in prompt):
+        return len(prompt)
+    if isinstance(prompt, Sequence):
+        return max((len(p) for p in prompt if hasattr(p, "__len__")), default=0)
+    return 0
+
+
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
 
 
 def _pad_prompts(
     prompt: Sequence[Any], pad_id: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Left-pad a list of 1-D token sequences; returns ``(ids [B, P], mask [B, P] | None)``."""
-    rows = [torch.as_tensor(p, dtype=torch.long).reshape(-1) for p in prompt]
+    rows = []
+    for p in prompt:
+        row = torch.as_tensor(p)
+        if row.dtype.is_floating_point or row.dtype == torch.bool:
+            raise ConfigError(f"prompts must be integer token ids, got {p!r}")
+        rows.append(row.long().reshape(-1))
     width = max((len(r) for r in rows), default=0)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -80,31 +99,36 @@ def _prompt_tensor(
     prompt: Any, prompt_attention_mask: torch.Tensor | None, pad_id: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(prompt, torch.Tensor):
+        if prompt.dtype.is_floating_point or prompt.dtype.is_complex or prompt.dtype == torch.bool:
+            raise ConfigError(
+                f"prompt must hold integer token ids, got a {prompt.dtype} tensor; "
+                "pass e.g. torch.tensor(ids, dtype=torch.long)"
+            )
         ids = prompt.to(device=device, dtype=torch.long)
         if ids.dim() == 1:
             ids = ids[None]
         if ids.dim() != 2:
-            raise ValueError(
+            raise ConfigError(
                 f"prompt must be [P] or [B, P] token ids, got shape {tuple(ids.shape)}"
             )
     elif isinstance(prompt, Sequence) and prompt and all(isinstance(p, int) for p in prompt):
         ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
     elif isinstance(prompt, Sequence) and prompt:
         if prompt_attention_mask is not None:
-            raise ValueError("pass prompt_attention_mask only with a prompt tensor [B, P]")
+            raise ConfigError("pass prompt_attention_mask only with a prompt tensor [B, P]")
         return _pad_prompts(prompt, pad_id, device)
     else:
-        raise ValueError("prompt must be a tensor [B, P], a list of ids or a list of id lists")
+        raise ConfigError("prompt must be a tensor [B, P], a list of ids or a list of id lists")
     if prompt_attention_mask is None:
         return ids, None
     mask = prompt_attention_mask.to(device=device).long()
     if mask.shape != ids.shape:
-        raise ValueError(
+        raise ConfigError(
             f"prompt_attention_mask has shape {tuple(mask.shape)} but prompt has shape "
             f"{tuple(ids.shape)}; they must match"
         )
     if not bool(((mask == 0) | (mask == 1)).all()) or bool((mask[:, 1:] < mask[:, :-1]).any()):
-        raise ValueError(
+        raise ConfigError(
             "prompt_attention_mask must be 0/1 and left-padded (zeros before ones in each row); "
             "pad prompts on the left"
         )
@@ -118,13 +142,13 @@ def _blocks(
         return [(prompt_length, prompt_length + length)], steps
     _check_positive_int("block_length", block_length)
     if length % block_length:
-        raise ValueError(
+        raise ConfigError(
             f"block_length {block_length} does not divide length {length}; choose a block length "
             f"that divides the number of generated tokens (e.g. {_divisor_hint(length)})"
         )
     num_blocks = length // block_length
     if steps % num_blocks:
-        raise ValueError(
+        raise ConfigError(
             f"steps {steps} cannot be split evenly across {num_blocks} blocks; use a multiple of "
             f"{num_blocks} steps"
         )
@@ -156,20 +180,20 @@ def prepare(
     _check_positive_int("steps", steps)
     _check_positive_int("length", length)
     if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
-        raise ValueError(f"mask_id must be a non-negative int, got {mask_id!r}")
+        raise ConfigError(f"mask_id must be a non-negative int, got {mask_id!r}")
     vocab = model_vocab_size(model)
     if vocab is not None and mask_id >= vocab:
-        raise ValueError(
+        raise ConfigError(
             f"mask_id {mask_id} is outside the model's vocabulary of {vocab}; pass the mask id "
             "the model was trained with"
         )
     if not 0.0 < eps < 1.0:
-        raise ValueError(f"eps must be in (0, 1), got {eps}")
+        raise ConfigError(f"eps must be in (0, 1), got {eps}")
     if pad_id is None:
         pad_id = eos_id if eos_id is not None else (0 if mask_id != 0 else 1)
     if prompt is None:
         if prompt_attention_mask is not None:
-            raise ValueError("prompt_attention_mask was given without a prompt")
+            raise ConfigError("prompt_attention_mask was given without a prompt")
         batch = 1 if batch_size is None else batch_size
         _check_positive_int("batch_size", batch)
         ids, attention = torch.empty((batch, 0), dtype=torch.long, device=device), None
@@ -177,7 +201,7 @@ def prepare(
         ids, attention = _prompt_tensor(prompt, prompt_attention_mask, pad_id, device)
         if batch_size is not None and batch_size != ids.shape[0]:
             if ids.shape[0] != 1:
-                raise ValueError(
+                raise ConfigError(
                     f"batch_size {batch_size} does not match the {ids.shape[0]} prompts given; "
                     "drop batch_size or pass one prompt to repeat"
                 )
@@ -186,17 +210,17 @@ def prepare(
             if attention is not None:
                 attention = attention.expand(batch_size, -1)
         if bool((ids == mask_id).any()):
-            raise ValueError(
+            raise ConfigError(
                 f"the prompt contains the mask id {mask_id}; prompts (and their padding) must be "
                 "real tokens: pad with another id (pad_id)"
             )
         if vocab is not None and bool(((ids < 0) | (ids >= vocab)).any()):
-            raise ValueError(f"the prompt contains ids outside the model's vocabulary of {vocab}")
+            raise ConfigError(f"the prompt contains ids outside the model's vocabulary of {vocab}")
     batch, prompt_length = ids.shape
     total = prompt_length + length
     max_length = model_max_length(model)
     if max_length is not None and total > max_length:
-        raise ValueError(
+        raise ConfigError(
             f"prompt length {prompt_length} + length {length} = {total} exceeds the model's "
             f"maximum length {max_length}; shorten the prompt or generate fewer tokens"
         )

@@ -7,7 +7,7 @@ One loop serves every strategy (paper, Algorithm 2)::
                                                        #   model is not time-conditioned
         if the corrector fires at this step:           # Corrector.fires(step number)
             xt, logits = corrector loop (Algorithm 3)  # only unmasked positions rewritten
-        xt = unmasking strategy (logits, xt)           # ancestral | confidence | threshold | ReMDM
+        xt = unmasking strategy (logits, xt)           # ancestral | confidence | threshold | remdm
     leftover masks of the block: one more call, filled # so no mask is ever returned
 
 Time-conditioned models get ``timesteps = t`` of the current step, in corrector calls too (as in
@@ -23,21 +23,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from proseco.errors import ConfigError
+from proseco.sampling.config import SamplingConfig
 from proseco.sampling.correctors import Corrector, run_corrector
-from proseco.sampling.guidance import Guidance, ModelCaller
-from proseco.sampling.inputs import Plan, model_device, prepare
+from proseco.sampling.guidance import ModelCaller
+from proseco.sampling.inputs import Plan, model_device, prepare, prompt_length_of
 from proseco.sampling.output import SampleOutput, SamplingHistory, StepRecord
 from proseco.sampling.processors import LogitsProcessor
-from proseco.sampling.remasking import ReMDM
-from proseco.sampling.unmasking import (
-    Ancestral,
-    Reveal,
-    StepInfo,
-    UnmaskingStrategy,
-    draw_at,
-    get_unmasking,
-)
-from proseco.schedules import Schedule, get_schedule
+from proseco.sampling.unmasking import Reveal, StepInfo, UnmaskingStrategy, draw_at
 
 __all__ = ["sample"]
 
@@ -218,122 +211,125 @@ class _Run:
         )
 
 
-def _resolve_strategy(unmasking: Any, remasking: ReMDM | None) -> UnmaskingStrategy:
-    strategy = get_unmasking(unmasking)
-    if remasking is None:
-        return strategy
-    if not isinstance(remasking, ReMDM):
-        raise ValueError(f"remasking must be a proseco.ReMDM, got {type(remasking).__name__}")
-    if not isinstance(strategy, Ancestral):
-        raise ValueError(
-            "ReMDM remasking runs on the ancestral (MDLM) posterior; use unmasking='ancestral' "
-            "with remasking=ReMDM(...)"
+_RUN_ARGS = ("mask_id", "batch_size", "length", "prompt", "prompt_attention_mask", "generator")
+
+
+def _mask_id(model: Any, mask_id: int | None) -> int:
+    if mask_id is None:
+        mask_id = getattr(getattr(model, "config", None), "mask_token_id", None)
+        if mask_id is None:
+            raise ConfigError(
+                "no mask id: pass mask_id=<the mask token id>, or use a model whose config "
+                "defines mask_token_id"
+            )
+    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
+        raise ConfigError(f"mask_id must be a token id (an int >= 0), got {mask_id!r}")
+    return mask_id
+
+
+def _check_generator(generator: Any, device: torch.device) -> None:
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise ConfigError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}; "
+            "e.g. generator=torch.Generator().manual_seed(0)"
         )
-    return remasking
+    if generator.device.type != device.type:
+        raise ConfigError(
+            f"the generator is on {generator.device} but the model is on {device}; create it with "
+            f"torch.Generator(device={str(device)!r})"
+        )
+
+
+def _default_length(model: Any, prompt_length: int) -> int:
+    from proseco.models.protocol import model_max_length
+
+    max_length = model_max_length(model)
+    if max_length is None:
+        raise ConfigError("the model declares no maximum length: pass length=<tokens to generate>")
+    if max_length <= prompt_length:
+        raise ConfigError(
+            f"the prompt ({prompt_length} tokens) fills the model's maximum length {max_length}; "
+            "pass a shorter prompt"
+        )
+    return max_length - prompt_length
 
 
 @torch.no_grad()
 def sample(
     model: Any,
+    config: SamplingConfig | None = None,
     *,
-    mask_id: int,
+    mask_id: int | None = None,
     batch_size: int | None = None,
-    length: int,
-    steps: int,
-    corrector: Corrector | None = None,
+    length: int | None = None,
     prompt: Any = None,
     prompt_attention_mask: torch.Tensor | None = None,
-    block_length: int | None = None,
-    unmasking: str | UnmaskingStrategy = "ancestral",
-    guidance: Guidance | None = None,
-    remasking: ReMDM | None = None,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    float64: bool = False,
-    schedule: Schedule | str | None = None,
-    eps: float = 1e-5,
-    eos_id: int | None = None,
-    stop_at_eos: bool = False,
-    pad_id: int | None = None,
-    conditioning: dict[str, Any] | None = None,
-    return_history: bool = False,
     generator: torch.Generator | None = None,
+    return_history: bool = False,
     progress: bool = False,
+    **overrides: Any,
 ) -> SampleOutput:
     """Generate with a masked diffusion model, optionally with ProSeCo corrector loops.
 
+    Every decoding setting lives in :class:`~proseco.SamplingConfig`; keyword ``overrides`` replace
+    fields of ``config`` (so ``sample(model, steps=8, corrector=Corrector(2))`` works without one).
+
     Args:
         model: any model following :mod:`proseco.models.protocol` (put it in eval mode first).
-        mask_id: the mask token id.
+        config: decoding settings (default ``SamplingConfig()``: MDLM, one step per token).
+        mask_id: the mask token id (default ``model.config.mask_token_id``).
         batch_size: ``B`` without a prompt (default 1); with one prompt, repeats it ``B`` times.
-        length: tokens to generate (after the prompt).
-        steps: unmasking steps ``T`` in total (split evenly across blocks).
-        corrector: :class:`~proseco.Corrector` settings; ``None`` (or ``steps=0``) is plain MDLM.
-            It fires at 1-based step ``n`` iff ``n % every == 0 and n >= start``, counting steps
-            over the whole run.
+        length: tokens to generate after the prompt (default: the model's maximum length minus
+            the prompt).
         prompt: ``[B, P]`` / ``[P]`` token ids, or a list of id lists of different lengths (left-
-            padded with ``pad_id``). Never changed.
+            padded with ``config.pad_id``). Never changed.
         prompt_attention_mask: ``[B, P]`` 1 = token, 0 = left padding, for a padded prompt tensor.
-        block_length: semi-autoregressive blocks (LLaDA); must divide ``length``. The corrector
-            then rewrites every generated token up to the end of the current block, with later
-            blocks' masks filled by draft argmax tokens as context.
-        unmasking: ``"ancestral"`` (MDLM), ``"confidence"`` (LLaDA top-k), ``"threshold"``
-            (Fast-dLLM) or a strategy object (:mod:`proseco.sampling.unmasking`).
-        guidance: :class:`~proseco.Guidance` for classifier-free guidance (2 NFEs per guided call).
-        remasking: :class:`~proseco.ReMDM` to remask decoded tokens (ancestral unmasking only).
-        temperature: softmax temperature (``0`` = greedy).
-        top_p: nucleus mass (``1`` = off), applied once per distribution.
-        top_k: keep the ``top_k`` most likely tokens (``0`` = off).
-        float64: float64 softmax and Gumbel noise.
-        schedule: noise schedule (object or name); default log-linear.
-        eps: last time of the grid ``t_k = linspace(1, eps, steps_per_block + 1)``.
-        eos_id: end-of-sequence id (for ``stop_at_eos``; also the default ``pad_id``).
-        stop_at_eos: in block mode, a row whose block ends with ``eos_id`` stops: its remaining
-            positions become ``eos_id`` and it is never edited again; sampling ends when all rows
-            have stopped.
-        pad_id: id used to left-pad list prompts (default ``eos_id``, else 0).
-        conditioning: extra keyword arguments for every model call (e.g. ``class_labels``).
-        return_history: record every step in ``SampleOutput.history``.
         generator: ``torch.Generator`` for every random draw (same seed, same tokens).
+        return_history: record every step in ``SampleOutput.history``.
         progress: show a tqdm progress bar over steps.
+        **overrides: fields of :class:`~proseco.SamplingConfig` (``steps``, ``corrector``,
+            ``unmasking``, ``guidance``, ``temperature``, ``top_p``, ``block_length`` ...).
 
     Returns:
         :class:`~proseco.SampleOutput` with ``tokens`` ``[B, P + length]`` (no mask left) and exact
         NFE counts.
 
     Raises:
-        ValueError: on invalid settings (``steps < 1``, a block length that does not divide
-            ``length``, a sequence longer than the model accepts, guidance without a null label...).
+        proseco.errors.ConfigError: (a ``ValueError``) on invalid settings, naming the setting
+            and the fix.
     """
     started = time.perf_counter()
-    processor = LogitsProcessor(temperature, top_k, top_p, float64)
-    strategy = _resolve_strategy(unmasking, remasking)
-    if corrector is not None and not isinstance(corrector, Corrector):
-        raise ValueError(f"corrector must be a proseco.Corrector, got {type(corrector).__name__}")
-    if stop_at_eos and eos_id is None:
-        raise ValueError("stop_at_eos=True needs eos_id")
-    if conditioning is not None and not isinstance(conditioning, dict):
-        raise ValueError("conditioning must be a dict of extra model keyword arguments")
-    device = model_device(model, generator.device if generator is not None else None)
-    if generator is not None and generator.device.type != device.type:
-        raise ValueError(
-            f"the generator is on {generator.device} but the model is on {device}; create it with "
-            f"torch.Generator(device={str(device)!r})"
+    if config is None:
+        config = SamplingConfig()
+    elif not isinstance(config, SamplingConfig):
+        raise ConfigError(
+            f"config must be a proseco.SamplingConfig, got {type(config).__name__}; pass other "
+            "settings as keywords, e.g. sample(model, steps=8)"
         )
+    if overrides:
+        config = config.replace(**overrides)
+    mask_id = _mask_id(model, mask_id)
+    device = model_device(
+        model, generator.device if isinstance(generator, torch.Generator) else None
+    )
+    _check_generator(generator, device)
+    if length is None:
+        length = _default_length(model, prompt_length_of(prompt))
     plan = prepare(
         model,
         mask_id=mask_id,
         batch_size=batch_size,
         length=length,
-        steps=steps,
+        steps=config.steps if config.steps is not None else length,
         prompt=prompt,
         prompt_attention_mask=prompt_attention_mask,
-        block_length=block_length,
-        schedule=get_schedule(schedule),
-        eps=eps,
-        pad_id=pad_id,
-        eos_id=eos_id,
+        block_length=config.block_length,
+        schedule=config.schedule_object(),
+        eps=config.eps,
+        pad_id=config.pad_id,
+        eos_id=config.eos_id,
         device=device,
     )
     caller = ModelCaller(
@@ -341,14 +337,17 @@ def sample(
         mask_id=mask_id,
         batch_size=plan.xt.shape[0],
         device=device,
-        conditioning=conditioning,
+        conditioning=config.conditioning,
         attention_mask=plan.attention_mask,
-        guidance=guidance,
+        guidance=config.guidance,
     )
     history = None
     if return_history:
         history = SamplingHistory(plan.xt.cpu().clone(), mask_id, plan.prompt_length)
-    run = _Run(plan, caller, strategy, corrector, processor, generator, mask_id, history)
+    strategy = config.unmasking
+    run = _Run(
+        plan, caller, strategy, config.corrector, config.processor(), generator, mask_id, history
+    )
     total_steps = plan.steps_per_block * len(plan.blocks)
     bar = tqdm(total=total_steps, disable=not progress, desc="sampling", leave=False)
     for b, (start, end) in enumerate(plan.blocks):
@@ -363,8 +362,8 @@ def sample(
             ):
                 break
         run.fill(b, start, end)
-        if stop_at_eos:
-            run.stop_rows_at_eos(b, end, eos_id)
+        if config.stop_at_eos:
+            run.stop_rows_at_eos(b, end, config.eos_id)
             if bool(run.frozen.all()):
                 break
     bar.close()

@@ -1,5 +1,8 @@
 """ReMDM: remasking samplers for masked diffusion (Wang et al., 2025), a training-free baseline.
 
+Use it as an unmasking strategy: ``sample(model, unmasking=ReMDM("loop"))`` (or the spec string
+``"remdm:mode=loop,eta=0.02"``).
+
 One ReMDM step from ``t`` to ``s`` with remasking probability ``sigma`` (``p`` is the processed
 clean-token distribution, mask excluded):
 
@@ -13,8 +16,24 @@ clean-token distribution, mask excluded):
 ``sigma_max * softmax(score)`` over decoded positions, a token's score being minus the probability it
 had when decoded; ``loop``: MDLM on a schedule rescaled to reach ``alpha_on`` at ``t_on``, then
 constant ``alpha = alpha_on`` with ``sigma = eta`` for ``t_off < t <= t_on``, then MDLM from
-``alpha_on`` to 1. The ``loop`` times follow the public code exactly, including its piecewise-linear
-``alpha`` (which ignores the sampler's schedule); the other modes use the sampler's schedule (the
+``alpha_on`` to 1. The ``loop`` times follow the public code, including its piecewise-linear
+``alpha`` (which ignores the sampler's schedule)::
+
+    alpha(t) = alpha_on * (1 - t) / (1 - t_on)          t >= t_on
+             = alpha_on                                  t_off <= t <= t_on
+             = 1 - (1 - alpha_on) * t / t_off            t <= t_off
+
+This ``alpha`` is continuous, and every step uses it at both of its ends, so a step that crosses
+``t_on`` (or ``t_off``, or both, on a coarse grid) stops exactly at ``alpha_on`` (or goes on into the
+last phase) instead of overshooting: the masked fraction when the grid first reaches ``t <= t_on``
+is ``1 - alpha_on`` for every number of steps. Remasking (``sigma = eta``) happens only on steps
+that lie wholly inside the hold phase ``[t_off, t_on]``. (The public code, and this library before
+0.2, evaluated the crossing step with the first phase's formula at both ends, so at ``T <= 16``
+every mask was revealed at that step and the hold phase's remasks were then filled by one greedy
+call.)
+
+The other modes use the sampler's schedule (the public code's ``alpha(t) = 1 - t`` is
+``LogLinearSchedule(eps=0.0)``); the other modes use the sampler's schedule (the
 public code's ``alpha(t) = 1 - t`` is ``LogLinearSchedule(eps=0.0)``). ``sigma = 0`` is MDLM: same
 draws, same tokens.
 
@@ -29,19 +48,21 @@ from typing import Literal
 
 import torch
 
-from proseco.sampling.unmasking import Reveal, StepInfo, draw_at
+from proseco.errors import ConfigError
+from proseco.sampling.unmasking import UNMASKING, Reveal, StepInfo, draw_at
 
-__all__ = ["ReMDM", "REMDM_STRATEGIES"]
+__all__ = ["ReMDM", "REMDM_MODES"]
 
-REMDM_STRATEGIES = ("cap", "rescale", "conf", "loop")
+REMDM_MODES = ("cap", "rescale", "conf", "loop")
 
 
+@UNMASKING.register("remdm")
 @dataclass(frozen=True)
 class ReMDM:
-    """ReMDM remasking; use as ``sample(..., remasking=ReMDM(...))`` with ancestral unmasking.
+    """ReMDM: the MDLM posterior with remasking; an unmasking strategy (``unmasking=ReMDM(...)``).
 
     Attributes:
-        strategy: ``"cap" | "rescale" | "conf" | "loop"``.
+        mode: how ``sigma`` is scheduled: ``"cap" | "rescale" | "conf" | "loop"``.
         eta: remasking strength (unused by ``conf``). Public OWT settings: cap 0.008, rescale
             0.015, loop 0.02.
         t_on: ``loop``: time at which the remasking phase starts.
@@ -49,7 +70,7 @@ class ReMDM:
         alpha_on: ``loop``: ``alpha`` held during the remasking phase.
     """
 
-    strategy: Literal["cap", "rescale", "conf", "loop"] = "cap"
+    mode: Literal["cap", "rescale", "conf", "loop"] = "cap"
     eta: float = 0.02
     t_on: float = 0.55
     t_off: float = 0.05
@@ -59,23 +80,27 @@ class ReMDM:
     final_fill = "argmax"
 
     def __post_init__(self) -> None:
-        if self.strategy not in REMDM_STRATEGIES:
-            raise ValueError(
-                f"unknown ReMDM strategy {self.strategy!r}; choose one of {list(REMDM_STRATEGIES)}"
+        if self.mode not in REMDM_MODES:
+            raise ConfigError(
+                f"unknown ReMDM mode {self.mode!r}; choose one of {list(REMDM_MODES)}"
             )
+        for name in ("eta", "t_on", "t_off", "alpha_on"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise ConfigError(f"ReMDM {name} must be a number, got {value!r}")
         if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"ReMDM eta must be in [0, 1], got {self.eta}")
-        if self.strategy == "loop":
+            raise ConfigError(f"ReMDM eta must be in [0, 1], got {self.eta}")
+        if self.mode == "loop":
             if not 0.0 < self.t_off < self.t_on < 1.0:
-                raise ValueError(
+                raise ConfigError(
                     f"ReMDM loop needs 0 < t_off < t_on < 1, got t_off={self.t_off}, "
                     f"t_on={self.t_on}"
                 )
             if not 0.0 < self.alpha_on < 1.0:
-                raise ValueError(f"ReMDM alpha_on must be in (0, 1), got {self.alpha_on}")
+                raise ConfigError(f"ReMDM alpha_on must be in (0, 1), got {self.alpha_on}")
             limit = (1.0 - self.alpha_on) / self.alpha_on
             if self.eta > limit:
-                raise ValueError(
+                raise ConfigError(
                     f"ReMDM loop needs eta <= (1 - alpha_on) / alpha_on = {limit:.4g} so that the "
                     f"step probabilities stay valid, got eta={self.eta}"
                 )
@@ -83,32 +108,34 @@ class ReMDM:
     @property
     def uses_scores(self) -> bool:
         """``conf`` keeps per-position confidence scores between steps."""
-        return self.strategy == "conf"
+        return self.mode == "conf"
+
+    def loop_alpha(self, t: float) -> float:
+        """``loop``: the piecewise-linear ``alpha(t)`` of the module docstring (continuous)."""
+        if t >= self.t_on:
+            return self.alpha_on * (1.0 - t) / (1.0 - self.t_on)
+        if t >= self.t_off:
+            return self.alpha_on
+        return 1.0 - (1.0 - self.alpha_on) * t / self.t_off
 
     def alphas(self, step: StepInfo) -> tuple[float, float, bool]:
-        """``(alpha_t, alpha_s, remasking_on)`` for this step."""
-        if self.strategy != "loop":
+        """``(alpha_t, alpha_s, remasking_on)`` for the step from ``t`` to ``s``."""
+        if self.mode != "loop":
             return step.alpha_t, step.alpha_s, True
-        t, s = step.t, step.s
-        if t > self.t_on:
-            scale = self.alpha_on / (1.0 - self.t_on)
-            return (1.0 - t) * scale, (1.0 - s) * scale, False
-        if t <= self.t_off:
-            slope = (1.0 - self.alpha_on) / self.t_off
-            return 1.0 - t * slope, 1.0 - s * slope, False
-        return self.alpha_on, self.alpha_on, True
+        hold = step.t <= self.t_on and step.s >= self.t_off
+        return self.loop_alpha(step.t), self.loop_alpha(step.s), hold
 
     def sigma(
         self, alpha_t: float, alpha_s: float, decoded: torch.Tensor, scores: torch.Tensor | None
     ) -> float | torch.Tensor:
         """Remasking probability: a float, or ``[B, Lb]`` for ``conf``."""
-        if self.strategy == "loop":
+        if self.mode == "loop":
             return self.eta
         ratio = (1.0 - alpha_s) / alpha_t if alpha_t > 0 else float("inf")
-        if self.strategy == "cap":
+        if self.mode == "cap":
             return min(self.eta, ratio)
         sigma_max = min(1.0, ratio)
-        if self.strategy == "rescale":
+        if self.mode == "rescale":
             return self.eta * sigma_max
         masked_scores = scores.masked_fill(~decoded, float("-inf"))
         weights = torch.softmax(masked_scores.float(), dim=-1).nan_to_num_(0.0)

@@ -12,8 +12,14 @@ state of their own; the loop writes ``Reveal.tokens`` at ``(Reveal.rows, Reveal.
   ``V + 1`` outcomes, and only the revealed rows need a softmax.)
 * :class:`Confidence` — LLaDA's ``low_confidence`` remasking: draw a candidate token at every masked
   position, reveal the ``k`` most confident ones.
-* :class:`Threshold` — Fast-dLLM: reveal every candidate whose confidence exceeds ``threshold``
-  (at least one per row; everything left on the block's last step).
+* :class:`Threshold` — Fast-dLLM: reveal every candidate whose confidence is at least
+  ``threshold`` (at least one per row; everything left on the block's last step).
+* :class:`~proseco.sampling.remasking.ReMDM` (its own module) — MDLM with remasking.
+
+Write your own: a frozen dataclass with the three class attributes of :class:`UnmaskingStrategy`
+and ``__call__(logits, xt, step) -> Reveal``, registered with ``@UNMASKING.register("name")``;
+its name then works in :class:`~proseco.SamplingConfig`, JSON files and ``proseco sample
+--unmasking name:field=value``.
 
 The mask column of ``logits`` is ``-inf`` already (the sampler's model wrapper removes it).
 """
@@ -25,19 +31,24 @@ from typing import Literal, Protocol
 
 import torch
 
+from proseco.errors import ConfigError
+from proseco.registry import Registry
 from proseco.sampling.processors import LogitsProcessor
 
 __all__ = [
+    "UNMASKING",
     "StepInfo",
     "Reveal",
     "UnmaskingStrategy",
     "Ancestral",
     "Confidence",
     "Threshold",
-    "UNMASKING",
     "get_unmasking",
     "draw_at",
 ]
+
+
+UNMASKING: Registry[UnmaskingStrategy] = Registry("unmasking strategy")
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,7 @@ def draw_at(
     return Reveal(rows, cols, tokens, probs)
 
 
+@UNMASKING.register("ancestral")
 @dataclass(frozen=True)
 class Ancestral:
     """MDLM ancestral step (the paper's ``sample_posterior``)."""
@@ -186,6 +198,7 @@ def _keep(cand: Reveal, reveal: torch.Tensor) -> Reveal:
     return Reveal(cand.rows[keep], cand.cols[keep], cand.tokens[keep], cand.probs[keep])
 
 
+@UNMASKING.register("confidence")
 @dataclass(frozen=True)
 class Confidence:
     """Reveal the ``k`` most confident candidates per row (LLaDA ``low_confidence``).
@@ -208,9 +221,13 @@ class Confidence:
 
     def __post_init__(self) -> None:
         if self.counts not in ("even", "schedule"):
-            raise ValueError(f"counts must be 'even' or 'schedule', got {self.counts!r}")
+            raise ConfigError(
+                f"Confidence counts must be 'even' or 'schedule', got {self.counts!r}"
+            )
         if self.score not in ("probability", "random"):
-            raise ValueError(f"score must be 'probability' or 'random', got {self.score!r}")
+            raise ConfigError(
+                f"Confidence score must be 'probability' or 'random', got {self.score!r}"
+            )
 
     def num_to_reveal(self, masks_left: torch.Tensor, step: StepInfo) -> torch.Tensor:
         """``k`` per row ``[B]`` given the eligible masks left per row ``[B]``."""
@@ -237,9 +254,10 @@ class Confidence:
         return _keep(cand, reveal)
 
 
+@UNMASKING.register("threshold")
 @dataclass(frozen=True)
 class Threshold:
-    """Reveal every candidate with confidence ``> threshold`` (Fast-dLLM), at least one per row.
+    """Reveal every candidate with confidence ``>= threshold`` (Fast-dLLM), at least one per row.
 
     On the block's last planned step every remaining candidate is revealed, so a block never ends
     with masks; with ``steps = length`` (one step per token) the step budget never binds and this
@@ -253,37 +271,29 @@ class Threshold:
     uses_scores = False
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be a probability in [0, 1], got {self.threshold}")
+        if not isinstance(self.threshold, (int, float)) or not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(
+                f"Threshold threshold must be a probability in [0, 1], got {self.threshold!r}; "
+                "e.g. Threshold(0.9)"
+            )
 
     def __call__(self, logits: torch.Tensor, xt: torch.Tensor, step: StepInfo) -> Reveal:
         cand, conf = _candidates(logits, xt, step, "probability")
         if cand.count == 0 or step.is_last:
             return cand
-        reveal = conf > self.threshold
+        reveal = conf >= self.threshold
         best = conf.argmax(dim=1, keepdim=True)  # [B, 1]
         has_any = torch.isfinite(conf).any(dim=1, keepdim=True)
         reveal.scatter_(1, best, has_any | reveal.gather(1, best))
         return _keep(cand, reveal)
 
 
-UNMASKING: dict[str, type] = {
-    "ancestral": Ancestral,
-    "confidence": Confidence,
-    "threshold": Threshold,
-}
-
-
-def get_unmasking(strategy: str | UnmaskingStrategy) -> UnmaskingStrategy:
-    """Resolve a strategy name (``ancestral | confidence | threshold``) or pass an object through."""
-    if isinstance(strategy, str):
-        try:
-            return UNMASKING[strategy]()
-        except KeyError:
-            raise ValueError(
-                f"unknown unmasking strategy {strategy!r}; choose one of {sorted(UNMASKING)} "
-                "or pass a strategy object"
-            ) from None
+def get_unmasking(strategy: str | dict | UnmaskingStrategy) -> UnmaskingStrategy:
+    """Resolve a registered name, a spec string (``"threshold:threshold=0.8"``), a dict
+    ``{"name": ..., **fields}`` or a strategy object (passed through)."""
+    strategy = UNMASKING.build(strategy)
     if not callable(strategy):
-        raise ValueError(f"unmasking must be a name or a callable strategy, got {strategy!r}")
+        raise ConfigError(
+            f"unmasking must be one of {UNMASKING.names()} or a callable strategy, got {strategy!r}"
+        )
     return strategy

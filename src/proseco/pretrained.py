@@ -1,0 +1,152 @@
+"""One loader for every command: :func:`load_pretrained` -> model, tokenizer, sampling config.
+
+A model directory is what ``save_pretrained`` / ``proseco train`` writes: ``config.json`` and
+safetensors weights, optionally a tokenizer and a ``sampling_config.json`` (the decoding settings
+the model is meant to be sampled with). The bundled DiT and the SMILES tokenizer register
+themselves with the ``Auto`` classes on import, so any such directory loads through
+``AutoModelForMaskedLM`` / ``AutoTokenizer``; a name that is not a local path is tried on the
+Hugging Face hub (which needs internet). This is where adapters for hub diffusion LMs plug in.
+
+Every failure to load raises :class:`~proseco.errors.ModelLoadError` with the path and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from proseco.errors import ModelLoadError
+from proseco.sampling.config import SamplingConfig
+
+__all__ = ["Pretrained", "load_pretrained", "load_model", "load_tokenizer"]
+
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.json")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Pretrained(NamedTuple):
+    """What :func:`load_pretrained` returns (unpacks as ``model, tokenizer, config``).
+
+    Attributes:
+        model: the network in eval mode on the requested device.
+        tokenizer: its tokenizer, or ``None`` when the directory has none.
+        sampling_config: the saved :class:`~proseco.SamplingConfig`, or the defaults.
+    """
+
+    model: Any
+    tokenizer: Any
+    sampling_config: SamplingConfig
+
+
+def _register() -> None:
+    import proseco.data.smiles  # noqa: F401  (registers SmilesTokenizer with AutoTokenizer)
+    import proseco.models.dit  # noqa: F401  (registers the DiT with the Auto classes)
+
+
+def _resolve(path: str | os.PathLike) -> tuple[str, bool]:
+    """``(location, is_local)``; a missing local-looking path is an error."""
+    text = os.fspath(path)
+    local = Path(text).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelLoadError(
+                f"{local} is a file, not a model directory; pass the directory that holds "
+                "config.json (written by `proseco train` or save_pretrained)"
+            )
+        if not (local / "config.json").is_file():
+            raise ModelLoadError(
+                f"{local} is not a model directory (no config.json); pass a directory written by "
+                "`proseco train` (its final/ folder) or save_pretrained"
+            )
+        return str(local), True
+    looks_local = text.startswith((".", "/", "~")) or text.count("/") > 1
+    if looks_local:
+        raise ModelLoadError(
+            f"model directory {text} does not exist; pass a directory written by `proseco train` "
+            "or save_pretrained (or a hub name such as org/model)"
+        )
+    return text, False
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {list(_DTYPES)}") from None
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
+) -> Any:
+    """Load only the network (eval mode, on ``device``). See :func:`load_pretrained`."""
+    from transformers import AutoModelForMaskedLM
+
+    _register()
+    location, local = _resolve(path)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if _dtype(dtype) is not None:
+        kwargs["dtype"] = _dtype(dtype)
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(location, **kwargs)
+    except Exception as e:  # transformers raises many types for unreadable checkpoints
+        where = "model directory" if local else "hub model (no local directory has that name)"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(
+            f"cannot load {where} {location}: {reason}. Check that its config.json and "
+            "*.safetensors are complete (re-save or re-download them)"
+        ) from e
+    return model.to(device).eval()
+
+
+def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) -> Any:
+    """The tokenizer saved with a model, or ``None`` if a local directory has none."""
+    from transformers import AutoTokenizer
+
+    _register()
+    location, local = _resolve(path)
+    if local and not any((Path(location) / f).exists() for f in _TOKENIZER_FILES):
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise ModelLoadError(f"cannot load the tokenizer of {location}: {e}") from e
+
+
+def load_pretrained(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
+) -> Pretrained:
+    """Load a model directory (or hub name): model (eval mode), tokenizer, sampling config.
+
+    Args:
+        path: a ``save_pretrained`` directory (e.g. a run's ``final/``) or a hub name.
+        device: where to put the model.
+        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype (default: as saved).
+        trust_remote_code: allow hub models that ship their own modelling code.
+
+    Returns:
+        :class:`Pretrained` ``(model, tokenizer, sampling_config)``; ``tokenizer`` is ``None``
+        when there is none, ``sampling_config`` is ``SamplingConfig()`` when none was saved.
+
+    Raises:
+        proseco.errors.ModelLoadError: a missing, incomplete or unreadable directory.
+    """
+    model = load_model(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    location, local = _resolve(path)
+    config = SamplingConfig()
+    if local and SamplingConfig.exists(location):
+        config = SamplingConfig.from_pretrained(location)
+    return Pretrained(model, tokenizer, config)
