@@ -11,8 +11,10 @@ import pytest
 
 pytest.importorskip("rdkit")
 
-from proseco.eval import cli, molecules  # noqa: E402
-from proseco.eval.molecules import canonicalize, molecule_metrics, property_values  # noqa: E402
+from proseco.chem import canonicalize, property_values  # noqa: E402
+from proseco.commands import eval as cli  # noqa: E402
+from proseco.eval import molecules  # noqa: E402
+from proseco.eval.molecules import molecule_metrics  # noqa: E402
 
 
 def test_validity_needs_a_nonempty_parsable_string_without_inner_whitespace():

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from proseco.data.char_tokenizer import CHAR_VOCAB, char_tokenizer
-from proseco.data.text import encode_pretraining, encode_sft, read_records, special_ids
+from proseco.data.text import (
+    encode_pretraining,
+    encode_sft,
+    read_records,
+    special_ids,
+    split_records,
+)
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +180,15 @@ def test_package_sources_resolve_to_files_shipped_in_the_package():
     assert files is not None and files[0].is_file()
     assert "proseco" in str(files[0]) and files[0].stat().st_size > 1000
     assert list_source_files("package:assets/text/no_such_file.txt") is None
+
+
+def test_split_records_holds_out_a_seeded_share_in_order():
+    records = [{"text": str(i)} for i in range(10)]
+    train, val = split_records(records, 0.3, seed=0)
+    assert len(val) == 3 and len(train) == 7
+    assert sorted(train + val, key=lambda r: int(r["text"])) == records
+    assert [int(r["text"]) for r in val] == sorted(int(r["text"]) for r in val)
+    assert split_records(records, 0.3, seed=0) == (train, val)
+    assert split_records(records, 0, seed=0) == (records, [])
+    with pytest.raises(ValueError, match="leaves nothing to train on"):
+        split_records(records[:1], 0.5, seed=0)

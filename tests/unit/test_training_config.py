@@ -7,7 +7,7 @@ import argparse
 import pytest
 import yaml
 
-from proseco.training.cli import add_arguments, split_overrides
+from proseco.commands.train import add_arguments, split_overrides
 from proseco.training.config import TrainConfig
 from proseco.training.config_io import (
     apply_overrides,
@@ -164,7 +164,7 @@ def test_cli_accepts_flags_before_or_after_the_overrides(argv):
 
 
 def test_proseco_train_prints_the_resolved_config_and_rejects_bad_input(capsys, tmp_path):
-    from proseco.cli import main
+    from proseco.commands import main
 
     assert main(["train", "qm9-proseco-cpu", "--print-config", "--optim.lr", "5e-4"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)

@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from proseco.eval.molecules import parallel_map, property_values
+from proseco.chem import parallel_map, property_values, require_rdkit
 
 __all__ = [
     "QM9_SIZE",
@@ -57,8 +57,6 @@ HANDWRITTEN_SMILES: tuple[str, ...] = (
 
 
 def _require_rdkit():
-    from proseco.eval.molecules import require_rdkit
-
     return require_rdkit("QM9 data")
 
 

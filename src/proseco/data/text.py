@@ -2,7 +2,8 @@
 
 Reading (:func:`read_records`): local ``.txt`` (one record per blank-line-separated paragraph),
 ``.jsonl`` / ``.json``, ``.csv`` and ``.parquet`` files, a directory or glob of them, or a Hugging
-Face dataset name (``datasets`` is imported only then).
+Face dataset name (``datasets`` is imported only then). :func:`split_records` holds out a seeded
+random validation share of the records.
 
 Encoding returns a dict of tensors, one row per example ``[N, L]``:
 
@@ -26,12 +27,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
     "read_records",
     "list_source_files",
     "record_field",
+    "split_records",
     "encode_pretraining",
     "encode_sft",
     "special_ids",
@@ -159,6 +162,30 @@ def read_records(
     if not records:
         raise ValueError(f"data source {source!r} holds no records; it is empty")
     return records
+
+
+def split_records(
+    records: list[dict[str, Any]], fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Hold out ``round(fraction * N)`` records (at least one) for validation.
+
+    The held-out records are the first of ``numpy.random.default_rng(seed).permutation(N)``;
+    both parts keep the records' original order. ``fraction <= 0`` holds out nothing.
+
+    Returns:
+        ``(train, validation)``.
+    """
+    if fraction <= 0:
+        return records, []
+    n_val = max(1, int(round(fraction * len(records))))
+    if n_val >= len(records):
+        raise ValueError(
+            f"data.validation_fraction={fraction} of {len(records)} records leaves nothing to "
+            "train on; add data or lower the fraction"
+        )
+    perm = np.random.default_rng(seed).permutation(len(records))
+    val = set(perm[:n_val].tolist())
+    return [r for i, r in enumerate(records) if i not in val], [records[i] for i in sorted(val)]
 
 
 def special_ids(tokenizer: Any) -> dict[str, int]:

@@ -1,10 +1,10 @@
-"""Evaluation of generated samples: molecules (RDKit metrics); ``proseco eval`` lives in ``cli``."""
+"""Evaluation of generated samples: molecule metrics (``molecules``) and the QM9 sampler study
+(``study``).
 
-from proseco.eval.molecules import (
-    MOLECULE_PROPERTIES,
-    canonicalize,
-    molecule_metrics,
-    property_values,
-)
+The RDKit helpers they build on live in :mod:`proseco.chem`; the ``proseco eval`` command in
+:mod:`proseco.commands.eval`.
+"""
 
-__all__ = ["MOLECULE_PROPERTIES", "canonicalize", "molecule_metrics", "property_values"]
+from proseco.eval.molecules import fcd, molecule_metrics
+
+__all__ = ["fcd", "molecule_metrics"]

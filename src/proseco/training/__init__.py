@@ -1,4 +1,4 @@
-"""Training: configs and recipes, the Accelerate loop, checkpoints, EMA and the ``train`` CLI.
+"""Training: recipes, data splits and batch order, the Accelerate loop, checkpoints and EMA.
 
 >>> from proseco.training import train
 >>> result = train("text-cpu-tiny", "runs/tiny")          # doctest: +SKIP

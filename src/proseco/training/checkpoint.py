@@ -4,7 +4,7 @@ A checkpoint ``OUTPUT/checkpoints/step-00000100/`` holds Accelerate's state (``m
 with un-prefixed parameter names, ``optimizer.bin``, ``random_states_<rank>.pkl``), the EMA
 shadows (``ema.safetensors``, one file per rank under FSDP/DeepSpeed), the model's ``config.json``
 and ``trainer_state.json`` (step, epoch, examples and tokens seen). The data position and the
-learning rate are functions of the step (see :class:`~proseco.training.data.BatchOrder` and
+learning rate are functions of the step (see :class:`~proseco.training.batches.BatchOrder` and
 :mod:`~proseco.training.lr`), so the step restores them. It is written to a hidden temporary
 directory and renamed into place, so a run killed while saving leaves the previous checkpoint
 intact; only directories holding ``trainer_state.json`` count as checkpoints.

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from proseco.schedules import get_schedule
+from proseco.training.batches import BatchOrder, batch_plan, eval_seed, micro_seed
 from proseco.training.build import build_model, build_tokenizer
 from proseco.training.checkpoint import (
     export_pretrained,
@@ -37,10 +38,10 @@ from proseco.training.checkpoint import (
 )
 from proseco.training.config import TrainConfig
 from proseco.training.config_io import apply_overrides, config_to_dict, load_config, save_config
-from proseco.training.data import BatchOrder, batch_plan, build_splits, eval_seed, micro_seed
 from proseco.training.ema import EMA
 from proseco.training.lr import learning_rate, set_learning_rate
 from proseco.training.metrics import MetricsLogger, tracker_names
+from proseco.training.splits import build_splits
 from proseco.training.step import ModelView, batch_loss, evaluate
 
 __all__ = ["train", "TrainResult", "TrainingDivergedError"]

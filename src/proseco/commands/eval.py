@@ -99,7 +99,8 @@ def read_samples(path: Path) -> list[str]:
 
 def run_molecules(args: argparse.Namespace) -> int:
     """``proseco eval molecules``: compute, print and write molecule metrics."""
-    from proseco.eval.molecules import MOLECULE_PROPERTIES, molecule_metrics
+    from proseco.chem import MOLECULE_PROPERTIES
+    from proseco.eval.molecules import molecule_metrics
 
     properties = [p.strip() for p in args.properties.split(",") if p.strip()]
     unknown = [p for p in properties if p not in MOLECULE_PROPERTIES]
