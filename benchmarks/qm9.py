@@ -58,16 +58,18 @@ PERCENT_KEYS = ("validity", "same NFE", "margin")
 def unconditional_settings(steps: list[int]) -> list:
     """The unconditional grid, in table order (method-major)."""
     from proseco.eval.study import SamplerSetting as S
+    from proseco.sampling import Corrector, ReMDM, SamplingConfig
 
     grid = []
     for t in steps:
+        c = SamplingConfig(steps=t)
         grid += [
-            S(MDLM, "mdlm", t),
-            S("MDLM + ReMDM loop (eta 0.02)", "mdlm", t, remdm="loop", eta=0.02),
-            S("MDLM + ReMDM cap (eta 0.02)", "mdlm", t, remdm="cap", eta=0.02),
-            S(PROSECO_MODEL_MDLM, "proseco", t),
-            S("ProSeCo S=1 every=1", "proseco", t, 1, 1),
-            S("ProSeCo S=2 every=2", "proseco", t, 2, 2),
+            S(MDLM, "mdlm", c),
+            S("MDLM + ReMDM loop (eta 0.02)", "mdlm", c.replace(unmasking=ReMDM("loop", eta=0.02))),
+            S("MDLM + ReMDM cap (eta 0.02)", "mdlm", c.replace(unmasking=ReMDM("cap", eta=0.02))),
+            S(PROSECO_MODEL_MDLM, "proseco", c),
+            S("ProSeCo S=1 every=1", "proseco", c.replace(corrector=Corrector(steps=1, every=1))),
+            S("ProSeCo S=2 every=2", "proseco", c.replace(corrector=Corrector(steps=2, every=2))),
         ]
     order = list(dict.fromkeys(s.method for s in grid))
     return sorted(grid, key=lambda s: (order.index(s.method), s.steps))
@@ -76,10 +78,17 @@ def unconditional_settings(steps: list[int]) -> list:
 def guidance_settings(steps: list[int], gammas: list[float]) -> list:
     """The guidance grid: both ring models at every (T, gamma), condition 1."""
     from proseco.eval.study import SamplerSetting as S
+    from proseco.sampling import Corrector, Guidance, SamplingConfig
 
     grid = []
     for method, key, s in ((MDLM_RING, "mdlm-ring", 0), (PROSECO_RING, "proseco-ring", 1)):
-        grid += [S(method, key, t, s, 1, gamma=g, condition=1) for t in steps for g in gammas]
+        corrector = Corrector(steps=s, every=1) if s else None
+        for t in steps:
+            for g in gammas:
+                guidance = Guidance(gamma=g, condition=1)
+                grid.append(
+                    S(method, key, SamplingConfig(t, corrector=corrector, guidance=guidance))
+                )
     return grid
 
 
@@ -536,8 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from proseco.data.qm9 import load_qm9
-    from proseco.demo import shipped_checkpoints
     from proseco.eval.study import plot_pareto
+    from proseco.pretrained import shipped_checkpoints
 
     if args.threads:
         torch.set_num_threads(args.threads)

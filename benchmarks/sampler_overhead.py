@@ -47,15 +47,19 @@ def build_model(vocab_size: int, max_length: int, device: str) -> torch.nn.Modul
     return model.to(device).eval()
 
 
-def settings() -> dict[str, dict]:
+def settings(steps: int) -> dict[str, ps.SamplingConfig]:
+    """The sampler settings measured, each a :class:`proseco.SamplingConfig`."""
+    base = ps.SamplingConfig(steps=steps)
     return {
-        "MDLM (ancestral)": {},
-        "MDLM top-p 0.9, float64": {"top_p": 0.9, "float64": True},
-        "ProSeCo S=2, every=1": {"corrector": ps.Corrector(steps=2, every=1)},
-        "ProSeCo S=4, every=4": {"corrector": ps.Corrector(steps=4, every=4)},
-        "ProSeCo S=2 sample-update": {"corrector": ps.Corrector(2, every=2, update="sample")},
-        "confidence + ProSeCo S=2": {"unmasking": "confidence", "corrector": ps.Corrector(2)},
-        "ReMDM loop, top-p 0.9": {"remasking": ps.ReMDM("loop", eta=0.02), "top_p": 0.9},
+        "MDLM (ancestral)": base,
+        "MDLM top-p 0.9, float64": base.replace(top_p=0.9, float64=True),
+        "ProSeCo S=2, every=1": base.replace(corrector=ps.Corrector(steps=2, every=1)),
+        "ProSeCo S=4, every=4": base.replace(corrector=ps.Corrector(steps=4, every=4)),
+        "ProSeCo S=2 sample-update": base.replace(
+            corrector=ps.Corrector(2, every=2, update="sample")
+        ),
+        "confidence + ProSeCo S=2": base.replace(unmasking="confidence", corrector=ps.Corrector(2)),
+        "ReMDM loop, top-p 0.9": base.replace(unmasking=ps.ReMDM("loop", eta=0.02), top_p=0.9),
     }
 
 
@@ -125,15 +129,15 @@ def main() -> None:
         f"{'setting':28s} {'calls':>6s} {'wall s':>8s} {'call ms':>8s} {'ratio':>6s} {'ratio*':>6s}"
     )
     worst = 0.0
-    for name, extra in settings().items():
+    for name, config in settings(steps).items():
         ratios, separate, walls, nfes, call_times = [], [], [], [], []
         for r in range(args.repeats):
             before = bare()
             timed = TimedModel(model, args.device)
             g = torch.Generator(device=args.device).manual_seed(r)
             out = ps.sample(
-                timed, mask_id=mask_id, batch_size=args.batch_size, length=args.length,
-                steps=steps, generator=g, **extra,
+                timed, config, mask_id=mask_id, batch_size=args.batch_size, length=args.length,
+                generator=g,
             )  # fmt: skip
             assert out.nfe == timed.calls, (out.nfe, timed.calls)
             ratios.append(out.wall_time / timed.seconds)

@@ -4,10 +4,12 @@ Train one network to both unmask and correct (:func:`proseco_loss`), then sample
 loops between unmasking steps (:func:`sample`).
 """
 
+from proseco._version import __version__
 from proseco.losses import LossConfig, LossOutput, mdm_loss, proseco_loss
 from proseco.models.dit import ProsecoDiT, ProsecoDiTConfig
 from proseco.models.protocol import call_model
 from proseco.noising import mask_tokens, sample_t
+from proseco.pretrained import Pretrained, load_pretrained, shipped_checkpoints
 from proseco.sampling import (
     CORRECTOR_UPDATES,
     UNMASKING,
@@ -40,8 +42,6 @@ from proseco.schedules import (
     get_schedule,
 )
 
-__version__ = "0.1.0"
-
 _TRAINING = ("train", "TrainConfig", "TrainResult", "load_config", "TrainingDivergedError")
 
 
@@ -55,6 +55,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "__version__",
     "CORRECTOR_UPDATES",
     "UNMASKING",
     "Ancestral",
@@ -85,6 +86,9 @@ __all__ = [
     "LinearSchedule",
     "LogLinearSchedule",
     "LossConfig",
+    "Pretrained",
+    "load_pretrained",
+    "shipped_checkpoints",
     "LossOutput",
     "PolynomialSchedule",
     "ProsecoDiT",

@@ -18,6 +18,7 @@ __all__ = [
     "ModelLoadError",
     "DataError",
     "OutputError",
+    "ModelOutputError",
 ]
 
 
@@ -40,3 +41,7 @@ class DataError(ProsecoError, ValueError):
 class OutputError(ProsecoError, OSError):
     """An output path that cannot be written (read-only, full disk, a file where a directory
     should be...)."""
+
+
+class ModelOutputError(ProsecoError, ValueError):
+    """A model whose outputs cannot be sampled from (non-finite logits, wrong vocabulary width)."""

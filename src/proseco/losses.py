@@ -16,6 +16,7 @@ ProSeCo (paper, Algorithm 1)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from proseco.errors import ConfigError
 from proseco.models.protocol import call_model, model_vocab_size
 from proseco.noising import mask_tokens, sample_t
 from proseco.schedules import Schedule, get_schedule
@@ -70,12 +72,13 @@ class LossConfig:
             raise ValueError(
                 f"corrector_input must be one of {_CORRECTOR_INPUTS}, got {self.corrector_input!r}"
             )
-        if self.mdm_weight < 0 or self.sc_weight < 0:
-            raise ValueError(
-                f"loss weights must be >= 0, got mdm_weight={self.mdm_weight}, "
-                f"sc_weight={self.sc_weight}"
-            )
-        if not 0.0 <= self.t_min < 1.0:
+        for name in ("mdm_weight", "sc_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(
+                    f"loss.{name} must be a finite number >= 0, got {value}; e.g. {name}=1.0"
+                )
+        if not 0.0 <= self.t_min < 1.0:  # (False for NaN too)
             raise ValueError(f"t_min must lie in [0, 1), got {self.t_min}")
 
     @classmethod

@@ -21,7 +21,7 @@ import torch
 from proseco.errors import ModelLoadError
 from proseco.sampling.config import SamplingConfig
 
-__all__ = ["Pretrained", "load_pretrained", "load_model", "load_tokenizer"]
+__all__ = ["Pretrained", "load_pretrained", "load_model", "load_tokenizer", "shipped_checkpoints"]
 
 _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.json")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -150,3 +150,15 @@ def load_pretrained(
     if local and SamplingConfig.exists(location):
         config = SamplingConfig.from_pretrained(location)
     return Pretrained(model, tokenizer, config)
+
+
+def shipped_checkpoints() -> dict[str, Path]:
+    """Directories of the QM9 checkpoints that ship in the package (``proseco/assets/qm9``).
+
+    Keys: ``"mdlm"``, ``"proseco"`` (unconditional) and, where present, the class-conditional
+    ``"mdlm-ring"`` / ``"proseco-ring"``. Load one with :func:`load_pretrained`.
+    """
+    from importlib import resources
+
+    root = Path(str(resources.files("proseco") / "assets" / "qm9"))
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()}

@@ -59,9 +59,17 @@ class Registry(Generic[T]):
 
         return add
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (for tests and interactive sessions)."""
+        self._classes.pop(name, None)
+
     def names(self) -> list[str]:
         """Registered names, in registration order."""
         return list(self._classes)
+
+    def __iter__(self):
+        """Iterate over the registered names."""
+        return iter(self.names())
 
     def __contains__(self, name: object) -> bool:
         return name in self._classes

@@ -10,7 +10,7 @@ pytest.importorskip("rdkit")
 if importlib.util.find_spec("qm9pack") is None:  # its own import is broken; we read its CSVs
     pytest.skip("qm9pack is not installed", allow_module_level=True)
 
-from proseco.cli import main  # noqa: E402
+from proseco.commands import main  # noqa: E402
 from proseco.training import train  # noqa: E402
 
 TINY = {
@@ -72,7 +72,6 @@ def test_train_sample_eval_qm9(tmp_path):
             "seconds",
         ):
             assert key in row
-        assert 0.0 <= row["validity"] <= 1.0
     mdlm = {r["steps"]: r for r in rows if r["method"] == "MDLM"}
     corrected = {r["steps"]: r for r in rows if r["corrector_steps"] == 1}
     assert mdlm[2]["nfe"] == 2 and mdlm[4]["nfe"] == 4
@@ -80,6 +79,25 @@ def test_train_sample_eval_qm9(tmp_path):
     assert 2 < corrected[2]["nfe"] <= 4 and 4 < corrected[4]["nfe"] <= 8
     lines = (out / "samples.jsonl").read_text().splitlines()
     assert len(lines) == 6 * 16
+    # the decoded text is a SMILES string (no special tokens, no ids) and the reported validity is
+    # exactly the fraction RDKit parses: a broken decoder or metric would miss one of these
+    from rdkit import Chem
+
+    from proseco.data.smiles import QM9_TOKENS
+
+    allowed = set("".join(QM9_TOKENS))
+    records = [json.loads(line) for line in lines]
+    # (an undertrained model may draw <unk>, which is kept so that the molecule is invalid)
+    texts = [r["text"].replace("<unk>", "") for r in records]
+    assert all(set(t) <= allowed for t in texts), texts[:5]
+    assert sum(len(r["text"]) for r in records) > 0
+    for row in rows:
+        texts = [
+            r["text"] for r in records if (r["method"], r["steps"]) == (row["method"], row["steps"])
+        ]
+        assert len(texts) == 16
+        parsed = sum(bool(t) and Chem.MolFromSmiles(t) is not None for t in texts)
+        assert row["validity"] == pytest.approx(parsed / 16)
     assert (out / "pareto.png").stat().st_size > 1000
     # and the sampled molecules can be scored from the command line
     assert (

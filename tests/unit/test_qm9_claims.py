@@ -200,11 +200,9 @@ def test_grids_cover_every_sampler_at_every_t(bench):
     assert len(uncond) == 12
     assert [s.steps for s in uncond[:2]] == [2, 4]
     by_method = {s.method: s for s in uncond}
-    assert by_method["MDLM + ReMDM loop (eta 0.02)"].remdm == "loop"
-    assert (
-        by_method["MDLM + ReMDM cap (eta 0.02)"].remdm,
-        by_method["MDLM + ReMDM cap (eta 0.02)"].eta,
-    ) == ("cap", 0.02)
+    assert by_method["MDLM + ReMDM loop (eta 0.02)"].summary()["remdm"] == "loop"
+    cap = by_method["MDLM + ReMDM cap (eta 0.02)"].summary()
+    assert (cap["unmasking"], cap["remdm"], cap["eta"]) == ("remdm", "cap", 0.02)
     assert {(s.corrector_steps, s.corrector_every) for s in uncond if s.model == "proseco"} == {
         (0, 1),
         (1, 1),

@@ -23,9 +23,12 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("proseco.demo", "QM9 demo: MDLM vs ProSeCo sampling with shipped checkpoints"),
+    "demo": (
+        "proseco.commands.demo",
+        "QM9 demo: MDLM vs ProSeCo sampling with shipped checkpoints",
+    ),
     "train": ("proseco.commands.train", "train a model from a YAML recipe"),
-    "sample": ("proseco.sampling.cli", "sample from a trained model directory"),
+    "sample": ("proseco.commands.sample", "sample from a trained model directory"),
     "eval": (
         "proseco.commands.eval",
         "evaluate samples (e.g. `proseco eval molecules SAMPLES.jsonl`)",

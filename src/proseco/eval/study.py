@@ -8,74 +8,79 @@ number of model calls (NFE) the sampler reports.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from proseco.sampling import Corrector, Guidance, ReMDM, sample
+from proseco.sampling import UNMASKING, SamplingConfig, sample
 
 __all__ = ["SamplerSetting", "load_model_dir", "generate", "evaluate_setting", "plot_pareto"]
 
 
 @dataclass(frozen=True)
 class SamplerSetting:
-    """One point of a quality-vs-compute study.
+    """One point of a quality-vs-compute study: a label, a checkpoint and its decoding settings.
 
     Attributes:
         method: label shown in tables and plots (e.g. ``"ProSeCo S=1 every=1"``).
         model: key of the checkpoint to use (e.g. ``"mdlm"`` or ``"proseco"``).
-        steps: unmasking steps ``T``.
-        corrector_steps: ``S`` (0 = no corrector).
-        corrector_every: ``omega``.
-        remdm: ReMDM strategy name (``"cap"``, ``"rescale"``, ``"conf"``, ``"loop"``) or None.
-        eta: ReMDM strength.
-        gamma: classifier-free guidance strength, or None for unconditional sampling.
-        condition: guidance class label.
-        guided_corrector: apply guidance inside corrector calls (False = research code).
+        config: the :class:`~proseco.SamplingConfig` to sample with.
     """
 
     method: str
     model: str
-    steps: int
-    corrector_steps: int = 0
-    corrector_every: int = 1
-    remdm: str | None = None
-    eta: float = 0.02
-    gamma: float | None = None
-    condition: int = 1
-    guided_corrector: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    config: SamplingConfig
 
-    def sampler_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"steps": self.steps}
-        if self.corrector_steps > 0:
-            kwargs["corrector"] = Corrector(steps=self.corrector_steps, every=self.corrector_every)
-        if self.remdm is not None:
-            kwargs["remasking"] = ReMDM(strategy=self.remdm, eta=self.eta)
-        if self.gamma is not None:
-            kwargs["guidance"] = Guidance(
-                gamma=self.gamma, condition=self.condition, in_corrector=self.guided_corrector
-            )
-        return kwargs
+    @property
+    def steps(self) -> int | None:
+        return self.config.steps
+
+    @property
+    def corrector_steps(self) -> int:
+        return self.config.corrector.steps if self.config.corrector is not None else 0
+
+    @property
+    def corrector_every(self) -> int:
+        return self.config.corrector.every if self.config.corrector is not None else 1
+
+    @property
+    def gamma(self) -> float | None:
+        return self.config.guidance.gamma if self.config.guidance is not None else None
+
+    @property
+    def condition(self) -> Any:
+        return self.config.guidance.condition if self.config.guidance is not None else None
+
+    @property
+    def guided_corrector(self) -> bool:
+        return self.config.guidance is None or self.config.guidance.in_corrector
+
+    def summary(self) -> dict[str, Any]:
+        """Flat table columns: method, model, T, S, every, unmasking, ReMDM mode/eta, guidance."""
+        unmasking = self.config.unmasking
+        name = UNMASKING.name_of(unmasking) or type(unmasking).__name__
+        return {
+            "method": self.method,
+            "model": self.model,
+            "steps": self.steps,
+            "corrector_steps": self.corrector_steps,
+            "corrector_every": self.corrector_every,
+            "unmasking": name,
+            "remdm": getattr(unmasking, "mode", None) if name == "remdm" else None,
+            "eta": getattr(unmasking, "eta", None) if name == "remdm" else None,
+            "gamma": self.gamma,
+            "condition": self.condition,
+            "guided_corrector": self.guided_corrector,
+        }
 
 
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu"):
-    """Load a ``save_pretrained`` model directory and its SMILES tokenizer (eval mode)."""
-    from transformers import AutoModelForMaskedLM
+    """``(model, tokenizer)`` of a model directory, through :func:`proseco.load_pretrained`."""
+    from proseco.pretrained import load_pretrained
 
-    import proseco.models.dit  # noqa: F401  (registers the DiT with the Auto classes)
-    from proseco.data.smiles import SmilesTokenizer
-
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(
-            f"{path} is not a model directory (no config.json); pass a directory written by "
-            "`proseco train` or `save_pretrained`"
-        )
-    model = AutoModelForMaskedLM.from_pretrained(path).to(device).eval()
-    tokenizer = SmilesTokenizer.from_pretrained(path)
+    model, tokenizer, _ = load_pretrained(path, device=device)
     return model, tokenizer
 
 
@@ -97,18 +102,17 @@ def generate(
     nfe = denoiser_nfe = corrector_nfe = 0
     history = None
     start = time.perf_counter()
-    kwargs = setting.sampler_kwargs()
     for first in range(0, num_samples, batch_size):
         b = min(batch_size, num_samples - first)
         with torch.inference_mode():
             out = sample(
                 model,
+                setting.config,
                 mask_id=tokenizer.mask_token_id,
                 batch_size=b,
                 length=length,
                 generator=generator,
                 return_history=return_history and history is None,
-                **kwargs,
             )
         history = history or out.history
         # NFEs are per batch (every row shares each model call): weight by the batch share.
@@ -160,13 +164,14 @@ def evaluate_setting(
         canonicalize_train=False,
         num_workers=1,
     )
-    row = {k: v for k, v in asdict(setting).items() if k != "extra"}
+    row = setting.summary()
     row.update(
         nfe=result["nfe"],
         denoiser_nfe=result["denoiser_nfe"],
         corrector_nfe=result["corrector_nfe"],
         seconds=round(result["seconds"], 3),
         seed=seed,
+        sampling_config=setting.config.to_dict(),
     )
     row.update(metrics)  # includes num_samples
     return row, result["smiles"]

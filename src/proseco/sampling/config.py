@@ -218,7 +218,7 @@ class SamplingConfig:
 
     def to_json(self) -> str:
         """The settings as an indented JSON string."""
-        from proseco import __version__
+        from proseco._version import __version__
 
         return json.dumps({**self.to_dict(), "proseco_version": __version__}, indent=2) + "\n"
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from proseco.models.protocol import call_model, is_time_conditioned
+from proseco.errors import ModelOutputError
+from proseco.models.protocol import call_model, is_time_conditioned, model_vocab_size
 from proseco.sampling.processors import exclude_token
 
 __all__ = ["Guidance", "ModelCaller"]
@@ -81,6 +82,7 @@ class ModelCaller:
         self.batch_size = batch_size
         self.device = device
         self.time_conditioned = is_time_conditioned(model)
+        self.vocab_size = model_vocab_size(model)
         self.kwargs = dict(conditioning or {})
         if attention_mask is not None:
             self.kwargs["attention_mask"] = attention_mask
@@ -127,7 +129,30 @@ class ModelCaller:
         logits = call_model(self.model, x, t, **{**self.kwargs, **extra})
         if not logits.is_contiguous():
             logits = logits.contiguous()
+        self._check_width(logits)
+        logits = exclude_token(logits, self.mask_id)
+        best = logits.amax(dim=-1)  # NaN anywhere or +inf -> non-finite; a row of -inf too
+        if not bool(torch.isfinite(best).all()):
+            raise ModelOutputError(
+                "the model returned non-finite logits (NaN, +inf, or -inf for every token but the "
+                "mask at some position); check its weights (a diverged checkpoint?) and its input"
+            )
         return logits
+
+    def _check_width(self, logits: torch.Tensor) -> None:
+        """Refuse logits whose vocabulary disagrees with the model's or lacks the mask column."""
+        width = logits.shape[-1]
+        if self.vocab_size is not None and width > self.vocab_size:
+            raise ModelOutputError(
+                f"the model returned logits with {width} columns but declares a vocabulary of "
+                f"{self.vocab_size}; tokens past the vocabulary could be drawn. Slice the logits "
+                "to the vocabulary (or fix config.vocab_size)"
+            )
+        if self.mask_id >= width:
+            raise ModelOutputError(
+                f"the model returned logits with {width} columns, so there is no column for "
+                f"mask_id {self.mask_id}; pass the mask id the model was trained with"
+            )
 
     def _evaluate(
         self, x: torch.Tensor, t: float, guided: bool
@@ -136,16 +161,16 @@ class ModelCaller:
         times = self._times(t)
         g = self.guidance
         if g is None:
-            return exclude_token(self._raw(x, times), self.mask_id), None, 1
+            return self._raw(x, times), None, 1
         key = g.label_key
         if not guided or g.gamma == 1.0:
-            logits = exclude_token(self._raw(x, times, **{key: self.cond_labels}), self.mask_id)
+            logits = self._raw(x, times, **{key: self.cond_labels})
             return logits, logits, 1
         if g.gamma == 0.0:
-            logits = exclude_token(self._raw(x, times, **{key: self.null_labels}), self.mask_id)
+            logits = self._raw(x, times, **{key: self.null_labels})
             return logits, None, 1
-        cond = exclude_token(self._raw(x, times, **{key: self.cond_labels}), self.mask_id)
-        uncond = exclude_token(self._raw(x, times, **{key: self.null_labels}), self.mask_id)
+        cond = self._raw(x, times, **{key: self.cond_labels})
+        uncond = self._raw(x, times, **{key: self.null_labels})
         lc = torch.log_softmax(cond.float(), dim=-1).clamp_min_(_LOG_FLOOR)
         lu = torch.log_softmax(uncond.float(), dim=-1).clamp_min_(_LOG_FLOOR)
         mixed = torch.log_softmax(g.gamma * lc + (1.0 - g.gamma) * lu, dim=-1)

@@ -32,7 +32,7 @@ from proseco.sampling.output import SampleOutput, SamplingHistory, StepRecord
 from proseco.sampling.processors import LogitsProcessor
 from proseco.sampling.unmasking import Reveal, StepInfo, UnmaskingStrategy, draw_at
 
-__all__ = ["sample"]
+__all__ = ["sample", "check_sample_args"]
 
 
 class _Run:
@@ -256,6 +256,83 @@ def _default_length(model: Any, prompt_length: int) -> int:
     return max_length - prompt_length
 
 
+def _setup(
+    model: Any,
+    config: SamplingConfig | None,
+    mask_id: int | None,
+    batch_size: int | None,
+    length: int | None,
+    prompt: Any,
+    prompt_attention_mask: torch.Tensor | None,
+    generator: torch.Generator | None,
+    overrides: dict[str, Any],
+) -> tuple[SamplingConfig, int, Plan, ModelCaller]:
+    """Validate every argument of :func:`sample` and lay out the run (no model call)."""
+    if config is None:
+        config = SamplingConfig()
+    elif not isinstance(config, SamplingConfig):
+        raise ConfigError(
+            f"config must be a proseco.SamplingConfig, got {type(config).__name__}; pass other "
+            "settings as keywords, e.g. sample(model, steps=8)"
+        )
+    if overrides:
+        config = config.replace(**overrides)
+    mask_id = _mask_id(model, mask_id)
+    device = model_device(
+        model, generator.device if isinstance(generator, torch.Generator) else None
+    )
+    _check_generator(generator, device)
+    if length is None:
+        length = _default_length(model, prompt_length_of(prompt))
+    plan = prepare(
+        model,
+        mask_id=mask_id,
+        batch_size=batch_size,
+        length=length,
+        steps=config.steps if config.steps is not None else length,
+        prompt=prompt,
+        prompt_attention_mask=prompt_attention_mask,
+        block_length=config.block_length,
+        schedule=config.schedule_object(),
+        eps=config.eps,
+        pad_id=config.pad_id,
+        eos_id=config.eos_id,
+        device=device,
+    )
+    caller = ModelCaller(
+        model,
+        mask_id=mask_id,
+        batch_size=plan.xt.shape[0],
+        device=device,
+        conditioning=config.conditioning,
+        attention_mask=plan.attention_mask,
+        guidance=config.guidance,
+    )
+    return config, mask_id, plan, caller
+
+
+def check_sample_args(
+    model: Any,
+    config: SamplingConfig | None = None,
+    *,
+    mask_id: int | None = None,
+    batch_size: int | None = None,
+    length: int | None = None,
+    prompt: Any = None,
+    prompt_attention_mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    **overrides: Any,
+) -> None:
+    """Raise the error :func:`sample` would raise for these arguments, without calling the model.
+
+    Commands call it before they open output files, so that bad settings never touch them.
+    """
+    _setup(
+        model, config, mask_id, batch_size, length, prompt, prompt_attention_mask, generator,
+        overrides,
+    )  # fmt: skip
+
+
 @torch.no_grad()
 def sample(
     model: Any,
@@ -301,46 +378,10 @@ def sample(
             and the fix.
     """
     started = time.perf_counter()
-    if config is None:
-        config = SamplingConfig()
-    elif not isinstance(config, SamplingConfig):
-        raise ConfigError(
-            f"config must be a proseco.SamplingConfig, got {type(config).__name__}; pass other "
-            "settings as keywords, e.g. sample(model, steps=8)"
-        )
-    if overrides:
-        config = config.replace(**overrides)
-    mask_id = _mask_id(model, mask_id)
-    device = model_device(
-        model, generator.device if isinstance(generator, torch.Generator) else None
-    )
-    _check_generator(generator, device)
-    if length is None:
-        length = _default_length(model, prompt_length_of(prompt))
-    plan = prepare(
-        model,
-        mask_id=mask_id,
-        batch_size=batch_size,
-        length=length,
-        steps=config.steps if config.steps is not None else length,
-        prompt=prompt,
-        prompt_attention_mask=prompt_attention_mask,
-        block_length=config.block_length,
-        schedule=config.schedule_object(),
-        eps=config.eps,
-        pad_id=config.pad_id,
-        eos_id=config.eos_id,
-        device=device,
-    )
-    caller = ModelCaller(
-        model,
-        mask_id=mask_id,
-        batch_size=plan.xt.shape[0],
-        device=device,
-        conditioning=config.conditioning,
-        attention_mask=plan.attention_mask,
-        guidance=config.guidance,
-    )
+    config, mask_id, plan, caller = _setup(
+        model, config, mask_id, batch_size, length, prompt, prompt_attention_mask, generator,
+        overrides,
+    )  # fmt: skip
     history = None
     if return_history:
         history = SamplingHistory(plan.xt.cpu().clone(), mask_id, plan.prompt_length)

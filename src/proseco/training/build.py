@@ -83,17 +83,6 @@ def _dit_config(section: ModelSection, config: TrainConfig, tokenizer: Any) -> A
     )
 
 
-def _load_pretrained(path: str) -> nn.Module:
-    from transformers import AutoModelForMaskedLM
-
-    import proseco.models.dit  # noqa: F401 - registers the DiT with the Auto classes
-
-    local = Path(path).expanduser()
-    if path.startswith((".", "/", "~")) and not local.is_dir():
-        raise FileNotFoundError(f"model.pretrained {path!r}: no such directory")
-    return AutoModelForMaskedLM.from_pretrained(str(local) if local.exists() else path)
-
-
 def build_model(config: TrainConfig, tokenizer: Any) -> nn.Module:
     """The model of ``config`` sized for ``tokenizer``; checks lengths, vocabulary and classes.
 
@@ -113,7 +102,13 @@ def build_model(config: TrainConfig, tokenizer: Any) -> nn.Module:
                 f"model.pretrained is set, so model.{', model.'.join(ignored)} cannot change the "
                 "architecture; remove them"
             )
-        model = _load_pretrained(section.pretrained)
+        from proseco.errors import ModelLoadError
+        from proseco.pretrained import load_model
+
+        try:
+            model = load_model(section.pretrained).train()
+        except ModelLoadError as e:
+            raise ModelLoadError(f"model.pretrained: {e}") from None
     else:
         model = _build_fresh(section, config, tokenizer)
     _check_compatible(model, config, tokenizer)

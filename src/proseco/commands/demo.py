@@ -5,6 +5,9 @@ recipes ``qm9-mdlm-cpu`` / ``qm9-proseco-cpu``; ``--train`` retrains them), samp
 with ProSeCo corrector loops at several unmasking step counts, scores the molecules with RDKit and
 writes ``results.json``, ``samples.jsonl`` and ``pareto.png`` (validity vs model calls) to
 ``--output-dir``. Runs offline on a laptop CPU in a few minutes.
+
+All three files are written to temporary names and moved into place together at the end, after
+every argument was checked, so a failed or interrupted demo leaves earlier results untouched.
 """
 
 from __future__ import annotations
@@ -12,31 +15,27 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["add_arguments", "run", "shipped_checkpoints", "demo_settings"]
-
-
-def shipped_checkpoints() -> dict[str, Path]:
-    """Paths of the packaged QM9 checkpoints: ``{"mdlm": ..., "proseco": ...}``."""
-    root = Path(str(resources.files("proseco") / "assets" / "qm9"))
-    return {"mdlm": root / "mdlm", "proseco": root / "proseco"}
+__all__ = ["add_arguments", "run", "demo_settings"]
 
 
 def demo_settings(steps: list[int], budgets: list[tuple[int, int]]):
     """The demo's table: MDLM, the ProSeCo model without corrector, and ProSeCo budgets."""
     from proseco.eval.study import SamplerSetting
+    from proseco.sampling import Corrector, SamplingConfig
 
     settings = []
     for t in steps:
-        settings.append(SamplerSetting("MDLM", "mdlm", t))
-        settings.append(SamplerSetting("ProSeCo model, MDLM sampling", "proseco", t))
+        mdlm = SamplingConfig(steps=t)
+        settings.append(SamplerSetting("MDLM", "mdlm", mdlm))
+        settings.append(SamplerSetting("ProSeCo model, MDLM sampling", "proseco", mdlm))
         for s, every in budgets:
-            settings.append(SamplerSetting(f"ProSeCo S={s} every={every}", "proseco", t, s, every))
+            config = SamplingConfig(steps=t, corrector=Corrector(steps=s, every=every))
+            settings.append(SamplerSetting(f"ProSeCo S={s} every={every}", "proseco", config))
     return settings
 
 
@@ -108,9 +107,11 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 def _trajectory(models, seed: int) -> str:
     """One ProSeCo sample at T=8 with its step-by-step history (corrections in {old>new})."""
     from proseco.eval.study import SamplerSetting, generate
+    from proseco.sampling import Corrector, SamplingConfig
 
     model, tok = models["proseco"]
-    setting = SamplerSetting("trajectory", "proseco", 8, 2, 1)
+    config = SamplingConfig(steps=8, corrector=Corrector(steps=2, every=1))
+    setting = SamplerSetting("trajectory", "proseco", config)
     for offset in range(16):  # find a run where the corrector changed something
         out = generate(
             model,
@@ -133,65 +134,71 @@ def _trajectory(models, seed: int) -> str:
     return text + f"\nfinal: {out['smiles'][0]}"
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Every argument, before anything is loaded or written."""
+    from proseco.errors import ConfigError, OutputError
+
+    for flag, value, low in (("--num-samples", args.num_samples, 1),
+                             ("--batch-size", args.batch_size, 1), ("--threads", args.threads, 0),
+                             ("--steps", min(args.steps), 1)):  # fmt: skip
+        if value < low:
+            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+    out_dir = Path(args.output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--output-dir {out_dir} is a file; pass a directory")
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from proseco.data.qm9 import load_qm9
     from proseco.eval.study import evaluate_setting, load_model_dir, plot_pareto
+    from proseco.fileio import atomic_open
+    from proseco.pretrained import shipped_checkpoints
 
+    _check(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if args.train:
         paths = _train(out_dir)
     elif args.checkpoints:
         paths = {k: Path(args.checkpoints) / k for k in ("mdlm", "proseco")}
     else:
-        paths = shipped_checkpoints()
+        paths = {k: shipped_checkpoints()[k] for k in ("mdlm", "proseco")}
     models = {key: load_model_dir(path) for key, path in paths.items()}
     print("loading QM9 training set for novelty (cached after the first run) ...")
     train_smiles = set(load_qm9("train").smiles)
     settings = demo_settings(sorted(args.steps), args.corrector)
-    rows = []
-    with open(out_dir / "samples.jsonl", "w") as samples_file:
-        for setting in tqdm(settings, desc="sampling", unit="setting"):
-            row, smiles = evaluate_setting(
-                models,
-                setting,
-                train_smiles=train_smiles,
-                num_samples=args.num_samples,
-                batch_size=args.batch_size,
-                seed=args.seed,
-            )
-            row["checkpoint"] = str(paths[setting.model])
-            rows.append(row)
-            for s in smiles:
-                samples_file.write(
-                    json.dumps(
-                        {
-                            "method": setting.method,
-                            "steps": setting.steps,
-                            "corrector_steps": setting.corrector_steps,
-                            "corrector_every": setting.corrector_every,
-                            "seed": args.seed,
-                            "text": s,
-                        }
-                    )
-                    + "\n"
-                )
-    (out_dir / "results.json").write_text(json.dumps(rows, indent=1))
-    plot_pareto(
-        rows,
-        out_dir / "pareto.png",
-        title=f"QM9, {args.num_samples} samples per point: validity vs NFE",
-    )
+    rows, records = [], []
+    for setting in tqdm(settings, desc="sampling", unit="setting"):
+        row, smiles = evaluate_setting(
+            models,
+            setting,
+            train_smiles=train_smiles,
+            num_samples=args.num_samples,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+        row["checkpoint"] = str(paths[setting.model])
+        rows.append(row)
+        head = {k: row[k] for k in ("method", "steps", "corrector_steps", "corrector_every")}
+        records += [{**head, "seed": args.seed, "text": s} for s in smiles]
+    with atomic_open(out_dir / "pareto.png", "wb") as f:
+        plot_pareto(rows, f, title=f"QM9, {args.num_samples} samples per point: validity vs NFE")
+    with atomic_open(out_dir / "samples.jsonl") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    with atomic_open(out_dir / "results.json") as f:
+        f.write(json.dumps(rows, indent=1))
     print()
     _print_table(rows)
     best = max(rows, key=lambda r: (r["validity"], -r["nfe"]))
+    examples = [
+        r["text"] for r in records if (r["method"], r["steps"]) == (best["method"], best["steps"])
+    ]
     print(f"\nexample molecules ({best['method']}, T={best['steps']}):")
-    print(" ", " ".join(json.loads(line)["text"] for line in _first_samples(out_dir, best, 6)))
+    print(" ", " ".join(examples[:6]))
     print(
         "\none ProSeCo trajectory (T=8, S=2): _ mask, [x] newly unmasked, {old>new} corrected, "
         "C = corrector fired; ^ bos, $ eos, . pad"
@@ -202,15 +209,3 @@ def run(args: argparse.Namespace) -> int:
         f"in {time.perf_counter() - start:.0f} s"
     )
     return 0
-
-
-def _first_samples(out_dir: Path, row: dict[str, Any], n: int) -> list[str]:
-    lines = []
-    with open(out_dir / "samples.jsonl") as f:
-        for line in f:
-            rec = json.loads(line)
-            if (rec["method"], rec["steps"]) == (row["method"], row["steps"]):
-                lines.append(line)
-                if len(lines) == n:
-                    break
-    return lines

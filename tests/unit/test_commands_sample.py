@@ -1,4 +1,5 @@
-"""``proseco sample MODEL_DIR``: JSONL output, settings for reproduction, prompts, guidance."""
+"""``proseco sample MODEL_DIR``: JSONL output, saved configs and overrides, reproduction, prompts,
+guidance, and failures that leave earlier outputs intact."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import shlex
 import pytest
 import torch
 
-from proseco.sampling import cli
+from proseco.commands import sample as cli
+from proseco.errors import ConfigError, ModelLoadError, ProsecoError
+from proseco.sampling import Corrector, SamplingConfig
 
 CHARS = "abcdefgh"
 V = len(CHARS) + 3  # + [PAD] [EOS] [MASK]
@@ -71,7 +74,8 @@ def test_writes_one_line_per_sample_with_text_tokens_settings_and_nfes(tmp_path)
         assert len(r["tokens"]) == 12 and MASK not in r["tokens"]
         assert r["text"] == "".join(CHARS[t] for t in r["tokens"] if t < len(CHARS))
         assert r["nfe"] == r["denoiser_nfe"] + r["corrector_nfe"] and r["corrector_nfe"] > 0
-        assert r["seed"] == 3 and r["settings"]["corrector_steps"] == 2
+        assert r["seed"] == 3 and r["sampling_config"]["corrector"]["steps"] == 2
+        assert r["sampling_config"]["corrector"]["every"] == 2
     # the recorded command reproduces the file exactly
     again = tmp_path / "again.jsonl"
     command = shlex.split(lines[0]["command"])
@@ -110,12 +114,22 @@ def test_remdm_option_runs(tmp_path):
     save_model(tmp_path / "model")
     out = tmp_path / "s.jsonl"
     cli.run(parse([str(tmp_path / "model"), "-o", str(out), "--num-samples", "2", "--steps", "8",
-                   "--remdm", "loop", "--eta", "0.05", "--top-p", "0.9", "--no-progress"]))  # fmt: skip
-    assert all(MASK not in r["tokens"] for r in read(out))
+                   "--unmasking", "remdm:mode=loop,eta=0.05", "--top-p", "0.9",
+                   "--no-progress"]))  # fmt: skip
+    lines = read(out)
+    assert all(MASK not in r["tokens"] for r in lines)
+    assert lines[0]["sampling_config"]["unmasking"] == {
+        "name": "remdm",
+        "mode": "loop",
+        "eta": 0.05,
+        "t_on": 0.55,
+        "t_off": 0.05,
+        "alpha_on": 0.9,
+    }
 
 
 def test_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ModelLoadError, match="does not exist"):
         cli.run(parse([str(tmp_path / "missing"), "--no-progress"]))
     save_model(tmp_path / "model", tokenizer=False)
     with pytest.raises(ValueError, match="tokenizer"):
@@ -125,7 +139,80 @@ def test_clear_errors(tmp_path):
 
 
 def test_is_registered_as_a_subcommand():
-    from proseco.cli import build_parser
+    from proseco.commands import build_parser
 
     args = build_parser("sample").parse_args(["sample", "some_dir", "--steps", "3"])
     assert args._run is cli.run and args.steps == 3
+
+
+def test_a_saved_sampling_config_is_used_and_flags_override_it(tmp_path):
+    save_model(tmp_path / "model")
+    saved = SamplingConfig(steps=4, corrector=Corrector(steps=2, every=2), top_p=0.9)
+    saved.save_pretrained(tmp_path / "model")
+    out = tmp_path / "s.jsonl"
+    cli.run(parse([str(tmp_path / "model"), "-o", str(out), "--num-samples", "2", "--no-progress"]))
+    first = SamplingConfig.from_dict(read(out)[0]["sampling_config"])
+    assert first == saved.replace(pad_id=PAD)  # the tokenizer's pad id is filled in
+    cli.run(parse([str(tmp_path / "model"), "-o", str(out), "--num-samples", "2", "--steps", "6",
+                   "--corrector-every", "1", "--no-progress"]))  # fmt: skip
+    used = SamplingConfig.from_dict(read(out)[0]["sampling_config"])
+    assert used == saved.replace(steps=6, corrector=Corrector(steps=2, every=1), pad_id=PAD)
+    cli.run(parse([str(tmp_path / "model"), "-o", str(out), "--num-samples", "1",
+                   "--corrector-steps", "0", "--no-progress"]))  # fmt: skip
+    assert read(out)[0]["sampling_config"]["corrector"] is None
+    assert read(out)[0]["corrector_nfe"] == 0
+
+
+def test_print_config_shows_the_resolved_settings(tmp_path, capsys):
+    save_model(tmp_path / "model")
+    argv = [str(tmp_path / "model"), "--print-config", "--unmasking", "threshold:threshold=0.7",
+            "--corrector-steps", "1", "--corrector-update", "top_k_positions:positions=2"]  # fmt: skip
+    assert cli.run(parse(argv)) == 0
+    config = SamplingConfig.from_json(capsys.readouterr().out)
+    assert config.unmasking.threshold == 0.7
+    assert config.corrector.update.positions == 2
+    assert not (tmp_path / "samples.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, error, match",
+    [
+        (["--steps", "0"], ConfigError, "steps"),
+        (["--length", "100"], ConfigError, "maximum length"),
+        (["--corrector-steps", "-1"], ConfigError, "steps"),
+        (["--batch-size", "0"], ConfigError, "--batch-size"),
+        (["--num-samples", "0"], ConfigError, "--num-samples"),
+        (["--prompt-ids", "1,2,abc"], ConfigError, "integer ids"),
+        (["--temperature", "inf"], ConfigError, "finite"),
+        (["--unmasking", "treshold"], ConfigError, "did you mean 'threshold'"),
+        (["--corrector-steps", "1", "--corrector-update", "top_k"], ConfigError, "top_k_positions"),
+        (["--device", "cuda:0"], ConfigError, "CUDA"),
+    ],
+)
+def test_a_failing_command_leaves_an_earlier_output_intact(tmp_path, flags, error, match):
+    if "cuda" in flags[-1] and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    save_model(tmp_path / "model")
+    keep = tmp_path / "keep.jsonl"
+    keep.write_text('{"index": 0}\n{"index": 1}\n')
+    with pytest.raises(error, match=match):
+        cli.run(parse([str(tmp_path / "model"), "-o", str(keep), "--no-progress", *flags]))
+    assert keep.read_text() == '{"index": 0}\n{"index": 1}\n'
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".keep")] == []
+
+
+def test_a_garbled_checkpoint_is_one_clear_error(tmp_path):
+    save_model(tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match="model.safetensors|cannot load"):
+        cli.run(parse([str(tmp_path / "model"), "--no-progress"]))
+
+
+def test_the_command_line_prints_one_line_and_exits_2(tmp_path, capsys):
+    from proseco.commands import main
+
+    assert main(["sample", str(tmp_path / "missing"), "-o", str(tmp_path / "s.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "does not exist" in err and "Traceback" not in err
+    assert issubclass(ModelLoadError, ProsecoError)

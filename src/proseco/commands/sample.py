@@ -1,0 +1,319 @@
+"""``proseco sample MODEL_DIR``: generate samples in batches and write them as JSONL.
+
+MODEL_DIR is loaded with :func:`proseco.load_pretrained` (model, tokenizer and, when the directory
+has one, its ``sampling_config.json``). Decoding settings start from that saved config (or
+``--config FILE``) and every flag given on the command line overrides one field of it; flags left
+out keep the saved value. Choices (unmasking strategies, corrector updates, schedules) come from
+the library's registries, and settings of a strategy are written as ``name:key=value,...``::
+
+    proseco sample runs/q/final --steps 32 --corrector-steps 2 \\
+        --unmasking remdm:mode=loop,eta=0.02 --top-p 0.9
+
+Each output line is one sample::
+
+    {"index": 0, "text": "...", "tokens": [...], "nfe": 64, "denoiser_nfe": 32,
+     "corrector_nfe": 32, "num_corrected": 3, "batch": 0, "seed": 0,
+     "sampling_config": {...}, "settings": {...}, "command": "proseco sample MODEL_DIR ..."}
+
+``text`` is written only when a tokenizer is found. ``sampling_config`` is the full resolved config,
+``settings`` the run options and ``command`` the exact command line, so a file can be reproduced
+from itself: samples are drawn batch after batch from one ``torch.Generator`` seeded with
+``--seed`` (same device type, same tokens). The file is written to a temporary name and moved into
+place only when every sample is done, so a failed or interrupted run leaves an earlier file intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from proseco.errors import ConfigError, OutputError
+from proseco.fileio import atomic_open
+
+__all__ = ["add_arguments", "run", "build_config", "read_config"]
+
+_RUN_OPTIONS = ("num_samples", "batch_size", "length", "seed", "mask_id", "device", "dtype")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``proseco sample``; decoding flags default to "not given" (keep the saved value)."""
+    from proseco.sampling import CORRECTOR_UPDATES, UNMASKING
+    from proseco.schedules import SCHEDULES
+
+    parser.add_argument("model_dir", help="a save_pretrained model directory (or a hub name)")
+    parser.add_argument("--output", "-o", type=Path, default=Path("samples.jsonl"))
+    parser.add_argument("--num-samples", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--length", type=int, default=None, help="tokens to generate (default: "
+                        "the model's maximum length minus the prompt)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mask-id", type=int, default=None)
+    parser.add_argument("--config", type=Path, default=None,
+                        help="a sampling_config.json, or a samples .jsonl written by this command, "
+                        "to start from (default: MODEL_DIR's own sampling_config.json)")  # fmt: skip
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved sampling config as JSON and exit")  # fmt: skip
+    g = parser.add_argument_group("decoding (each flag overrides the saved sampling config)")
+    g.add_argument("--steps", type=int, default=None, help="unmasking steps T (default: length)")
+    g.add_argument("--unmasking", default=None, metavar="NAME[:KEY=VALUE,...]",
+                   help=f"one of {UNMASKING.names()}, e.g. threshold:threshold=0.8 or "
+                   "remdm:mode=loop,eta=0.02")  # fmt: skip
+    g.add_argument("--block-length", type=int, default=None)
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--float64", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--schedule", default=None, choices=SCHEDULES.names())
+    g.add_argument("--eps", type=float, default=None)
+    g.add_argument("--eos-id", type=int, default=None)
+    g.add_argument("--stop-at-eos", action=argparse.BooleanOptionalAction, default=None)
+    g = parser.add_argument_group("ProSeCo corrector")
+    g.add_argument("--corrector-steps", type=int, default=None, help="S (0 = no corrector)")
+    g.add_argument("--corrector-every", type=int, default=None, help="omega: fire every W steps")
+    g.add_argument("--corrector-start", type=int, default=None)
+    g.add_argument("--corrector-update", default=None, metavar="NAME[:KEY=VALUE,...]",
+                   help=f"one of {CORRECTOR_UPDATES.names()}, e.g. "
+                   "top_k_positions:positions=4")  # fmt: skip
+    g.add_argument("--corrector-early-exit", action=argparse.BooleanOptionalAction, default=None)
+    g = parser.add_argument_group("guidance and conditioning")
+    g.add_argument("--condition", type=int, default=None, help="class label")
+    g.add_argument("--guidance-gamma", type=float, default=None, help="CFG strength")
+    g.add_argument("--null-label", type=int, default=None)
+    g.add_argument("--guidance-conditional-corrector", action="store_true", default=None,
+                   help="research-code behaviour: corrector calls use the conditional model only")  # fmt: skip
+    g = parser.add_argument_group("prompts and output")
+    g.add_argument("--prompt", action="append", default=None, help="text prompt (repeatable)")
+    g.add_argument("--prompt-ids", action="append", default=None, help="comma-separated ids")
+    g.add_argument("--keep-special-tokens", action="store_true", help="keep them in 'text'")
+    g = parser.add_argument_group("runtime")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    g.add_argument("--trust-remote-code", action="store_true")
+    g.add_argument("--no-progress", action="store_true")
+
+
+def _corrector(args: argparse.Namespace, base: Any) -> Any:
+    from proseco.sampling import Corrector
+
+    flags = {
+        "steps": args.corrector_steps,
+        "every": args.corrector_every,
+        "start": args.corrector_start,
+        "update": args.corrector_update,
+        "early_exit": args.corrector_early_exit,
+    }
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given:
+        return base
+    if base is None:
+        if given.get("steps", 1) == 0:
+            return None
+        if "steps" not in given:
+            raise ConfigError(
+                "--corrector-every/-start/-update need a corrector: add --corrector-steps S"
+            )
+        base = Corrector()
+    corrector = Corrector(**{**base.to_dict(), **given})
+    return None if corrector.steps == 0 else corrector
+
+
+def _guidance(args: argparse.Namespace, base: Any) -> tuple[Any, dict[str, Any] | None]:
+    """``(guidance, conditioning)`` from the flags and the saved guidance ``base``."""
+    from proseco.sampling import Guidance
+
+    if args.guidance_gamma is None:
+        if base is not None and args.condition is not None:
+            return Guidance(**{**_fields(base), "condition": args.condition}), None
+        if args.condition is not None:
+            return base, {"class_labels": args.condition}
+        return base, None
+    condition = args.condition if args.condition is not None else getattr(base, "condition", None)
+    if condition is None:
+        raise ConfigError("--guidance-gamma needs --condition (the class label to guide toward)")
+    fields = {**_fields(base), "gamma": args.guidance_gamma, "condition": condition}
+    if args.null_label is not None:
+        fields["null_label"] = args.null_label
+    if args.guidance_conditional_corrector:
+        fields["in_corrector"] = False
+    return Guidance(**fields), None
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return {} if obj is None else {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def build_config(args: argparse.Namespace, base: Any) -> Any:
+    """The :class:`~proseco.SamplingConfig` of ``base`` with the flags that were given applied."""
+    direct = ("steps", "unmasking", "block_length", "temperature", "top_p", "top_k", "float64",
+              "schedule", "eps", "eos_id", "stop_at_eos")  # fmt: skip
+    changes: dict[str, Any] = {k: getattr(args, k) for k in direct if getattr(args, k) is not None}
+    changes["corrector"] = _corrector(args, base.corrector)
+    guidance, conditioning = _guidance(args, base.guidance)
+    changes["guidance"] = guidance
+    if conditioning is not None:
+        changes["conditioning"] = {**(base.conditioning or {}), **conditioning}
+    return base.replace(**changes)
+
+
+def _check_run_options(args: argparse.Namespace) -> None:
+    for name in ("num_samples", "batch_size"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be >= 1, got {getattr(args, name)}")
+    if args.length is not None and args.length < 1:
+        raise ConfigError(f"--length must be >= 1, got {args.length}")
+    if args.output.is_dir():
+        raise OutputError(f"--output {args.output} is a directory; pass a file name")
+
+
+def _device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"--device {spec!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {spec}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def _prompts(args: argparse.Namespace, tokenizer: Any) -> list[list[int]] | None:
+    prompts = []
+    for text in args.prompt_ids or []:
+        try:
+            prompts.append([int(i) for i in text.split(",") if i.strip()])
+        except ValueError:
+            raise ConfigError(
+                f"--prompt-ids {text!r}: write comma-separated integer ids, e.g. 1,2,3"
+            ) from None
+    if args.prompt:
+        if tokenizer is None:
+            raise ConfigError("--prompt needs a tokenizer in MODEL_DIR; use --prompt-ids instead")
+        prompts += [tokenizer(p, add_special_tokens=False)["input_ids"] for p in args.prompt]
+    return prompts or None
+
+
+def _mask_id(args: argparse.Namespace, model: Any, tokenizer: Any) -> int:
+    for value in (
+        args.mask_id,
+        getattr(model.config, "mask_token_id", None),
+        getattr(tokenizer, "mask_token_id", None),
+    ):
+        if value is not None:
+            return int(value)
+    raise ConfigError("no mask id: pass --mask-id, or set config.mask_token_id / a tokenizer mask")
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in _RUN_OPTIONS}
+
+
+def read_config(path: Path) -> Any:
+    """A sampling config from a ``sampling_config.json`` or from the first line of a samples
+    file written by ``proseco sample`` (its ``sampling_config`` record)."""
+    from proseco.sampling import SamplingConfig
+
+    if path.suffix != ".jsonl":
+        return SamplingConfig.from_pretrained(path)
+    try:
+        with path.open(encoding="utf-8") as f:
+            first = json.loads(f.readline())
+        data = first["sampling_config"]
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path} does not exist") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"--config {path}: not a samples file of `proseco sample` ({type(e).__name__}: {e})"
+        ) from None
+    return SamplingConfig.from_dict(data)
+
+
+def _command(args: argparse.Namespace) -> str:
+    """A command line that reproduces the run: the run options, with every decoding setting
+    read back from the output file's own ``sampling_config`` records."""
+    parts = ["proseco", "sample", str(args.model_dir), "--config", str(args.output)]
+    for key, value in _settings(args).items():
+        if value is not None:
+            parts += ["--" + key.replace("_", "-"), str(value)]
+    for flag, values in (("--prompt", args.prompt), ("--prompt-ids", args.prompt_ids)):
+        for value in values or []:
+            parts += [flag, value]
+    if args.keep_special_tokens:
+        parts.append("--keep-special-tokens")
+    return shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate ``--num-samples`` samples in batches and write them to ``--output``."""
+    from proseco.pretrained import load_pretrained
+    from proseco.sampling import sample
+    from proseco.sampling.loop import check_sample_args
+
+    _check_run_options(args)
+    device = _device(args.device)
+    model, tokenizer, saved = load_pretrained(
+        args.model_dir, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+    )
+    base = read_config(args.config) if args.config is not None else saved
+    config = build_config(args, base)
+    if args.print_config:
+        print(config.to_json(), end="")
+        return 0
+    mask_id = _mask_id(args, model, tokenizer)
+    prompts = _prompts(args, tokenizer)
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    if config.pad_id is None and pad_id is not None:
+        config = config.replace(pad_id=pad_id)
+    # every setting is checked before any file is touched
+    check_sample_args(model, config, mask_id=mask_id, batch_size=args.batch_size,
+                      length=args.length, prompt=prompts[:1] if prompts else None)  # fmt: skip
+    torch.manual_seed(args.seed)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    record_base = {"seed": args.seed, "sampling_config": config.to_dict(),
+                   "settings": _settings(args), "command": _command(args)}  # fmt: skip
+    written, total_nfe, started = 0, 0, time.perf_counter()
+    bar = tqdm(total=args.num_samples, unit="sample", disable=args.no_progress, desc="sampling")
+    with atomic_open(args.output) as f:
+        for batch_index in range((args.num_samples + args.batch_size - 1) // args.batch_size):
+            batch = min(args.batch_size, args.num_samples - written)
+            batch_prompts = None
+            if prompts:
+                batch_prompts = [prompts[(written + i) % len(prompts)] for i in range(batch)]
+            out = sample(model, config, mask_id=mask_id, batch_size=batch, length=args.length,
+                         prompt=batch_prompts, generator=generator)  # fmt: skip
+            for i, row in enumerate(out.generated.tolist()):
+                record: dict[str, Any] = {"index": written + i}
+                if tokenizer is not None:
+                    record["text"] = tokenizer.decode(
+                        row, skip_special_tokens=not args.keep_special_tokens
+                    )
+                record["tokens"] = row
+                if batch_prompts is not None:
+                    record["prompt_tokens"] = batch_prompts[i]
+                record.update(
+                    nfe=out.nfe, denoiser_nfe=out.denoiser_nfe, corrector_nfe=out.corrector_nfe,
+                    num_corrected=int(out.num_corrected[i]), batch=batch_index, **record_base,
+                )  # fmt: skip
+                f.write(json.dumps(record) + "\n")
+            written += batch
+            total_nfe += out.nfe
+            bar.update(batch)
+    bar.close()
+    elapsed = time.perf_counter() - started
+    print(
+        f"wrote {written} samples to {args.output} in {elapsed:.1f}s "
+        f"({total_nfe} model evaluations)",
+        file=sys.stderr,
+    )
+    return 0
