@@ -38,7 +38,6 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +211,7 @@ def run_study(models, paths, settings, study, args, train_smiles, done, save) ->
             "num_samples": args.num_samples,
             "checkpoint": _short(paths[setting.model]),
         }
-        key = tuple({**meta, **asdict(setting)}[k] for k in KEY_FIELDS)
+        key = tuple({**meta, **setting.summary()}[k] for k in KEY_FIELDS)
         if key not in done:
             done[key] = {
                 **meta,

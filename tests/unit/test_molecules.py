@@ -9,6 +9,8 @@ import json
 import numpy as np
 import pytest
 
+from proseco.errors import DataError
+
 pytest.importorskip("rdkit")
 
 from proseco.chem import canonicalize, property_values  # noqa: E402
@@ -184,8 +186,21 @@ def test_cli_default_output_and_bad_lines(tmp_path):
     )
     assert json.loads((tmp_path / "s.metrics.json").read_text())["metrics"]["num_valid"] == 1
     samples.write_text('{"text": "CCO"}\n{"id": 3}\n')
-    with pytest.raises(SystemExit, match="s.jsonl:2 has no string field"):
+    with pytest.raises(DataError, match="s.jsonl:2 has no string field"):
         _run_cli(["molecules", str(samples), "--train-set", "none"])
+
+
+def test_cli_refuses_an_empty_samples_file_and_keeps_earlier_metrics(tmp_path, capsys):
+    from proseco.commands import main
+
+    samples, metrics = tmp_path / "s.jsonl", tmp_path / "s.metrics.json"
+    samples.write_text("\n\n")
+    metrics.write_text("earlier")
+    argv = ["eval", "molecules", str(samples), "--train-set", "none"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "holds no samples" in err and err.count("\n") == 1
+    assert metrics.read_text() == "earlier"
 
 
 def test_cli_without_a_task_prints_help(capsys):

@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from proseco.errors import ConfigError, DataError
+from proseco.fileio import atomic_open
+
 TRAIN_SETS = ("qm9", "qm9-train", "none")
 
 
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 def read_samples(path: Path) -> list[str]:
     """The ``smiles`` (else ``text``) field of each non-blank line of a JSONL file."""
     if not path.is_file():
-        raise ValueError(f"samples file {path} does not exist; write one with `proseco sample`")
+        raise DataError(f"samples file {path} does not exist; write one with `proseco sample`")
     out = []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -84,16 +87,18 @@ def read_samples(path: Path) -> list[str]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(
+                raise DataError(
                     f"{path}:{lineno} is not valid JSON ({e.msg}); expected one object per line"
                 ) from e
             if not isinstance(record, dict) or not isinstance(
                 record.get("smiles", record.get("text")), str
             ):
-                raise ValueError(
+                raise DataError(
                     f"{path}:{lineno} has no string field 'smiles' or 'text'; got {line.strip()[:80]!r}"
                 )
             out.append(record.get("smiles", record.get("text")))
+    if not out:
+        raise DataError(f"samples file {path} holds no samples; nothing to evaluate")
     return out
 
 
@@ -105,17 +110,10 @@ def run_molecules(args: argparse.Namespace) -> int:
     properties = [p.strip() for p in args.properties.split(",") if p.strip()]
     unknown = [p for p in properties if p not in MOLECULE_PROPERTIES]
     if unknown:
-        raise SystemExit(
-            f"error: unknown --properties {unknown}; choose from {MOLECULE_PROPERTIES}"
-        )
+        raise ConfigError(f"unknown --properties {unknown}; choose from {MOLECULE_PROPERTIES}")
     if args.fcd and args.train_set == "none":
-        raise SystemExit(
-            "error: --fcd draws its reference from QM9; use --train-set qm9 or qm9-train"
-        )
-    try:
-        smiles = read_samples(args.samples)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from e
+        raise ConfigError("--fcd draws its reference from QM9; use --train-set qm9 or qm9-train")
+    smiles = read_samples(args.samples)
 
     train, reference = None, None
     if args.train_set != "none":
@@ -136,8 +134,8 @@ def run_molecules(args: argparse.Namespace) -> int:
     )
     output = args.output or args.samples.with_suffix(".metrics.json")
     report = {"samples": str(args.samples), "train_set": args.train_set, "metrics": metrics}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    with atomic_open(output) as f:
+        f.write(json.dumps(report, indent=2) + "\n")
     print(format_table(metrics))
     print(f"wrote {output}", file=sys.stderr)
     return 0
