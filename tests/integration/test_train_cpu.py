@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from proseco.training import TrainingDivergedError, load_config, train
 from proseco.training.config_io import update_config
 from proseco.training.metrics import read_metrics
+from proseco.training.rundir import LOCK_FILE
 
 FIXTURES = Path(__file__).parents[2] / "src" / "proseco" / "assets" / "text"
 
@@ -147,7 +148,11 @@ def test_an_existing_run_is_never_overwritten_and_resume_checks_the_config(tmp_p
     config = tiny(tmp_path, train={"max_steps": 2, "global_batch_size": 8})
     run = tmp_path / "run"
     train(config, run)
-    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    def files() -> dict:  # the lock file only names the last process that held it
+        return {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != LOCK_FILE}
+
+    before = files()
     with pytest.raises(ValueError, match="already holds a run.*--resume"):
         train(config, run)
     changed = update_config(config, model={"hidden_size": 32})
@@ -155,7 +160,7 @@ def test_an_existing_run_is_never_overwritten_and_resume_checks_the_config(tmp_p
         train(changed, run, resume=True)
     with pytest.raises(ValueError, match="at step 2, past train.max_steps=1"):
         train(update_config(config, train={"max_steps": 1}), run, resume=True)
-    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert files() == before
     # a longer run may resume: only the new steps are trained
     longer = train(update_config(config, train={"max_steps": 3}), run, resume=True)
     assert [r["step"] for r in read_metrics(run, "train")] == [2, 3]

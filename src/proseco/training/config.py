@@ -14,10 +14,12 @@ errors live in :mod:`proseco.training.config_io`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from proseco.errors import ConfigError
 from proseco.losses import LossConfig
 
 __all__ = [
@@ -31,9 +33,19 @@ __all__ = [
 ]
 
 
+def _finite(section: str, obj: Any) -> None:
+    """Reject NaN and infinite values in every float field (and float tuple) of ``obj``."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{section}.{f.name} must be a finite number, got {value!r}")
+
+
 def _choice(section: str, name: str, value: Any, choices: Sequence[Any]) -> None:
     if value not in choices:
-        raise ValueError(f"{section}.{name} must be one of {list(choices)}, got {value!r}")
+        raise ConfigError(f"{section}.{name} must be one of {list(choices)}, got {value!r}")
 
 
 def _positive(section: str, name: str, value: float | None, *, allow_zero: bool = False) -> None:
@@ -41,7 +53,7 @@ def _positive(section: str, name: str, value: float | None, *, allow_zero: bool 
         return
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{section}.{name} must be {bound}, got {value}")
+        raise ConfigError(f"{section}.{name} must be {bound}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -69,10 +81,11 @@ class ModelSection:
     tie_word_embeddings: bool = False
 
     def __post_init__(self) -> None:
+        _finite("model", self)
         for name in ("hidden_size", "num_layers", "num_heads", "cond_dim", "max_length"):
             _positive("model", name, getattr(self, name))
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must lie in [0, 1), got {self.dropout}")
+            raise ConfigError(f"model.dropout must lie in [0, 1), got {self.dropout}")
 
 
 @dataclass(frozen=True)
@@ -128,23 +141,24 @@ class DataSection:
     seed: int = 42
 
     def __post_init__(self) -> None:
+        _finite("data", self)
         _choice("data", "kind", self.kind, ("text", "sft", "qm9"))
         _choice("data", "layout", self.layout, ("wrapped", "padded"))
         _choice("data", "overlong", self.overlong, ("error", "truncate", "drop"))
         if self.max_length < 3:
-            raise ValueError(
+            raise ConfigError(
                 f"data.max_length must be >= 3 (BOS, a token, EOS), got {self.max_length}"
             )
         if not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"data.validation_fraction must lie in [0, 1), got {self.validation_fraction}"
             )
         _positive("data", "num_classes", self.num_classes, allow_zero=True)
         _positive("data", "max_records", self.max_records)
         if self.kind != "qm9" and self.source is None:
-            raise ValueError(f"data.source is required for data.kind={self.kind!r}")
+            raise ConfigError(f"data.source is required for data.kind={self.kind!r}")
         if self.label is not None and self.num_classes < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"data.label={self.label!r} needs data.num_classes >= 2, got {self.num_classes}"
             )
 
@@ -168,10 +182,14 @@ class LossSection(LossConfig):
     cond_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        _finite("loss", self)
+        try:
+            super().__post_init__()
+        except ValueError as err:
+            raise ConfigError(f"loss: {err}") from None
         _choice("loss", "schedule", self.schedule, ("loglinear", "linear", "cosine", "polynomial"))
         if not 0.0 <= self.cond_dropout <= 1.0:
-            raise ValueError(f"loss.cond_dropout must lie in [0, 1], got {self.cond_dropout}")
+            raise ConfigError(f"loss.cond_dropout must lie in [0, 1], got {self.cond_dropout}")
 
     def loss_config(self) -> LossConfig:
         """The :class:`LossConfig` part of this section."""
@@ -197,12 +215,15 @@ class OptimSection:
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
+        _finite("optim", self)
         _positive("optim", "lr", self.lr)
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"optim.betas must lie in [0, 1), got {list(self.betas)}")
         _choice("optim", "lr_schedule", self.lr_schedule, ("constant", "cosine"))
         for name in ("eps", "weight_decay", "warmup_steps", "min_lr", "grad_clip"):
             _positive("optim", name, getattr(self, name), allow_zero=True)
         if self.min_lr > self.lr:
-            raise ValueError(f"optim.min_lr {self.min_lr} exceeds optim.lr {self.lr}")
+            raise ConfigError(f"optim.min_lr {self.min_lr} exceeds optim.lr {self.lr}")
 
 
 @dataclass(frozen=True)
@@ -221,6 +242,9 @@ class TrainSection:
         keep_checkpoints: how many step checkpoints to keep (the newest).
         tensorboard: also log to TensorBoard (needs ``tensorboard``).
         wandb_project: also log to this Weights & Biases project (needs ``wandb``).
+        allow_inexact_resume: resume from a checkpoint whose random state cannot be restored
+            (with a loud warning; the run is then no longer bitwise reproducible). By default
+            such a resume stops with an error.
     """
 
     seed: int = 0
@@ -237,15 +261,17 @@ class TrainSection:
     progress_bar: bool = True
     tensorboard: bool = False
     wandb_project: str | None = None
+    allow_inexact_resume: bool = False
 
     def __post_init__(self) -> None:
+        _finite("train", self)
         _choice("train", "mixed_precision", self.mixed_precision, ("no", "bf16", "fp16"))
         for name in ("max_steps", "global_batch_size", "micro_batch_size", "log_every"):
             _positive("train", name, getattr(self, name))
         for name in ("eval_every", "eval_batches", "save_every", "keep_checkpoints"):
             _positive("train", name, getattr(self, name), allow_zero=True)
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
+            raise ConfigError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
 
 
 @dataclass(frozen=True)

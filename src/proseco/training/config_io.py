@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from proseco.errors import ConfigError
 from proseco.training.config import SECTIONS, TrainConfig
 
 __all__ = [
@@ -47,27 +48,27 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, option, where)
             except ValueError as err:
                 errors.append(str(err))
-        raise ValueError(errors[0] if errors else f"{where}: invalid value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise ValueError(f"{where} must be one of {list(choices)}, got {value!r}")
+            raise ConfigError(f"{where} must be one of {list(choices)}, got {value!r}")
         return value
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ValueError(f"{where} must be a list of {len(args)} values, got {value!r}")
+            raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, where) for v, a in zip(value, args))
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ValueError(f"{where} must be true or false, got {value!r}")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ValueError(f"{where} must be an integer, got {value!r}")
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -76,13 +77,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ValueError(f"{where} must be a number, got {value!r}")
+        raise ConfigError(f"{where} must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ValueError(f"{where} must be a string, got {value!r}")
+        raise ConfigError(f"{where} must be a string, got {value!r}")
     raise TypeError(f"{where}: unsupported field type {tp!r}")  # pragma: no cover
 
 
@@ -90,12 +91,12 @@ def _section_from_dict(name: str, cls: type, values: Any) -> Any:
     if values is None:
         values = {}
     if not isinstance(values, Mapping):
-        raise ValueError(f"section {name!r} must be a mapping of fields, got {values!r}")
+        raise ConfigError(f"section {name!r} must be a mapping of fields, got {values!r}")
     hints = typing.get_type_hints(cls)
     valid = [f.name for f in fields(cls)]
     unknown = sorted(set(values) - set(valid))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown field(s) {', '.join(f'{name}.{u}' for u in unknown)}; "
             f"valid fields of {name!r}: {', '.join(valid)}"
         )
@@ -106,15 +107,15 @@ def _section_from_dict(name: str, cls: type, values: Any) -> Any:
 def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
     """Build a :class:`TrainConfig` from nested dicts, rejecting unknown sections and fields."""
     if not isinstance(data, Mapping):
-        raise ValueError(f"a recipe must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"a recipe must be a mapping of sections, got {type(data).__name__}")
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown section(s) {', '.join(map(repr, unknown))}; valid sections: "
             f"{', '.join(SECTIONS)}"
         )
     if "data" not in data or not data["data"]:
-        raise ValueError("a recipe needs a 'data' section (at least data.kind and data.source)")
+        raise ConfigError("a recipe needs a 'data' section (at least data.kind and data.source)")
     return TrainConfig(**{k: _section_from_dict(k, SECTIONS[k], data.get(k)) for k in SECTIONS})
 
 
@@ -149,7 +150,7 @@ def load_config(recipe: str | Path | Mapping[str, Any] | TrainConfig) -> TrainCo
     if not path.is_file():
         shipped = _recipe_dir() / f"{recipe}.yaml"
         if not shipped.is_file():
-            raise ValueError(
+            raise ConfigError(
                 f"recipe {str(recipe)!r} is neither a file nor a shipped recipe; shipped "
                 f"recipes: {', '.join(list_recipes())}"
             )
@@ -157,11 +158,11 @@ def load_config(recipe: str | Path | Mapping[str, Any] | TrainConfig) -> TrainCo
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ValueError(f"recipe {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
     try:
         return config_from_dict(data or {})
     except ValueError as err:
-        raise ValueError(f"recipe {path}: {err}") from None
+        raise ConfigError(f"recipe {path}: {err}") from None
 
 
 def _parse_value(text: Any) -> Any:
@@ -193,7 +194,7 @@ def apply_overrides(
     for key, raw in pairs.items():
         section, _, name = key.partition(".")
         if section not in SECTIONS or not name:
-            raise ValueError(
+            raise ConfigError(
                 f"override {key!r} must look like SECTION.FIELD with SECTION one of "
                 f"{', '.join(SECTIONS)}"
             )
@@ -208,7 +209,7 @@ def _override_pairs(tokens: Sequence[str]) -> dict[str, str]:
     while i < len(items):
         token = items[i]
         if not token.startswith("--") or len(token) == 2:
-            raise ValueError(
+            raise ConfigError(
                 f"unexpected argument {token!r}; overrides look like --section.field VALUE"
             )
         key = token[2:]
@@ -217,7 +218,7 @@ def _override_pairs(tokens: Sequence[str]) -> dict[str, str]:
             i += 1
         else:
             if i + 1 >= len(items):
-                raise ValueError(f"override --{key} needs a value")
+                raise ConfigError(f"override --{key} needs a value")
             value = items[i + 1]
             i += 2
         pairs[key.replace("-", "_")] = value

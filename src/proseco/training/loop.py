@@ -12,12 +12,22 @@ Accelerate config); this loop only decides what each optimizer step computes::
         clip gradients, AdamW step, EMA update
         log / validate (EMA weights) / checkpoint (atomic)
     export OUTPUT/final (EMA weights + tokenizer)
+
+Around it (see :mod:`~proseco.training.rundir` and :mod:`~proseco.training.checkpoint`): the run
+holds an OS lock on its directory, so a second run into it is refused; config, data, batch size
+and model are all checked before the first file is written; checkpoints are only written with
+finite weights; a divergence says whether the loss, the gradient norm or the weights went
+non-finite and prints a ``proseco train ... --resume --optim.lr ...`` command to recover.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shlex
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +35,18 @@ from typing import Any
 
 import torch
 
+from proseco.errors import DataError, ProsecoError
 from proseco.schedules import get_schedule
 from proseco.training.batches import BatchOrder, batch_plan, eval_seed, micro_seed
 from proseco.training.build import build_model, build_tokenizer
 from proseco.training.checkpoint import (
+    Resumed,
+    ResumePlan,
     export_pretrained,
     install_state_hooks,
-    latest_checkpoint,
-    load_checkpoint,
-    resume_point,
+    load_resume_checkpoint,
+    non_finite_tensors,
+    plan_resume,
     save_checkpoint,
 )
 from proseco.training.config import TrainConfig
@@ -41,14 +54,19 @@ from proseco.training.config_io import apply_overrides, config_to_dict, load_con
 from proseco.training.ema import EMA
 from proseco.training.lr import learning_rate, set_learning_rate
 from proseco.training.metrics import MetricsLogger, tracker_names
+from proseco.training.rundir import RunLock, inspect_run_dir, refuse_foreign, writing
 from proseco.training.splits import build_splits
 from proseco.training.step import ModelView, batch_loss, evaluate
 
-__all__ = ["train", "TrainResult", "TrainingDivergedError"]
+__all__ = ["train", "TrainResult", "TrainingDivergedError", "RESUME_LOG"]
+
+log = logging.getLogger("proseco.training")
+
+RESUME_LOG = "resume_log.jsonl"
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss or the gradient norm became NaN or infinite; training stopped before the update."""
+    """The loss, the gradient norm or the weights became NaN or infinite; nothing bad was saved."""
 
 
 @dataclass
@@ -105,6 +123,31 @@ def _flat(config: TrainConfig) -> dict[str, Any]:
     }
 
 
+def _on_main(partial: Any, fn: Callable[[], None]) -> None:
+    """Run ``fn`` on the main process only; if it raises, every process raises."""
+    error: BaseException | None = None
+    if partial.is_main_process:
+        try:
+            fn()
+        except Exception as err:  # noqa: BLE001 - re-raised below, on every process
+            error = err
+    if partial.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        box = [None if error is None else (isinstance(error, ProsecoError), error)]
+        broadcast_object_list(box, from_process=0)
+        if box[0] is not None and error is None:
+            user_error, remote = box[0]
+            error = remote if user_error else RuntimeError(f"the main process failed: {remote}")
+    if error is not None:
+        raise error
+
+
+def _open_run_dir(lock: RunLock, output_dir: Path) -> None:
+    refuse_foreign(inspect_run_dir(output_dir), output_dir)  # before creating the lock file
+    lock.acquire()
+
+
 def train(
     config: TrainConfig | str | Path | dict,
     output_dir: str | Path,
@@ -114,31 +157,56 @@ def train(
 ) -> TrainResult:
     """Train a model; see the module docstring for what one step does.
 
+    Nothing is written to ``output_dir`` before the config, the data and the model have been
+    checked; a directory holding other files is never written to; a second run into the same
+    directory is refused while the first one lives (an OS lock on ``OUTPUT/.proseco.lock``).
+
     Args:
         config: a :class:`TrainConfig`, a recipe path or shipped recipe name, or a dict.
         output_dir: where ``config.yaml``, ``metrics.jsonl``, ``checkpoints/`` and ``final/`` go.
-        resume: continue from the newest checkpoint in ``output_dir`` (start fresh if none).
+        resume: continue from the newest loadable checkpoint in ``output_dir`` (start fresh if
+            none). Only the settings in
+            :data:`~proseco.training.checkpoint.RESUMABLE_FIELDS` may change; changes are saved
+            in ``config.yaml`` and recorded in ``resume_log.jsonl``.
         overrides: dotted overrides (``{"optim.lr": 1e-3}`` or ``["--optim.lr", "1e-3"]``).
 
     Returns:
         A :class:`TrainResult`.
 
     Raises:
-        ValueError / FileNotFoundError: bad config or data, found before any training step.
-        TrainingDivergedError: a non-finite loss; the last good checkpoint is left intact.
+        ConfigError / DataError / FileNotFoundError: bad config or data, found before anything
+            is written.
+        OutputError: ``output_dir`` is in use by another run, is a file or a foreign non-empty
+            directory, or cannot be written (read-only, full disk).
+        ModelLoadError: no checkpoint can be loaded, or a random state cannot be restored
+            (see ``train.allow_inexact_resume``).
+        TrainingDivergedError: a non-finite loss, gradient norm or weights; the last good
+            checkpoint is left intact.
     """
-    from accelerate import Accelerator, PartialState
-    from accelerate.utils import set_seed
+    from accelerate import PartialState
 
     config = apply_overrides(load_config(config), overrides)
     output_dir = Path(output_dir).expanduser()
-    ckpt = resume_point(config, output_dir, resume)
     cpu = _cpu_only_distributed()
     _fresh_accelerate_state()
+    partial = PartialState(cpu=cpu)
+    lock = RunLock(output_dir)
+    _on_main(partial, lambda: _open_run_dir(lock, output_dir))
+    try:
+        plan = plan_resume(config, output_dir, resume)
+        return _train(config, output_dir, plan, partial.num_processes, cpu)
+    finally:
+        lock.release()
+
+
+def _train(
+    config: TrainConfig, output_dir: Path, plan: ResumePlan, num_processes: int, cpu: bool
+) -> TrainResult:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
     micro, accum = batch_plan(
-        config.train.global_batch_size,
-        config.train.micro_batch_size,
-        PartialState(cpu=cpu).num_processes,
+        config.train.global_batch_size, config.train.micro_batch_size, num_processes
     )
     accelerator = Accelerator(
         cpu=cpu,
@@ -151,9 +219,13 @@ def train(
     tokenizer = build_tokenizer(config.data.tokenizer)
     with accelerator.main_process_first():
         train_data, val_data = build_splits(config.data, tokenizer)
+    if config.train.global_batch_size > len(train_data):
+        raise DataError(
+            f"train.global_batch_size={config.train.global_batch_size} is larger than the "
+            f"training split ({len(train_data)} sequences of {train_data.length} tokens); lower "
+            f"train.global_batch_size to at most {len(train_data)} or add data"
+        )
     model = build_model(config, tokenizer)
-    if accelerator.is_main_process:
-        save_config(config, output_dir / "config.yaml")
     optim = config.optim
     optimizer = torch.optim.AdamW(
         model.parameters(),
@@ -167,18 +239,60 @@ def train(
     bare = accelerator.unwrap_model(model)
     ema = EMA(bare.named_parameters(), config.train.ema_decay) if config.train.ema_decay else None
     state: dict[str, Any] = {"step": 0, "tokens_seen": 0}
-    if ckpt is not None:
-        state = load_checkpoint(accelerator, ckpt, ema=ema)
+    resumed = None
+    if plan.candidates:
+        resumed = load_resume_checkpoint(
+            accelerator,
+            plan.candidates,
+            ema=ema,
+            model=model,
+            allow_inexact=config.train.allow_inexact_resume,
+        )
+        state = resumed.state
         accelerator.step = 0  # checkpoints sit on optimizer-step boundaries
+        if resumed.inexact is not None:  # a fresh, step-dependent RNG stream instead
+            set_seed((config.train.seed * 1_000_003 + int(state["step"])) % 2**32, True)
+        for group in optimizer.param_groups:  # the loaded state carries the saved value
+            group["weight_decay"] = optim.weight_decay
+    # everything is checked: the first writes
+    if accelerator.is_main_process:
+        with writing(output_dir / "config.yaml", "the config to"):
+            save_config(config, output_dir / "config.yaml")
+        if resumed is not None:
+            _record_resume(output_dir, resumed, plan)
     logger = MetricsLogger(
         accelerator,
         output_dir,
-        resume_step=state["step"] if ckpt is not None else None,
+        resume_step=state["step"] if resumed is not None else None,
         config=_flat(config),
     )
     run = _Run(config, accelerator, model, optimizer, ema, tokenizer, logger, output_dir)
     run.setup(ModelView(model, getattr(bare, "config", None)), train_data, val_data, micro, accum)
-    return run.loop(state, last_checkpoint=ckpt)
+    return run.loop(state, last_checkpoint=resumed.checkpoint if resumed is not None else None)
+
+
+def _record_resume(output_dir: Path, resumed: Resumed, plan: ResumePlan) -> None:
+    """Append the resume (and any changed settings) to ``resume_log.jsonl``; say what changed."""
+    step = int(resumed.state["step"])
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "step": step,
+        "checkpoint": resumed.checkpoint.name,
+        "changed": {k: list(v) for k, v in plan.changes.items()},
+        "skipped": {p.name: reason for p, reason in resumed.skipped},
+        "inexact": resumed.inexact,
+    }
+    path = output_dir / RESUME_LOG
+    with writing(path, "the resume log to"), path.open("a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+    if plan.changes:
+        changes = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in plan.changes.items())
+        log.warning(
+            "proseco train: resuming %s at step %d with changed settings: %s",
+            output_dir,
+            step,
+            changes,
+        )
 
 
 class _Run:
@@ -191,6 +305,7 @@ class _Run:
         self.schedule = get_schedule(config.loss.schedule)
         self.loss_config = config.loss.loss_config()
         self.mask_id = int(tokenizer.mask_token_id)
+        self.last_good: Path | None = None  # the newest checkpoint known to hold finite weights
 
     def setup(self, view, train_data, val_data, micro: int, accum: int) -> None:
         acc = self.accelerator
@@ -211,7 +326,7 @@ class _Run:
         cfg, acc = self.config, self.accelerator
         device = acc.device
         sums = torch.zeros(4, device=device)
-        bad = torch.zeros((), device=device)
+        bad = torch.zeros(2, device=device)  # non-finite [loss, gradient norm]
         backward_fn = acc.backward if cfg.loss.two_backward else None
         for a in range(self.accum):
             batch = self.train_data.batch(self.order.indices(step, a), device)
@@ -236,35 +351,85 @@ class _Run:
             err = torch.zeros((), device=device) if err is None else err
             terms = [out.loss.detach(), out.mdm_loss, out.corrector_loss, err]
             sums += torch.stack([x.to(device).float() for x in terms]) / self.accum
-            bad += (~torch.isfinite(out.loss.detach())).float()
+            bad[0] += (~torch.isfinite(out.loss.detach())).float()
         grad_norm = torch.zeros((), device=device)
-        if cfg.optim.grad_clip > 0:
-            norm = acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-            if norm is not None:  # DeepSpeed clips inside its engine
-                grad_norm = torch.as_tensor(norm, device=device).float()
-            if cfg.train.mixed_precision != "fp16":  # fp16 overflows are skipped by the scaler
-                bad += (~torch.isfinite(grad_norm)).float()
-        if float(acc.reduce(bad, reduction="sum")) > 0:
-            self._diverged(step, sums)
-        self.optimizer.step()
+        # without clipping, an infinite max norm measures the norm and scales by exactly 1
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+        norm = acc.clip_grad_norm_(self.model.parameters(), clip)
+        if norm is not None:  # DeepSpeed clips inside its engine
+            grad_norm = torch.as_tensor(norm, device=device).float()
+        if cfg.train.mixed_precision != "fp16":  # fp16 overflows are skipped by the scaler
+            bad[1] += (~torch.isfinite(grad_norm)).float()
+        bad = acc.reduce(bad, reduction="sum")
+        if float(bad.sum()) > 0:
+            loss, at = float(sums[0]), f"at optimizer step {step + 1}"
+            if float(bad[0]) > 0:
+                cause = f"the loss became non-finite {at} (loss {loss})"
+            else:
+                cause = (
+                    f"the gradient norm became non-finite {at} (grad norm {float(grad_norm)}; "
+                    f"the loss was still finite: {loss:.4g})"
+                )
+            self._diverged(
+                f"{cause}; training stopped before applying that update and nothing was saved"
+            )
+        try:
+            self.optimizer.step()
+        except RuntimeError as err:  # e.g. a learning rate too large for the weights' dtype
+            if "overflow" not in str(err):
+                raise
+            self._diverged(
+                f"the optimizer update overflowed at optimizer step {step + 1} ({err}); "
+                "nothing was saved"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update()
         return sums, grad_norm
 
-    def _diverged(self, step: int, sums: torch.Tensor) -> None:
-        last = latest_checkpoint(self.output_dir)
-        where = (
-            f"the last good checkpoint is {last} (resume with --resume after lowering optim.lr, "
-            "enabling optim.grad_clip or using train.mixed_precision: no)"
-            if last is not None
-            else "no checkpoint had been written yet"
-        )
+    def _advice(self) -> str:
+        """A ``proseco train`` command that resumes with a ten times lower learning rate."""
+        optim, out = self.config.optim, self.output_dir
+        lr = optim.lr / 10
+        words = ["proseco", "train", str(out / "config.yaml"), "--output-dir", str(out)]
+        words += ["--resume", "--optim.lr", f"{lr:g}"]
+        if optim.min_lr > float(f"{lr:g}"):
+            words += ["--optim.min_lr", f"{lr / 10:g}"]
+        if optim.grad_clip == 0:
+            words += ["--optim.grad_clip", "1.0"]
+        if self.config.train.mixed_precision == "fp16":
+            words += ["--train.mixed_precision", "no"]
+        return shlex.join(words)
+
+    def _diverged(self, what: str) -> None:
+        last = self.last_good
+        if last is not None:
+            where = (
+                f"the last good checkpoint is {last}; to resume from it with a lower learning "
+                f"rate run: {self._advice()}"
+            )
+        else:
+            where = (
+                "no checkpoint had been written yet; to start again with a lower learning rate "
+                f"run: {self._advice()}"
+            )
         self.logger.close()
-        raise TrainingDivergedError(
-            f"the loss became non-finite at optimizer step {step + 1} (loss {float(sums[0])}); "
-            f"training stopped before applying that update and nothing was saved; {where}"
-        )
+        raise TrainingDivergedError(f"{what}; {where}")
+
+    def _check_weights(self, step: int) -> None:
+        """Stop (without saving) if any model or EMA weight is NaN or infinite."""
+        tensors = {n: p.detach() for n, p in self.model.named_parameters()}
+        if self.ema is not None:
+            tensors.update({f"ema.{n}": t for n, t in self.ema.shadow.items()})
+        bad = non_finite_tensors(tensors)
+        flag = torch.tensor(float(bool(bad)), device=self.accelerator.device)
+        if float(self.accelerator.reduce(flag, reduction="sum")) > 0:
+            names = ", ".join(bad[:3]) if bad else "on another process"
+            self._diverged(
+                f"the weights became non-finite after optimizer step {step} ({names}) although "
+                "the loss and gradient norm were finite (the learning rate is far too large); "
+                "they were not saved"
+            )
 
     def validate(self) -> dict[str, float] | None:
         if self.val_data is None:
@@ -291,6 +456,7 @@ class _Run:
 
         cfg, acc = self.config.train, self.accelerator
         start, tokens_seen = int(state["step"]), int(state.get("tokens_seen", 0))
+        self.last_good = last_checkpoint
         bar = tqdm(
             total=cfg.max_steps,
             initial=start,
@@ -360,7 +526,8 @@ class _Run:
         )
 
     def _save(self, step: int, tokens_seen: int) -> Path:
-        return save_checkpoint(
+        self._check_weights(step)
+        self.last_good = save_checkpoint(
             self.accelerator,
             self.output_dir,
             step,
@@ -373,3 +540,4 @@ class _Run:
             },
             keep=self.config.train.keep_checkpoints,
         )
+        return self.last_good

@@ -2,7 +2,9 @@
 
 ``metrics.jsonl`` gets one JSON object per record (``{"step": ..., "split": "train", ...}``),
 written by the main process only. When a run resumes from step ``k``, records after ``k`` (from
-the interrupted attempt) are dropped first, so the file reads as one uninterrupted run.
+the interrupted attempt) are dropped first, so the file reads as one uninterrupted run. That
+rewrite goes to a temporary file renamed over ``metrics.jsonl``, so a kill during it leaves the
+old file whole; a record torn by a kill while it was appended is dropped.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+
+from proseco.errors import DataError
+from proseco.training.rundir import atomic_write_text, writing
 
 __all__ = ["MetricsLogger", "tracker_names", "read_metrics"]
 
@@ -37,15 +42,33 @@ def tracker_names(tensorboard: bool, wandb_project: str | None) -> list[str]:
     return names
 
 
+def _parse(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text()
+    lines = text.split("\n")
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i == len(lines) - 1:  # an unterminated last line: a record torn by a kill
+                break
+            raise DataError(f"{path} line {i + 1} is not a JSON record: {line[:80]!r}") from None
+    return records
+
+
 def read_metrics(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (optionally only one ``split``)."""
+    """The records of a ``metrics.jsonl`` (optionally only one ``split``).
+
+    A torn last line (the run was killed while appending it) is skipped.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
     if not path.is_file():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if split is None or r.get("split") == split]
+    return [r for r in _parse(path) if split is None or r.get("split") == split]
 
 
 def _clean(value: Any) -> Any:
@@ -78,12 +101,14 @@ class MetricsLogger:
         self.accelerator = accelerator
         self.path = Path(output_dir) / METRICS_FILE
         if accelerator.is_main_process:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if resume_step is None:
-                self.path.write_text("")
-            else:
-                kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-                self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            with writing(self.path, "metrics to"):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if resume_step is None:
+                    atomic_write_text(self.path, "")
+                else:
+                    kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+                    text = "".join(json.dumps(r) + "\n" for r in kept)
+                    atomic_write_text(self.path, text, fault="metrics-rewrite")
         if accelerator.log_with:
             accelerator.init_trackers(project_name, config=config)
 
@@ -91,7 +116,7 @@ class MetricsLogger:
         """Record ``metrics`` for ``split`` at ``step``; returns the cleaned record."""
         record = {"step": step, "split": split, **{k: _clean(v) for k, v in metrics.items()}}
         if self.accelerator.is_main_process:
-            with self.path.open("a") as f:
+            with writing(self.path, "metrics to"), self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
         if self.accelerator.log_with:
             numeric = {
