@@ -72,7 +72,8 @@ def test_writes_one_line_per_sample_with_text_tokens_settings_and_nfes(tmp_path)
     assert [r["batch"] for r in lines] == [0, 0, 1, 1, 2]
     for r in lines:
         assert len(r["tokens"]) == 12 and MASK not in r["tokens"]
-        assert r["text"] == "".join(CHARS[t] for t in r["tokens"] if t < len(CHARS))
+        before_eos = r["tokens"][: r["tokens"].index(EOS)] if EOS in r["tokens"] else r["tokens"]
+        assert r["text"] == "".join(CHARS[t] for t in before_eos if t < len(CHARS))
         assert r["nfe"] == r["denoiser_nfe"] + r["corrector_nfe"] and r["corrector_nfe"] > 0
         assert r["seed"] == 3 and r["sampling_config"]["corrector"]["steps"] == 2
         assert r["sampling_config"]["corrector"]["every"] == 2
@@ -83,6 +84,11 @@ def test_writes_one_line_per_sample_with_text_tokens_settings_and_nfes(tmp_path)
     cli.run(parse(command[2:] + ["-o", str(again), "--no-progress"]))
     assert [r["tokens"] for r in read(again)] == [r["tokens"] for r in lines]
     assert len({tuple(r["tokens"]) for r in lines}) == 5  # the samples differ
+    assert any(EOS in r["tokens"][:-1] for r in lines)  # so the EOS cut was exercised
+    research = tmp_path / "research.jsonl"
+    cli.run(parse(command[2:] + ["-o", str(research), "--no-progress", "--eos-rule", "research"]))
+    for r in read(research):
+        assert r["text"] == "".join(CHARS[t] for t in r["tokens"] if t < len(CHARS))
 
 
 def test_without_a_tokenizer_only_token_ids_are_written(tmp_path):

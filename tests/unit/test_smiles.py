@@ -132,11 +132,14 @@ def test_ids_outside_the_vocabulary_decode_as_unk(tok):
     assert tok.decode_batch([[0, 5, 99, 1]]) == [tok.convert_ids_to_tokens(5) + "<unk>"]
 
 
-def test_decode_strips_framing_tokens_anywhere_or_stops_at_eos(tok):
+def test_a_molecule_ends_at_its_first_eos_unless_the_research_rule_is_asked_for(tok):
     v = tok.get_vocab()
     row = [0, v["C"], v["C"], 1, 3, v["O"], 3]
-    assert tok.decode_batch([row]) == ["CCO"]  # research code: strip <bos>/<eos>/<pad> anywhere
-    assert tok.decode_batch([row], stop_at_eos=True) == ["CC"]
+    assert tok.decode_batch([row]) == ["CC"]
+    # research code: strip <bos>/<eos>/<pad> anywhere, gluing later tokens on
+    assert tok.decode_batch([row], eos_rule="research") == ["CCO"]
+    with pytest.raises(ValueError, match="eos_rule"):
+        tok.decode_batch([row], eos_rule="last")
 
 
 def test_hf_call_matches_encode_batch(tok):

@@ -40,7 +40,9 @@ from proseco.fileio import atomic_open
 
 __all__ = ["add_arguments", "run", "build_config", "read_config"]
 
-_RUN_OPTIONS = ("num_samples", "batch_size", "length", "seed", "mask_id", "device", "dtype")
+_RUN_OPTIONS = (
+    "num_samples", "batch_size", "length", "seed", "mask_id", "device", "dtype", "eos_rule"
+)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--prompt", action="append", default=None, help="text prompt (repeatable)")
     g.add_argument("--prompt-ids", action="append", default=None, help="comma-separated ids")
     g.add_argument("--keep-special-tokens", action="store_true", help="keep them in 'text'")
+    g.add_argument("--eos-rule", choices=["first", "research"], default="first",
+                   help="'text' ends at the first EOS of the generated tokens (first), or special "
+                   "tokens are stripped wherever they are, as the research code does (research)")  # fmt: skip
     g = parser.add_argument_group("runtime")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
@@ -215,6 +220,11 @@ def _mask_id(args: argparse.Namespace, model: Any, tokenizer: Any) -> int:
     raise ConfigError("no mask id: pass --mask-id, or set config.mask_token_id / a tokenizer mask")
 
 
+def _until_eos(row: list[int], eos_id: int | None) -> list[int]:
+    """``row`` up to (without) its first ``eos_id``: a sample ends at its end token."""
+    return row[: row.index(eos_id)] if eos_id is not None and eos_id in row else row
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in _RUN_OPTIONS}
 
@@ -278,6 +288,9 @@ def run(args: argparse.Namespace) -> int:
     # every setting is checked before any file is touched
     check_sample_args(model, config, mask_id=mask_id, batch_size=args.batch_size,
                       length=args.length, prompt=prompts[:1] if prompts else None)  # fmt: skip
+    eos_id = (
+        config.eos_id if config.eos_id is not None else getattr(tokenizer, "eos_token_id", None)
+    )
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     record_base = {"seed": args.seed, "sampling_config": config.to_dict(),
@@ -296,7 +309,8 @@ def run(args: argparse.Namespace) -> int:
                 record: dict[str, Any] = {"index": written + i}
                 if tokenizer is not None:
                     record["text"] = tokenizer.decode(
-                        row, skip_special_tokens=not args.keep_special_tokens
+                        _until_eos(row, eos_id) if args.eos_rule == "first" else row,
+                        skip_special_tokens=not args.keep_special_tokens,
                     )
                 record["tokens"] = row
                 if batch_prompts is not None:

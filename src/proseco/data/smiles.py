@@ -29,7 +29,16 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizer
 
-__all__ = ["SPECIAL_TOKENS", "QM9_TOKENS", "SmilesTokenizer", "tokenize_smiles"]
+__all__ = [
+    "EOS_RULES",
+    "SPECIAL_TOKENS",
+    "QM9_TOKENS",
+    "SmilesTokenizer",
+    "tokenize_smiles",
+]
+
+EosRule = Literal["first", "research"]
+EOS_RULES: tuple[str, ...] = ("first", "research")
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<bos>", "<eos>", "<mask>", "<pad>", "<unk>")
 
@@ -262,27 +271,31 @@ class SmilesTokenizer(PreTrainedTokenizer):
         return torch.from_numpy(out)
 
     def decode_batch(
-        self, ids: torch.Tensor | Sequence[Sequence[int]], stop_at_eos: bool = False
+        self, ids: torch.Tensor | Sequence[Sequence[int]], eos_rule: EosRule = "first"
     ) -> list[str]:
-        """Decode rows of ids to SMILES, dropping ``<bos>``, ``<eos>`` and ``<pad>``.
+        """Decode rows of ids to SMILES: a molecule ends at its first ``<eos>``.
 
-        ``<mask>`` and ``<unk>`` (and ids outside the vocabulary, as ``<unk>``) stay in the text
-        so that such a sequence is an invalid molecule.
+        ``<bos>`` and ``<pad>`` are dropped; ``<mask>`` and ``<unk>`` (and ids outside the
+        vocabulary, as ``<unk>``) stay in the text so that such a sequence is an invalid molecule.
 
         Args:
             ids: ``[N, L]`` token ids.
-            stop_at_eos: ignore everything after the first ``<eos>`` of a row. The research
-                code's QM9 evaluation strips the framing tokens wherever they are (the default).
+            eos_rule: ``"first"`` (default): everything after a row's first ``<eos>`` is ignored.
+                ``"research"``: the research code's QM9 evaluation, which strips ``<bos>``,
+                ``<eos>`` and ``<pad>`` wherever they are, so tokens generated after the end token
+                are glued onto the molecule.
 
         Returns:
             ``N`` strings.
         """
+        if eos_rule not in EOS_RULES:
+            raise ValueError(f"eos_rule must be one of {EOS_RULES}, got {eos_rule!r}")
         rows = ids.tolist() if isinstance(ids, torch.Tensor) else [list(r) for r in ids]
         eos = self.vocab[SPECIAL_TOKENS[1]]
         drop = self._framing_ids()
         out = []
         for row in rows:
-            if stop_at_eos and eos in row:
+            if eos_rule == "first" and eos in row:
                 row = row[: row.index(eos)]
             out.append("".join(self._convert_id_to_token(i) for i in row if i not in drop))
         return out

@@ -94,8 +94,14 @@ def generate(
     seed: int,
     length: int = 32,
     return_history: bool = False,
+    eos_rule: str = "first",
 ) -> dict[str, Any]:
-    """Sample ``num_samples`` sequences in batches; returns SMILES, tokens, NFE totals and time."""
+    """Sample ``num_samples`` sequences in batches; returns SMILES, tokens, NFE totals and time.
+
+    ``eos_rule``: how token rows become SMILES (``"first"``: a molecule ends at its first
+    ``<eos>``; ``"research"``: the research code's rule, see
+    :meth:`~proseco.data.smiles.SmilesTokenizer.decode_batch`).
+    """
     generator = torch.Generator(device="cpu").manual_seed(seed)
     smiles: list[str] = []
     tokens: list[torch.Tensor] = []
@@ -120,7 +126,7 @@ def generate(
         denoiser_nfe += out.denoiser_nfe * b
         corrector_nfe += out.corrector_nfe * b
         tokens.append(out.tokens.cpu())
-        smiles.extend(tokenizer.decode_batch(out.tokens.cpu()))
+        smiles.extend(tokenizer.decode_batch(out.tokens.cpu(), eos_rule=eos_rule))
     seconds = time.perf_counter() - start
     return {
         "smiles": smiles,
@@ -142,8 +148,14 @@ def evaluate_setting(
     batch_size: int,
     seed: int,
     properties: tuple[str, ...] = (),
+    eos_rule: str = "first",
 ) -> tuple[dict[str, Any], list[str]]:
-    """Generate with ``setting`` and score; returns (row, smiles). ``models[key] = (model, tok)``."""
+    """Generate with ``setting`` and score; returns (row, smiles). ``models[key] = (model, tok)``.
+
+    Molecules are decoded with ``eos_rule`` (default: a molecule ends at its first ``<eos>``);
+    the row also holds ``validity_other_rule``, the validity of the same tokens under the other
+    rule, so that tables can show how much the rule matters.
+    """
     from proseco.eval.molecules import molecule_metrics
 
     model, tokenizer = models[setting.model]
@@ -156,7 +168,11 @@ def evaluate_setting(
         batch_size=batch_size,
         seed=seed,
         length=length,
+        eos_rule=eos_rule,
     )
+    other = "research" if eos_rule == "first" else "first"
+    other_smiles = tokenizer.decode_batch(result["tokens"], eos_rule=other)
+    other_validity = molecule_metrics(other_smiles, None, properties=(), num_workers=1)["validity"]
     metrics = molecule_metrics(
         result["smiles"],
         train_smiles,
@@ -172,6 +188,8 @@ def evaluate_setting(
         seconds=round(result["seconds"], 3),
         seed=seed,
         sampling_config=setting.config.to_dict(),
+        eos_rule=eos_rule,
+        validity_other_rule=other_validity,
     )
     row.update(metrics)  # includes num_samples
     return row, result["smiles"]
