@@ -1,41 +1,143 @@
-"""Writing files without ever leaving a half-written one: :func:`atomic_open`, :func:`os_error`.
+"""Writing files without ever leaving a half-written one, and I/O errors that say why.
 
 ``with atomic_open(path) as f`` writes to a temporary file beside ``path`` and moves it into place
 (``os.replace``, atomic on POSIX) only when the block ends without an error; on an error or a kill
 the temporary file is removed (or left as a hidden ``.name.*`` file) and ``path`` keeps its earlier
-content. I/O failures become :class:`~proseco.errors.OutputError` naming the path and the cause
-(read-only file system, no space left, permission denied).
+content. :func:`atomic_write_text` does the same for a string, with a :func:`fault_point` hook
+(``PROSECO_FAULT=NAME`` kills the process half way through, for crash tests).
+
+I/O failures become :class:`~proseco.errors.OutputError` naming the path and the cause (read-only
+file system, no space left, permission denied): :func:`output_error` for an ``OSError``,
+:func:`writing` around a block (it also recognises ``torch.save``'s bare "unexpected pos" errors
+by probing the disk).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
-from proseco.errors import OutputError
+from proseco.errors import OutputError, ProsecoError
 
-__all__ = ["atomic_open", "os_error"]
+__all__ = [
+    "FAULT_ENV",
+    "atomic_open",
+    "atomic_write_text",
+    "fault_point",
+    "output_error",
+    "writing",
+]
+
+FAULT_ENV = "PROSECO_FAULT"
 
 _CAUSES = {
-    errno.ENOSPC: "the disk is full",
-    errno.EDQUOT: "the disk quota is exceeded",
-    errno.EROFS: "the file system is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
-    errno.ENOTDIR: "a parent of it is a file, not a directory",
-    errno.EISDIR: "it is a directory",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (a file size limit was hit)",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied (the directory is read-only for this user)",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a component of the path is a file, not a directory",
+    errno.EISDIR: "the path is a directory",
+}
+_HINTS = {
+    errno.ENOSPC: "free some space or choose another --output-dir",
+    errno.EDQUOT: "free some space or choose another --output-dir",
+    errno.EFBIG: "raise the file size limit (ulimit -f) or choose another --output-dir",
 }
 
 
-def os_error(path: str | os.PathLike, error: OSError, action: str = "write") -> OutputError:
-    """An :class:`OutputError` saying which ``path`` failed and why (disk full, read-only...)."""
-    cause = _CAUSES.get(error.errno or -1, error.strerror or str(error))
-    return OutputError(f"cannot {action} {os.fspath(path)}: {cause}")
+def fault_point(name: str) -> None:
+    """Testing hook: kill this process with SIGKILL here when ``$PROSECO_FAULT == name``."""
+    if os.environ.get(FAULT_ENV) == name:  # pragma: no cover - the process dies
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def output_error(err: OSError, path: str | os.PathLike, what: str = "") -> OutputError:
+    """An :class:`OutputError` naming ``path`` and the cause of ``err`` (full disk, read-only...)."""
+    where = err.filename or path
+    cause = _CAUSES.get(err.errno or 0, err.strerror or str(err))
+    code = errno.errorcode.get(err.errno or 0)
+    cause = f"{cause} ({code})" if code else cause
+    hint = _HINTS.get(err.errno or 0, "choose a writable --output-dir")
+    what = f"{what} " if what else ""
+    return OutputError(f"cannot write {what}{where}: {cause}; {hint}")
+
+
+def _probe(directory: Path) -> OSError | None:
+    """Write and remove 1 MiB in ``directory`` (or its nearest existing parent): the error, if any.
+
+    ``torch.save`` reports a failed write as a ``RuntimeError`` ("unexpected pos ..."), without
+    the errno; this finds out whether the disk is full or read-only.
+    """
+    while not directory.is_dir() and directory != directory.parent:
+        directory = directory.parent
+    probe = directory / f".proseco-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0" * (1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        return err
+    finally:
+        with suppress(OSError):
+            probe.unlink()
+    return None
+
+
+@contextmanager
+def writing(path: str | Path, what: str = "") -> Iterator[None]:
+    """Report failed writes under ``path`` as one :class:`OutputError` with the cause."""
+    try:
+        yield
+    except ProsecoError:
+        raise
+    except OSError as err:
+        raise output_error(err, path, what) from err
+    except RuntimeError as err:  # torch.save / safetensors on a full disk
+        probed = _probe(Path(path))
+        if probed is None:
+            raise
+        raise output_error(probed, path, what) from err
+
+
+def atomic_write_text(path: str | Path, text: str, *, fault: str | None = None) -> Path:
+    """Replace ``path`` by ``text`` atomically (temporary file, fsync, ``os.replace``).
+
+    Args:
+        fault: a :func:`fault_point` name checked half way through writing the temporary file.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            half = len(text) // 2
+            f.write(text[:half])
+            f.flush()
+            if fault is not None:
+                fault_point(fault)
+            f.write(text[half:])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink()
+        raise
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed writer
+        with suppress(OSError):
+            stale.unlink()
+    return path
+
+
+# ------------------------------------------------------------------------ what a directory holds
 
 
 @contextmanager
@@ -53,7 +155,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise os_error(path, e) from None
+        raise output_error(e, path) from None
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as f:
@@ -63,7 +165,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        raise os_error(path, e) from None
+        raise output_error(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

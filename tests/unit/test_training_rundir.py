@@ -10,6 +10,7 @@ import os
 import pytest
 import yaml
 
+from proseco import fileio
 from proseco.errors import ConfigError, OutputError
 from proseco.training.checkpoint import RESUMABLE_FIELDS, plan_resume
 from proseco.training.config_io import apply_overrides, load_config, save_config, update_config
@@ -107,14 +108,13 @@ def test_write_errors_name_the_path_and_the_cause(tmp_path, code, text):
 
 
 def test_torch_style_write_failures_are_diagnosed_by_a_probe(tmp_path, monkeypatch):
-    import proseco.training.rundir as rundir
 
     full = OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(rundir, "_probe", lambda directory: full)
+    monkeypatch.setattr(fileio, "_probe", lambda directory: full)
     no_space = r"cannot write .*ckpt: no space left on device"
     with pytest.raises(OutputError, match=no_space), writing(tmp_path / "ckpt"):
         raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64")
-    monkeypatch.setattr(rundir, "_probe", lambda directory: None)
+    monkeypatch.setattr(fileio, "_probe", lambda directory: None)
     with pytest.raises(RuntimeError, match="unexpected pos"), writing(tmp_path):
         raise RuntimeError("unexpected pos 64")  # not a disk problem: left alone
 

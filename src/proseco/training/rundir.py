@@ -20,16 +20,14 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proseco.errors import OutputError, ProsecoError
+from proseco.errors import OutputError
+from proseco.fileio import FAULT_ENV, atomic_write_text, fault_point, output_error, writing
 
 __all__ = [
     "LOCK_FILE",
@@ -45,110 +43,8 @@ __all__ = [
 ]
 
 LOCK_FILE = ".proseco.lock"
-FAULT_ENV = "PROSECO_FAULT"
-
-_CAUSES = {
-    errno.ENOSPC: "no space left on device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EFBIG: "file too large (a file size limit was hit)",
-    errno.EROFS: "read-only file system",
-    errno.EACCES: "permission denied (the directory is read-only for this user)",
-    errno.EPERM: "operation not permitted",
-    errno.ENOTDIR: "a component of the path is a file, not a directory",
-    errno.EISDIR: "the path is a directory",
-}
-_HINTS = {
-    errno.ENOSPC: "free some space or choose another --output-dir",
-    errno.EDQUOT: "free some space or choose another --output-dir",
-    errno.EFBIG: "raise the file size limit (ulimit -f) or choose another --output-dir",
-}
 
 
-def fault_point(name: str) -> None:
-    """Testing hook: kill this process with SIGKILL here when ``$PROSECO_FAULT == name``."""
-    if os.environ.get(FAULT_ENV) == name:  # pragma: no cover - the process dies
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def output_error(err: OSError, path: str | Path, what: str = "") -> OutputError:
-    """An :class:`OutputError` naming ``path`` and the cause of ``err`` (full disk, read-only...)."""
-    where = err.filename or path
-    cause = _CAUSES.get(err.errno or 0, err.strerror or str(err))
-    code = errno.errorcode.get(err.errno or 0)
-    cause = f"{cause} ({code})" if code else cause
-    hint = _HINTS.get(err.errno or 0, "choose a writable --output-dir")
-    what = f"{what} " if what else ""
-    return OutputError(f"cannot write {what}{where}: {cause}; {hint}")
-
-
-def _probe(directory: Path) -> OSError | None:
-    """Write and remove 1 MiB in ``directory`` (or its nearest existing parent): the error, if any.
-
-    ``torch.save`` reports a failed write as a ``RuntimeError`` ("unexpected pos ..."), without
-    the errno; this finds out whether the disk is full or read-only.
-    """
-    while not directory.is_dir() and directory != directory.parent:
-        directory = directory.parent
-    probe = directory / f".proseco-probe-{os.getpid()}"
-    try:
-        with open(probe, "wb") as f:
-            f.write(b"\0" * (1 << 20))
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as err:
-        return err
-    finally:
-        with suppress(OSError):
-            probe.unlink()
-    return None
-
-
-@contextmanager
-def writing(path: str | Path, what: str = "") -> Iterator[None]:
-    """Report failed writes under ``path`` as one :class:`OutputError` with the cause."""
-    try:
-        yield
-    except ProsecoError:
-        raise
-    except OSError as err:
-        raise output_error(err, path, what) from err
-    except RuntimeError as err:  # torch.save / safetensors on a full disk
-        probed = _probe(Path(path))
-        if probed is None:
-            raise
-        raise output_error(probed, path, what) from err
-
-
-def atomic_write_text(path: str | Path, text: str, *, fault: str | None = None) -> Path:
-    """Replace ``path`` by ``text`` atomically (temporary file, fsync, ``os.replace``).
-
-    Args:
-        fault: a :func:`fault_point` name checked half way through writing the temporary file.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            half = len(text) // 2
-            f.write(text[:half])
-            f.flush()
-            if fault is not None:
-                fault_point(fault)
-            f.write(text[half:])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            tmp.unlink()
-        raise
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed writer
-        with suppress(OSError):
-            stale.unlink()
-    return path
-
-
-# ------------------------------------------------------------------------ what a directory holds
 @dataclass
 class RunDirState:
     """What :func:`inspect_run_dir` found.
