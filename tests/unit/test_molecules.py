@@ -83,6 +83,8 @@ def test_property_statistics_over_valid_samples_and_the_novel_set():
     m = molecule_metrics(samples, {"c1ccccc1"}, properties=("ring_count",))
     # valid (duplicates kept): rings [1, 2, 0, 0]
     assert m["ring_count_valid_mean"] == 0.75
+    # population std of [1, 2, 0, 0]: sqrt(((.25)^2 + (1.25)^2 + 2 (.75)^2) / 4) = sqrt(0.6875)
+    assert m["ring_count_valid_std"] == pytest.approx(0.6875**0.5)
     assert (m["ring_count_valid_q25"], m["ring_count_valid_median"], m["ring_count_valid_q75"]) == (
         0.0,
         0.5,
@@ -90,6 +92,7 @@ def test_property_statistics_over_valid_samples_and_the_novel_set():
     )
     # novel unique set: naphthalene (2) and ethanol (0)
     assert m["ring_count_novel_mean"] == 1.0 and m["ring_count_novel_median"] == 1.0
+    assert m["ring_count_novel_std"] == 1.0  # [2, 0]
     assert m["num_novel_unique"] == 2
     assert "qed_valid_mean" not in m
 

@@ -13,7 +13,7 @@ Definitions (``N`` samples; all comparisons use RDKit-canonical SMILES):
 * **properties** (``qed`` = ``QED.qed(mol)``, ``ring_count`` = ``len(Chem.GetSymmSSSR(mol))``;
   computed by :func:`proseco.chem.property_values`):
   mean and quartiles over the valid samples (duplicates included) and over the novel unique set,
-  as keys ``{prop}_{valid|novel}_{mean|q25|median|q75}``.
+  as keys ``{prop}_{valid|novel}_{mean|std|q25|median|q75}``.
 * **fcd**: Fréchet ChemNet Distance of the valid samples to ``fcd_reference``, only with the
   optional ``fcd-torch`` package; ``None`` otherwise.
 
@@ -34,7 +34,7 @@ from proseco.chem import MOLECULE_PROPERTIES, canonicalize, property_values
 
 __all__ = ["fcd", "molecule_metrics"]
 
-_STATS = ("mean", "q25", "median", "q75")
+_STATS = ("mean", "std", "q25", "median", "q75")
 
 
 def _stats(values: np.ndarray) -> dict[str, float | None]:
@@ -43,6 +43,7 @@ def _stats(values: np.ndarray) -> dict[str, float | None]:
     q25, median, q75 = np.percentile(values, [25, 50, 75])
     return {
         "mean": float(values.mean()),
+        "std": float(values.std()),
         "q25": float(q25),
         "median": float(median),
         "q75": float(q75),
@@ -75,7 +76,7 @@ def molecule_metrics(
 
     Returns:
         A flat dict: ``num_samples, num_valid, num_unique, num_novel_unique, validity,
-        uniqueness, novelty``, ``{prop}_{valid|novel}_{mean|q25|median|q75}`` and, if
+        uniqueness, novelty``, ``{prop}_{valid|novel}_{mean|std|q25|median|q75}`` and, if
         requested, ``fcd``. See the module docstring for the exact definitions.
     """
     if isinstance(smiles, str):
