@@ -1,29 +1,39 @@
 """Regenerate ``docs/results/qm9.md``: MDLM vs ProSeCo on QM9, from trained checkpoints.
 
-Two studies, every point with the same seed and ``--num-samples`` molecules:
+Two studies, every point with the same seed and ``--num-samples`` molecules, every molecule
+decoded with the stop-at-first-``<eos>`` rule (the research code's rule is reported alongside):
 
 * **Unconditional**, for every ``T`` in ``--steps``: MDLM model + MDLM sampling; MDLM model +
   ReMDM (``loop`` with the public defaults, ``cap`` with eta 0.02); ProSeCo model + MDLM sampling;
   ProSeCo model + ProSeCo sampling (S=1 every=1, S=2 every=2). Validity / uniqueness / novelty
-  against the exact NFE the sampler reports (table, ``qm9_validity_vs_nfe.png``).
-* **Guidance** (the paper's QM9 figure), if the ring-count models exist: MDLM-ring + MDLM sampling
-  vs ProSeCo-ring + ProSeCo sampling (S=1 every=1, guided corrector), condition 1 (more rings),
-  gamma in ``--gammas``, T in ``--guidance-steps``; number of novel molecules against their mean
-  ring count (table, ``qm9_guidance_frontier.png``).
+  (and FCD against held-out QM9 where ``fcd-torch`` is installed) against the exact NFE the
+  sampler reports (table, ``qm9_validity_vs_nfe.png``).
+* **Guidance** (the paper's QM9 figure), for each property in ``--properties`` whose
+  class-conditional models exist (ring count: ``mdlm-ring/`` ``proseco-ring/``; QED:
+  ``mdlm-qed/`` ``proseco-qed/``): MDLM sampling of the MDLM model vs ProSeCo sampling (S=1
+  every=1, guided corrector) of the ProSeCo model, condition 1 (property above the dataset's 90th
+  percentile), gamma in ``--gammas``, T in ``--guidance-steps``; number of novel molecules against
+  the mean (and std) of the property over the novel molecules (table, one panel per property in
+  ``qm9_guidance_frontier.png``).
 
-The paper's three claims are then judged by the fixed rules of ``benchmarks/qm9_claims.py`` and
-the verdicts written into the report with their numbers. Raw rows go to ``qm9_rows.json``.
+The paper's three claims are then judged by the fixed rules of ``benchmarks/qm9_claims.py`` (claim
+(c) once per property) and the verdicts written into the report with their numbers. Raw rows go
+to ``qm9_rows.json``. If ``qm9_training_curve.json`` (from ``benchmarks/qm9_training_curve.py``)
+is in ``--out``, its validity-vs-training-steps table and plot are embedded too.
 
 Usage::
 
     python benchmarks/qm9.py --checkpoints DIR --out docs/results [--num-samples 1000]
-        [--batch-size 500] [--seed 0] [--steps 2 4 8 16 32] [--skip-guidance] [--quick]
+        [--batch-size 500] [--seed 0] [--steps 2 4 8 16 32] [--guidance-steps 8 16 32]
+        [--gammas 0 0.5 1 1.5 2 3] [--properties ring_count qed] [--skip-guidance] [--quick]
 
-``DIR`` holds model directories ``mdlm/``, ``proseco/``, ``mdlm-ring/``, ``proseco-ring/`` (each a
-``save_pretrained`` directory, or a ``proseco train`` run directory with ``final/``); default: the
-checkpoints shipped in ``proseco/assets/qm9``. ``--quick`` (64 samples, T in {2, 4}) is a smoke
-test.
-``--resume`` reuses the rows of an interrupted run (same samples, seed, batch size, checkpoints).
+``DIR`` holds model directories ``mdlm/``, ``proseco/`` and optionally ``mdlm-ring/``,
+``proseco-ring/``, ``mdlm-qed/``, ``proseco-qed/`` (each a ``save_pretrained`` directory, or a
+``proseco train`` run directory with ``final/``); default: the checkpoints shipped in
+``proseco/assets/qm9``. A property whose two models are missing is skipped with a note.
+``--quick`` (64 samples, T in {2, 4}) is a smoke test.
+``--resume`` reuses the rows of an interrupted run (same samples, seed, batch size, checkpoints,
+decoding rule); ``--merge-rows`` adds rows of parallel runs (e.g. ``--only-models``).
 On a CPU shared with other jobs pass ``--threads 1``: two busy-waiting torch threads competing for
 two cores made sampling ~8x slower in our measurements.
 """
@@ -38,6 +48,8 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +57,62 @@ import qm9_claims as claims
 
 REPO = Path(__file__).resolve().parents[1]
 UNCOND_KEYS = ("mdlm", "proseco")
-RING_KEYS = ("mdlm-ring", "proseco-ring")
 MDLM, PROSECO_MODEL_MDLM = "MDLM", "ProSeCo model + MDLM sampling"
-MDLM_RING, PROSECO_RING = "MDLM-ring + MDLM sampling", "ProSeCo-ring + ProSeCo S=1 every=1"
+EOS_RULE = "first"  # a molecule ends at its first <eos>; rows record it (key field eos_rule)
+
+
+@dataclass(frozen=True)
+class GuidedProperty:
+    """One panel of the guidance figure: a QM9 property and its class-conditional models.
+
+    Attributes:
+        name: the data label and metric name (``"ring_count"``, ``"qed"``).
+        title: how the page and the figure name it.
+        tag: suffix of the model keys (``mdlm-<tag>``, ``proseco-<tag>``).
+        decimals: decimals of its means in tables.
+    """
+
+    name: str
+    title: str
+    tag: str
+    decimals: int = 2
+
+    @property
+    def mdlm_key(self) -> str:
+        return f"mdlm-{self.tag}"
+
+    @property
+    def proseco_key(self) -> str:
+        return f"proseco-{self.tag}"
+
+    @property
+    def mdlm_method(self) -> str:
+        return f"MDLM-{self.tag} + MDLM sampling"
+
+    @property
+    def proseco_method(self) -> str:
+        return f"ProSeCo-{self.tag} + ProSeCo S=1 every=1"
+
+
+PROPERTIES = {
+    p.name: p
+    for p in (
+        GuidedProperty("ring_count", "ring count", "ring"),
+        GuidedProperty("qed", "QED", "qed", 3),
+    )
+}
+GUIDED_KEYS = tuple(k for p in PROPERTIES.values() for k in (p.mdlm_key, p.proseco_key))
+ALL_KEYS = UNCOND_KEYS + GUIDED_KEYS
+# Method families: one colour each in the guidance figure; a new baseline adds an entry.
+FAMILIES = {
+    **{p.mdlm_method: "MDLM" for p in PROPERTIES.values()},
+    **{p.proseco_method: "ProSeCo" for p in PROPERTIES.values()},
+}
+FAMILY_COLORS = {"MDLM": "tab:gray", "ProSeCo": "tab:green"}
 PAPER_BUDGET = "a DiT 'small' (~86 M non-embedding parameters) for 25,000 steps at batch 2048"
 PAPER_SEQUENCES = 25_000 * 2048
 PERCENT_KEYS = ("validity", "same NFE", "margin")
+CURVE_JSON, CURVE_PNG = "qm9_training_curve.json", "qm9_training_curve.png"
 
 
 # --------------------------------------------------------------------- settings
@@ -74,21 +136,36 @@ def unconditional_settings(steps: list[int]) -> list:
     return sorted(grid, key=lambda s: (order.index(s.method), s.steps))
 
 
-def guidance_settings(steps: list[int], gammas: list[float]) -> list:
-    """The guidance grid: both ring models at every (T, gamma), condition 1."""
+def guidance_settings(
+    steps: list[int], gammas: list[float], properties: Sequence[str] = ("ring_count",)
+) -> list:
+    """The guidance grid: for each property, both of its models at every (T, gamma), condition 1
+    (above the 90th percentile); ProSeCo with S=1 every=1 and the guided corrector."""
     from proseco.eval.study import SamplerSetting as S
     from proseco.sampling import Corrector, Guidance, SamplingConfig
 
     grid = []
-    for method, key, s in ((MDLM_RING, "mdlm-ring", 0), (PROSECO_RING, "proseco-ring", 1)):
-        corrector = Corrector(steps=s, every=1) if s else None
-        for t in steps:
-            for g in gammas:
-                guidance = Guidance(gamma=g, condition=1)
-                grid.append(
-                    S(method, key, SamplingConfig(t, corrector=corrector, guidance=guidance))
-                )
+    for prop in properties:
+        p = PROPERTIES[prop]
+        for method, key, s in (
+            (p.mdlm_method, p.mdlm_key, 0),
+            (p.proseco_method, p.proseco_key, 1),
+        ):
+            corrector = Corrector(steps=s, every=1) if s else None
+            for t in steps:
+                for g in gammas:
+                    guidance = Guidance(gamma=g, condition=1, in_corrector=True)
+                    config = SamplingConfig(t, corrector=corrector, guidance=guidance)
+                    grid.append(S(method, key, config))
     return grid
+
+
+def property_of(model_key: str) -> str | None:
+    """The guided property of a model key (``"proseco-qed"`` -> ``"qed"``), else None."""
+    for p in PROPERTIES.values():
+        if model_key in (p.mdlm_key, p.proseco_key):
+            return p.name
+    return None
 
 
 # --------------------------------------------------------------------- checkpoints
@@ -140,46 +217,67 @@ def provenance(path: Path, model: Any) -> tuple[str, int | None]:
 
 
 def load_models(
-    root: Path, skip_guidance: bool, only: tuple[str, ...] | None = None
-) -> tuple[dict, dict, str | None]:
-    """``(models, paths, reason the guidance study is skipped or None)``; ``only`` limits the
-    models loaded (and so the settings run) to these keys."""
+    root: Path,
+    skip_guidance: bool,
+    only: tuple[str, ...] | None = None,
+    properties: Sequence[str] = tuple(PROPERTIES),
+) -> tuple[dict, dict, dict[str, str]]:
+    """``(models, paths, skipped)``: ``skipped`` maps each guided property that will not be run
+    to the reason (a note for the page). ``only`` limits the models loaded (and so the settings
+    run) to these keys."""
     from proseco.eval.study import load_model_dir
 
+    skipped = {p: "not among --properties" for p in PROPERTIES if p not in properties}
     if only:
-        unknown = sorted(set(only) - set(UNCOND_KEYS + RING_KEYS))
+        unknown = sorted(set(only) - set(ALL_KEYS))
         if unknown:
-            raise SystemExit(f"error: unknown model keys {unknown}; use {UNCOND_KEYS + RING_KEYS}")
+            raise SystemExit(f"error: unknown model keys {unknown}; use {ALL_KEYS}")
         paths = {k: find_model_dir(root, k) for k in only}
         missing = [k for k, p in paths.items() if p is None]
         if missing:
             raise SystemExit(f"error: {root} lacks the model dirs {missing}")
-        return {k: load_model_dir(p) for k, p in paths.items()}, paths, None
+        for prop in properties:
+            p = PROPERTIES[prop]
+            if skip_guidance:
+                skipped[prop] = "--skip-guidance was given"
+            elif p.mdlm_key not in only and p.proseco_key not in only:
+                skipped[prop] = "its models are not among --only-models"
+        return {k: load_model_dir(p) for k, p in paths.items()}, paths, skipped
 
-    paths, missing = {}, []
-    for key in UNCOND_KEYS + RING_KEYS:
-        path = find_model_dir(root, key)
-        if path is None:
-            missing.append(key)
-        else:
-            paths[key] = path
-    absent = ", ".join(f"{k}/" for k in UNCOND_KEYS if k in missing)
+    paths = {k: find_model_dir(root, k) for k in ALL_KEYS}
+    absent = ", ".join(f"{k}/" for k in UNCOND_KEYS if paths[k] is None)
     if absent:
         raise SystemExit(
             f"error: {root} lacks the model dirs {absent} (each needs a config.json); train them "
             "with `proseco train qm9-mdlm-cpu` / `qm9-proseco-cpu` or pass --checkpoints DIR"
         )
-    skip = "--skip-guidance was given" if skip_guidance else None
-    absent = ", ".join(f"{k}/" for k in RING_KEYS if k in missing)
-    if skip is None and absent:
-        skip = f"the ring-count model dirs {absent} are missing in {root}"
-    keys = UNCOND_KEYS if skip else UNCOND_KEYS + RING_KEYS
+    for prop in properties:
+        p = PROPERTIES[prop]
+        absent = ", ".join(f"{k}/" for k in (p.mdlm_key, p.proseco_key) if paths[k] is None)
+        if skip_guidance:
+            skipped[prop] = "--skip-guidance was given"
+        elif absent:
+            skipped[prop] = f"the {p.title} model dirs {absent} are missing in {root}"
+    keys = list(UNCOND_KEYS)
+    for prop in properties:
+        if prop not in skipped:
+            keys += [PROPERTIES[prop].mdlm_key, PROPERTIES[prop].proseco_key]
     models = {k: load_model_dir(paths[k]) for k in keys}
-    if skip is None:
-        flat = [k for k in RING_KEYS if not getattr(models[k][0].config, "num_classes", 0)]
+    for prop in properties:
+        p = PROPERTIES[prop]
+        if prop in skipped:
+            continue
+        flat = [
+            k
+            for k in (p.mdlm_key, p.proseco_key)
+            if not getattr(models[k][0].config, "num_classes", 0)
+        ]
         if flat:
-            skip = f"{', '.join(flat)} are not class-conditional (config.num_classes = 0)"
-    return models, {k: paths[k] for k in models}, skip
+            skipped[prop] = f"{', '.join(flat)} are not class-conditional (config.num_classes = 0)"
+            for k in (p.mdlm_key, p.proseco_key):
+                models.pop(k)
+    skipped = {p: skipped[p] for p in PROPERTIES if p in skipped}
+    return models, {k: paths[k] for k in models}, skipped
 
 
 # --------------------------------------------------------------------- running
@@ -192,109 +290,231 @@ KEY_FIELDS = (
     "seed",
     "batch_size",
     "checkpoint",
+    "eos_rule",
 )
+# Rows written before the decoding rule was recorded were decoded with the research rule.
+KEY_DEFAULTS = {"eos_rule": "research"}
 
 
-def run_study(models, paths, settings, study, args, train_smiles, done, save) -> list[dict]:
-    """Evaluate ``settings`` in order (tqdm), reusing rows of ``done`` with the same key."""
+def row_key(row: dict) -> tuple:
+    """The identity of a row for --resume / --merge-rows."""
+    return tuple(row.get(k, KEY_DEFAULTS.get(k)) for k in KEY_FIELDS)
+
+
+def row_property(row: dict) -> str | None:
+    """The guided property of a guidance row (older rows carry only the model key)."""
+    return row.get("property") or property_of(str(row.get("model", "")))
+
+
+def fcd_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("fcd_torch") is not None
+
+
+def fcd_of(smiles: list[str], reference: list[str]) -> float | None:
+    """FCD of the valid molecules among ``smiles`` (canonical, duplicates kept) to
+    ``reference``; None (with a warning) when ``fcd-torch`` cannot compute it."""
+    from proseco.chem import canonicalize
+    from proseco.eval.molecules import fcd
+
+    valid = [c for c in (canonicalize(s) for s in smiles) if c is not None]
+    return fcd(valid, reference)
+
+
+def run_study(
+    models, paths, settings, study, args, train_smiles, done, save, fcd_reference=None
+) -> list[dict]:
+    """Evaluate ``settings`` in order (tqdm), reusing rows of ``done`` with the same key.
+
+    Guidance rows get the statistics of their model's property (``property`` names it); with an
+    ``fcd_reference`` every new row gets ``fcd``.
+    """
     from tqdm.auto import tqdm
 
     from proseco.eval.study import evaluate_setting
 
     rows = []
-    props = ("ring_count",) if study == "guidance" else ()
     for setting in tqdm(settings, desc=study, unit="setting"):
+        prop = property_of(setting.model) if study == "guidance" else None
         meta = {
             "study": study,
             "batch_size": args.batch_size,
             "seed": args.seed,
             "num_samples": args.num_samples,
             "checkpoint": _short(paths[setting.model]),
+            "eos_rule": EOS_RULE,
         }
-        key = tuple({**meta, **setting.summary()}[k] for k in KEY_FIELDS)
+        key = row_key({**meta, **setting.summary()})
         if key not in done:
-            done[key] = {
-                **meta,
-                **evaluate_setting(
-                    models,
-                    setting,
-                    train_smiles=train_smiles,
-                    num_samples=args.num_samples,
-                    batch_size=args.batch_size,
-                    seed=args.seed,
-                    properties=props,
-                )[0],
-            }
+            row, smiles = evaluate_setting(
+                models,
+                setting,
+                train_smiles=train_smiles,
+                num_samples=args.num_samples,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                properties=(prop,) if prop else (),
+                eos_rule=EOS_RULE,
+            )
+            if prop:
+                row["property"] = prop
+            if fcd_reference is not None:
+                row["fcd"] = fcd_of(smiles, fcd_reference)
+            done[key] = {**meta, **row}
             save(rows + [done[key]])
         rows.append(done[key])
     return rows
 
 
-def judge(uncond: list[dict], guided: list[dict], skipped: str | None) -> list:
-    """The three claim verdicts, then the ablation (a) against the ProSeCo model + MDLM sampling."""
+def judge(uncond: list[dict], guided: list[dict], skipped: dict[str, str] | None) -> list:
+    """The claim verdicts (a), (b), (c) once per property of :data:`PROPERTIES`, then the
+    ablation (a) against the ProSeCo model + MDLM sampling."""
+    skipped = skipped or {}
     mdlm = [r for r in uncond if r["method"] == MDLM]
     pro = [r for r in uncond if r["model"] == "proseco" and r["corrector_steps"] > 0]
-    on = [r for r in guided if r["gamma"] > 0]
-    if guided:
-        c = claims.judge_guidance_frontier(
-            [r for r in on if r["method"] == MDLM_RING],
-            [r for r in on if r["method"] == PROSECO_RING],
-        )
-    else:
-        reason = f"The guidance study was not run: {skipped or 'no guidance rows'}."
-        c = claims.ClaimResult("c", claims.CLAIM_C, claims.NOT_TESTABLE, reason)
+    frontier = []
+    for p in PROPERTIES.values():
+        on = [r for r in guided if row_property(r) == p.name and (r.get("gamma") or 0) > 0]
+        if on:
+            frontier.append(
+                claims.judge_guidance_frontier(
+                    [r for r in on if family(r) == "MDLM"],
+                    [r for r in on if family(r) == "ProSeCo"],
+                    prop=f"{p.name}_novel_mean",
+                    property_name=p.title,
+                )
+            )
+        else:
+            reason = skipped.get(p.name) or "no guided rows (gamma > 0)"
+            frontier.append(
+                claims.ClaimResult(
+                    "c",
+                    claims.claim_c_statement(p.title),
+                    claims.NOT_TESTABLE,
+                    f"The {p.title} {NOT_RUN}: {reason}.",
+                )
+            )
     ablation_ref = [r for r in uncond if r["method"] == PROSECO_MODEL_MDLM]
     return [
         claims.judge_small_t_validity(mdlm, pro),
         claims.judge_half_nfe(mdlm, pro),
-        c,
+        *frontier,
         claims.judge_small_t_validity(ablation_ref, pro, reference_name=PROSECO_MODEL_MDLM),
     ]
 
 
-def plot_guidance(rows: list[dict[str, Any]], path: Path, num_samples: int) -> None:
-    """Novel molecules (x) against their mean ring count (y), as in the paper's QM9 figure."""
+def family(row: dict) -> str:
+    """The method family of a guidance row (its colour in the figure)."""
+    return row.get("family") or FAMILIES.get(row["method"], row["method"])
+
+
+FAMILY_LABELS = {
+    "MDLM": "MDLM model + MDLM sampling",
+    "ProSeCo": "ProSeCo model + ProSeCo sampling (S=1 every=1)",
+}
+LINESTYLES = (":", "--", "-", "-.")
+
+
+def gamma_marker_area(gamma: float) -> float:
+    """Marker area (points^2) of a guidance point: grows with gamma."""
+    return 10.0 + 30.0 * max(float(gamma), 0.0)
+
+
+def plot_guidance(
+    rows: list[dict[str, Any]],
+    path: Path,
+    num_samples: int,
+    skipped: dict[str, str] | None = None,
+) -> list[str]:
+    """The paper's QM9 guidance figure: one panel per property with rows; x = novel molecules,
+    y = their mean property; colour = method, line style = T, marker size = gamma. Returns the
+    names of the properties drawn (none: no file is written)."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
+    props = [p for p in PROPERTIES.values() if any(row_property(r) == p.name for r in rows)]
+    if not props:
+        return []
     steps = sorted({r["steps"] for r in rows})
-    for method, color in ((MDLM_RING, "tab:gray"), (PROSECO_RING, "tab:green")):
-        for i, t in enumerate(steps):
-            pts = sorted(
-                (r["gamma"], r["num_novel_unique"], r["ring_count_novel_mean"])
-                for r in rows
-                if r["method"] == method
-                and r["steps"] == t
-                and r["ring_count_novel_mean"] is not None
-            )
-            if not pts:
-                continue
-            g, x, y = zip(*pts)
-            ax.plot(x, y, ["-", "--", ":", "-."][i % 4], color=color, label=f"{method}, T={t}")
-            ax.scatter(x, y, s=[16 + 14 * v for v in g], color=color, zorder=2)
-            for gi, xi, yi in pts:
-                ax.annotate(
-                    f"{gi:g}", (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points"
+    style = {t: LINESTYLES[i % len(LINESTYLES)] for i, t in enumerate(steps)}
+    gammas = sorted({float(r["gamma"]) for r in rows if r.get("gamma") is not None})
+    families = list(dict.fromkeys(family(r) for r in rows))
+    spare = iter(c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    color = {f: FAMILY_COLORS.get(f) or next(spare) for f in families}
+    fig, axes = plt.subplots(1, len(props), figsize=(5.4 * len(props), 4.6), dpi=120, squeeze=False)
+    for ax, p in zip(axes[0], props):
+        key, drawn = f"{p.name}_novel_mean", False
+        mine = [r for r in rows if row_property(r) == p.name]
+        for method in dict.fromkeys(r["method"] for r in mine):
+            c = color[family(next(r for r in mine if r["method"] == method))]
+            for t in steps:
+                pts = sorted(
+                    (float(r["gamma"]), r["num_novel_unique"], r[key])
+                    for r in mine
+                    if r["method"] == method and r["steps"] == t and r.get(key) is not None
                 )
-    ax.set_xlabel(f"novel valid unique molecules (of {num_samples})")
-    ax.set_ylabel("mean ring count of novel molecules")
-    ax.set_title("QM9 guidance towards more rings; point labels = gamma")
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no novel molecules at any point", ha="center", transform=ax.transAxes)
-    fig.tight_layout()
+                if not pts:
+                    continue
+                drawn = True
+                g, x, y = zip(*pts)
+                ax.plot(x, y, style[t], color=c, lw=1.3, zorder=2)
+                ax.scatter(
+                    x,
+                    y,
+                    s=[gamma_marker_area(v) for v in g],
+                    color=c,
+                    zorder=3,
+                    edgecolors="white",
+                    linewidths=0.5,
+                )
+        ax.set_xlabel(f"novel molecules (valid, unique, not in QM9; of {num_samples})")
+        ax.set_ylabel(f"mean {p.title} of the novel molecules")
+        ax.set_title(f"guidance towards high {p.title}")
+        ax.grid(True, alpha=0.3)
+        if not drawn:
+            ax.text(
+                0.5, 0.5, "no novel molecules at any point", ha="center", transform=ax.transAxes
+            )
+    handles = [
+        Line2D([], [], color=color[f], marker="o", label=FAMILY_LABELS.get(f, f)) for f in families
+    ]
+    handles += [Line2D([], [], color="black", ls=style[t], label=f"T = {t}") for t in steps]
+    handles += [
+        Line2D(
+            [],
+            [],
+            color="gray",
+            marker="o",
+            ls="",
+            markersize=math.sqrt(gamma_marker_area(g)),
+            label=f"gamma = {g:g}",
+        )
+        for g in gammas
+    ]
+    ncol = min(len(handles), 4 if len(props) == 1 else 6)
+    rows_of_legend = math.ceil(len(handles) / ncol)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    title = "QM9 classifier-free guidance towards class 1 (property above its 90th percentile)"
+    missing = [PROPERTIES[k].title for k in (skipped or {}) if k in PROPERTIES]
+    if missing:
+        title += f"\n(no panel for {', '.join(missing)}: not run, see the results page)"
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.045 * rows_of_legend + 0.02, 1, 1))
     fig.savefig(path)
     plt.close(fig)
+    return [p.name for p in props]
 
 
 # --------------------------------------------------------------------- report
 def fmt(v: Any, kind: str = "") -> str:
-    """A table cell: ``kind`` ``"pct"`` (fraction as %), ``"g"``, ``"1"`` (one decimal) or auto."""
+    """A table cell: ``kind`` ``"pct"`` (fraction as %), ``"g"``, ``"1"`` / ``"2"`` / ``"3"``
+    (that many decimals) or auto (two decimals for floats)."""
     if v is None:
         return "–"
     if isinstance(v, bool):
@@ -304,7 +524,7 @@ def fmt(v: Any, kind: str = "") -> str:
     if kind == "g":
         return f"{v:g}"
     if isinstance(v, float):
-        return f"{v:.1f}" if kind == "1" else f"{v:.2f}"
+        return f"{v:.{int(kind)}f}" if kind in ("1", "2", "3") else f"{v:.2f}"
     return str(v)
 
 
@@ -314,8 +534,8 @@ def table(header: list[str], body: list[list[str]]) -> str:
 
 
 def rows_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    """``columns``: ``(header, row key, fmt kind)``."""
-    return table([c[0] for c in columns], [[fmt(r[k], f) for _, k, f in columns] for r in rows])
+    """``columns``: ``(header, row key, fmt kind)``; a key a row lacks is shown as "–"."""
+    return table([c[0] for c in columns], [[fmt(r.get(k), f) for _, k, f in columns] for r in rows])
 
 
 UNCOND_COLUMNS = [
@@ -325,22 +545,37 @@ UNCOND_COLUMNS = [
     ("every", "corrector_every", ""),
     ("NFE", "nfe", "1"),
     ("validity", "validity", "pct"),
+    ("validity (research rule)", "validity_other_rule", "pct"),
     ("uniqueness", "uniqueness", "pct"),
     ("novelty", "novelty", "pct"),
     ("sec", "seconds", "1"),
 ]
-GUIDED_COLUMNS = [
-    ("method", "method", ""),
-    ("T", "steps", ""),
-    ("gamma", "gamma", "g"),
-    ("NFE", "nfe", "1"),
-    ("validity", "validity", "pct"),
-    ("uniqueness", "uniqueness", "pct"),
-    ("novel", "num_novel_unique", ""),
-    ("rings (novel)", "ring_count_novel_mean", ""),
-    ("rings (valid)", "ring_count_valid_mean", ""),
-    ("sec", "seconds", "1"),
-]
+FCD_COLUMN = ("FCD", "fcd", "2")
+
+
+def uncond_columns(with_fcd: bool) -> list[tuple[str, str, str]]:
+    """The unconditional table's columns; FCD (before ``sec``) only when it was computed."""
+    return UNCOND_COLUMNS[:-1] + [FCD_COLUMN] + UNCOND_COLUMNS[-1:] if with_fcd else UNCOND_COLUMNS
+
+
+def guided_columns(prop: str) -> list[tuple[str, str, str]]:
+    """The guidance table of one property: the number of novel molecules and the mean and std
+    of the property over them (and the mean over all valid samples)."""
+    p = PROPERTIES[prop]
+    d = str(p.decimals)
+    return [
+        ("method", "method", ""),
+        ("T", "steps", ""),
+        ("gamma", "gamma", "g"),
+        ("NFE", "nfe", "1"),
+        ("validity", "validity", "pct"),
+        ("uniqueness", "uniqueness", "pct"),
+        ("novel", "num_novel_unique", ""),
+        (f"{p.title} mean (novel)", f"{prop}_novel_mean", d),
+        (f"{p.title} std (novel)", f"{prop}_novel_std", d),
+        (f"{p.title} mean (valid)", f"{prop}_valid_mean", d),
+        ("sec", "seconds", "1"),
+    ]
 
 
 def validity_pivot(rows: list[dict]) -> str:
@@ -373,8 +608,88 @@ def claim_section(result: claims.ClaimResult, tried: str) -> str:
     return text + "\n"
 
 
+# --------------------------------------------------------------------- training curve
+CURVE_MISSING = (
+    "Not available: no `{name}` in this directory. Measure it with "
+    "`python benchmarks/qm9_training_curve.py --run mdlm=RUN_DIR --run proseco=RUN_DIR --out "
+    "{out}` (run directories of `proseco train` with intermediate checkpoints), then regenerate "
+    "this page."
+)
+
+
+def curve_markdown(data: dict, image: bool = True) -> str:
+    """The training-curve section from ``qm9_training_curve.json``'s content: validity of each
+    (run, sampler) and the runs' validation NELBO, one row per training step."""
+    rows, meta = data.get("rows", []), data.get("meta", {})
+    if not rows:
+        return "Not available: `qm9_training_curve.json` holds no rows."
+    columns = list(dict.fromkeys((r["run"], r["method"]) for r in rows))
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    cell = {(r["run"], r["method"], r["step"]): r for r in rows}
+    nelbo = {(r["run"], r["step"]): r["nelbo"] for r in rows if r.get("nelbo") is not None}
+    header = ["step"] + [f"{run}: {m}" for run, m in columns]
+    header += [f"{run}: val. NELBO" for run in runs if any(k[0] == run for k in nelbo)]
+    body = []
+    for step in sorted({r["step"] for r in rows}):
+        line = [f"{step:,}"]
+        line += [
+            fmt(cell[run, m, step]["validity"], "pct") if (run, m, step) in cell else "–"
+            for run, m in columns
+        ]
+        line += [
+            fmt(nelbo.get((run, step)), "3") for run in runs if any(k[0] == run for k in nelbo)
+        ]
+        body.append(line)
+    finals = sorted({(r["run"], r["step"]) for r in rows if r.get("source") == "final"})
+    text = (
+        f"Validity at T = {meta.get('steps', '?')} (stop-at-first-`<eos>` rule, "
+        f"{meta.get('num_samples', '?')} samples, seed {meta.get('seed', '?')}) of every saved "
+        "checkpoint of the training runs, with the EMA weights the released model would have "
+        "had at that step; validation NELBO (nats per token, MDLM term, EMA weights) as the run "
+        "logged it at that step."
+    )
+    if finals:
+        text += (
+            " The last step of each run is its exported `final/` model ("
+            + ", ".join(f"{run}: step {step:,}" for run, step in finals)
+            + ")."
+        )
+    runs_info = meta.get("runs", {})
+    if runs_info:
+        text += "\n\n" + table(
+            ["run", "directory", "training"],
+            [[k, f"`{v.get('path', '?')}`", v.get("info", "")] for k, v in runs_info.items()],
+        )
+    if meta.get("command"):
+        text += f"\n\nMeasured with `{meta['command']}` ({meta.get('date', '?')})."
+    if image:
+        text += f"\n\n![validity vs training steps]({CURVE_PNG})"
+    return text + "\n\n" + table(header, body)
+
+
+def training_curve_section(out: Path) -> str:
+    """:func:`curve_markdown` of ``out/qm9_training_curve.json``, or a note how to make it."""
+    path = out / CURVE_JSON
+    if not path.is_file():
+        return CURVE_MISSING.format(name=CURVE_JSON, out=_short(out))
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return f"Not available: `{CURVE_JSON}` cannot be read ({e})."
+    return curve_markdown(data, image=(out / CURVE_PNG).is_file())
+
+
+# --------------------------------------------------------------------- report
+EOS_TEXT = (
+    "Every number on this page decodes a generated token row with the **stop-at-first-`<eos>` "
+    "rule**: the molecule is the tokens before its first `<eos>`. The research code's rule "
+    "instead drops `<bos>`/`<eos>`/`<pad>` wherever they occur, so tokens generated after the "
+    "first `<eos>` are glued onto the molecule; the column *validity (research rule)* of the "
+    "unconditional table gives the validity of the same samples decoded that way."
+)
+
 REPORT = """\
-# QM9: MDLM vs ProSeCo (validity vs compute, guided ring-count maximisation)
+# QM9: MDLM vs ProSeCo (validity vs compute, guided ring-count and QED maximisation)
 
 Generated by `benchmarks/qm9.py`; do not edit by hand. Regenerate with:
 
@@ -382,11 +697,15 @@ Generated by `benchmarks/qm9.py`; do not edit by hand. Regenerate with:
 
 {info}
 
+{eos}
+
 ## Checkpoints
 
 {checkpoints}
 
 ## Paper claims at this scale
+
+All verdicts use the stop-at-first-`<eos>` rule; claim (c) is judged once per guided property.
 
 {claims}
 *Ablation, not a paper claim: rule (a) against the ProSeCo model with MDLM sampling
@@ -394,11 +713,13 @@ Generated by `benchmarks/qm9.py`; do not edit by hand. Regenerate with:
 
 ## Unconditional generation: validity, uniqueness, novelty vs NFE
 
-NFE = model calls per sample, as counted by the sampler.
+NFE = model calls per sample, as counted by the sampler. Decoding: stop at the first `<eos>`
+(main columns); *validity (research rule)*: the same samples with tokens after `<eos>` glued on.
+{fcd}
 
 ![validity vs NFE](qm9_validity_vs_nfe.png)
 
-Validity (NFE) by sampler and unmasking steps T:
+Validity (NFE) by sampler and unmasking steps T (stop-at-first-`<eos>` rule):
 
 {pivot}
 
@@ -406,7 +727,11 @@ All metrics:
 
 {uncond}
 
-## Guidance: novel molecules vs mean ring count
+## Validity against training steps
+
+{curve}
+
+## Guidance: novel molecules vs mean property
 
 {guidance}
 
@@ -416,25 +741,74 @@ All metrics:
 """
 
 GUIDANCE = """\
-Classifier-free guidance towards class 1 (ring count above the dataset's 90th percentile); the
-metrics are over the novel molecules (valid, unique, not in the training split). gamma = 0 is the
-unconditional reference and is not used for claim (c); a guided call with gamma not in {{0, 1}}
-costs 2 NFE; the ProSeCo corrector is guided.
+Classifier-free guidance towards class 1 (property above the dataset's 90th percentile) with the
+class-conditional models of each property; decoded with the stop-at-first-`<eos>` rule. *novel* =
+number of novel molecules (valid, unique, not in the QM9 training split); the property's mean and
+standard deviation are over those novel molecules, so that more novel molecules cannot hide a
+collapse in diversity. gamma = 0 is the unconditional reference and is not used for claim (c); a
+guided call with gamma not in {{0, 1}} costs 2 NFE; the ProSeCo corrector is guided. The figure is
+drawn as the paper's: x = novel molecules, y = their mean property; colour = method, line style =
+T, marker size = gamma.
 
-![guidance frontier](qm9_guidance_frontier.png)
+{figure}
 
-{table}"""
+{tables}"""
 
 
-def render(meta: dict, uncond: list, guided: list, verdicts: list, tried: dict) -> str:
-    """The whole ``qm9.md``; ``verdicts`` = :func:`judge`'s list (claims a-c, then the ablation)."""
+def guidance_markdown(guided: list[dict], skipped: dict[str, str], figure: bool) -> str:
+    """The guidance section: the shared text, the figure, then one table (or note) per property."""
+    parts = []
+    for p in PROPERTIES.values():
+        mine = [r for r in guided if row_property(r) == p.name]
+        if mine:
+            parts.append(f"### {p.title}\n\n{rows_table(mine, guided_columns(p.name))}")
+        else:
+            reason = skipped.get(p.name) or "no rows"
+            parts.append(f"### {p.title}\n\nNot run (no panel in the figure): {reason}.")
+    if not guided:
+        return "\n\n".join(parts)
+    image = "![guidance frontier](qm9_guidance_frontier.png)" if figure else "(no figure)"
+    return GUIDANCE.format(figure=image, tables="\n\n".join(parts))
+
+
+def fcd_note(meta: dict, uncond: list[dict]) -> str:
+    reason = meta.get("fcd_skipped")
+    if reason:
+        return f"FCD (Fréchet ChemNet Distance) is not reported: {reason}."
+    text = (
+        "FCD = Fréchet ChemNet Distance of the valid molecules (duplicates kept) to "
+        f"{meta.get('fcd_reference', 'held-out QM9')}; lower is closer to QM9."
+    )
+    if any(r.get("fcd") is None for r in uncond):
+        text += ' A "–" is a row without FCD (fewer than two valid molecules, or a reused row).'
+    return text
+
+
+NOT_RUN = "guidance study was not run"
+
+
+def tried_for(result: claims.ClaimResult, tried: dict) -> str:
+    """What was tried for a claim; nothing for a property whose study was not run."""
+    return "" if NOT_RUN in result.explanation else tried.get(result.claim, "")
+
+
+def render(
+    meta: dict, uncond: list, guided: list, verdicts: list, tried: dict, curve: str | None = None
+) -> str:
+    """The whole ``qm9.md``; ``verdicts`` = :func:`judge`'s list (claims a, b, c per property,
+    then the ablation); ``curve`` = the training-curve section (default: a note that it is
+    missing)."""
     *paper, ablation = verdicts
+    skipped = meta.get("guidance_skipped") or {}
+    if isinstance(skipped, str):
+        skipped = dict.fromkeys(PROPERTIES, skipped)
     info = [
         ["git commit", f"`{meta['commit']}`"],
         ["date (UTC)", meta["date"]],
         ["torch / rdkit / python", meta["versions"]],
         ["samples per point", f"{meta['num_samples']} (batch {meta['batch_size']})"],
         ["seed", f"{meta['seed']} for every point (one generator per point)"],
+        ["decoding rule", "stop at the first `<eos>` (research rule in one extra column)"],
         [
             "wall time",
             f"{meta['elapsed']:.0f} s for this invocation on {meta['machine']}; sampling time "
@@ -442,19 +816,19 @@ def render(meta: dict, uncond: list, guided: list, verdicts: list, tried: dict) 
         ],
     ]
     ckpts = [[k, f"`{v['path']}`", v["info"]] for k, v in meta["checkpoints"].items()]
-    if guided:
-        guidance = GUIDANCE.format(table=rows_table(guided, GUIDED_COLUMNS))
-    else:
-        guidance = f"Not run: {meta['guidance_skipped']}."
+    with_fcd = not meta.get("fcd_skipped") and any(r.get("fcd") is not None for r in uncond)
     return REPORT.format(
         command=meta["command"],
         info=table(["", ""], info),
+        eos=EOS_TEXT,
         checkpoints=table(["model", "path", "size and training"], ckpts),
-        claims="\n".join(claim_section(v, tried[v.claim]) for v in paper),
+        claims="\n".join(claim_section(v, tried_for(v, tried)) for v in paper),
         ablation=ablation,
+        fcd=fcd_note(meta, uncond),
         pivot=validity_pivot(uncond),
-        uncond=rows_table(uncond, UNCOND_COLUMNS),
-        guidance=guidance,
+        uncond=rows_table(uncond, uncond_columns(with_fcd)),
+        curve=curve or CURVE_MISSING.format(name=CURVE_JSON, out="docs/results"),
+        guidance=guidance_markdown(guided, skipped, meta.get("guidance_figure", True)),
         caveats="\n".join(f"* {c}" for c in caveats(meta)),
     )
 
@@ -477,6 +851,9 @@ def caveats(meta: dict) -> list[str]:
         "not resolved. One seed per point, no error bars.",
         "Novelty compares RDKit-canonical SMILES with the canonical QM9 training split, which is "
         "stricter than the research code (raw strings).",
+        "Decoding: the research code glued tokens generated after `<eos>` onto the molecule; "
+        "here a molecule ends at its first `<eos>`, which changes validity by different amounts "
+        "per sampler (see the research-rule column).",
         "NFE counts network evaluations: a guided call with gamma not in {0, 1} costs 2 (the "
         "research code counted 1), so ProSeCo guidance runs (S=1 every=1) spend about twice "
         "MDLM's NFE at the same T. The research code also bypassed guidance inside the "
@@ -496,20 +873,40 @@ def _git(*cmd: str) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--checkpoints", default=None, help="dir with mdlm/ proseco/ [mdlm-ring/ proseco-ring/]"
+        "--checkpoints",
+        default=None,
+        help="dir with mdlm/ proseco/ [mdlm-ring/ proseco-ring/ mdlm-qed/ proseco-qed/]",
     )
     p.add_argument("--out", default=str(REPO / "docs" / "results"), help="where qm9.md etc. go")
     p.add_argument("--num-samples", type=int, default=None, help="molecules per point (1000)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, nargs="+", default=None, help="T grid (2 4 8 16 32)")
-    p.add_argument("--guidance-steps", type=int, nargs="+", default=None, help="T grid (8 32)")
-    p.add_argument("--gammas", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 5.0])
+    p.add_argument(
+        "--guidance-steps", type=int, nargs="+", default=None, help="guidance T grid (8 16 32)"
+    )
+    p.add_argument(
+        "--gammas",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.5, 1.0, 1.5, 2.0, 3.0],
+        help="guidance strengths (0 0.5 1 1.5 2 3)",
+    )
+    p.add_argument(
+        "--properties",
+        nargs="+",
+        choices=list(PROPERTIES),
+        default=list(PROPERTIES),
+        help="guided properties, one figure panel each (ring_count qed)",
+    )
     p.add_argument("--skip-guidance", action="store_true")
     p.add_argument(
         "--skip-unconditional",
         action="store_true",
         help="run only the guidance grid (e.g. in a second process; merge with --resume)",
+    )
+    p.add_argument(
+        "--skip-fcd", action="store_true", help="no FCD column even if fcd-torch is installed"
     )
     p.add_argument("--quick", action="store_true", help="smoke test: 64 samples, T in {2, 4}")
     p.add_argument("--resume", action="store_true", help="reuse matching rows of qm9_rows.json")
@@ -531,9 +928,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.num_samples = args.num_samples or (64 if args.quick else 1000)
     args.steps = sorted(set(args.steps or ([2, 4] if args.quick else [2, 4, 8, 16, 32])))
-    args.guidance_steps = sorted(set(args.guidance_steps or ([2, 4] if args.quick else [8, 32])))
+    args.guidance_steps = sorted(
+        set(args.guidance_steps or ([2, 4] if args.quick else [8, 16, 32]))
+    )
+    args.gammas = sorted(set(args.gammas))
+    args.properties = list(dict.fromkeys(args.properties))
     if args.num_samples < 1 or args.batch_size < 1 or min(args.steps + args.guidance_steps) < 1:
         p.error("--num-samples, --batch-size and every step count must be >= 1")
+    if min(args.gammas) < 0:
+        p.error("--gammas must be >= 0")
     return args
 
 
@@ -550,22 +953,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.checkpoints) if args.checkpoints else shipped_checkpoints()["mdlm"].parent
-    models, paths, skipped = load_models(root, args.skip_guidance, tuple(args.only_models))
+    models, paths, skipped = load_models(
+        root, args.skip_guidance, tuple(args.only_models), args.properties
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if skipped:
-        print(f"guidance study skipped: {skipped}")
+    for prop, reason in skipped.items():
+        print(f"guidance study for {prop} skipped: {reason}")
     rows_path = out / "qm9_rows.json"
     done = {}
     if args.resume and rows_path.is_file():
-        done = {
-            tuple(r[k] for k in KEY_FIELDS): r for r in json.loads(rows_path.read_text())["rows"]
-        }
+        done = {row_key(r): r for r in json.loads(rows_path.read_text())["rows"]}
         print(f"resuming: {len(done)} rows found in {rows_path}")
     for extra in args.merge_rows:
         found = json.loads(Path(extra).read_text())["rows"]
-        done.update({tuple(r[k] for k in KEY_FIELDS): r for r in found})
+        done.update({row_key(r): r for r in found})
         print(f"merging: {len(found)} rows from {extra}")
+    fcd_reference, fcd_skipped = None, None
+    if args.skip_unconditional:
+        fcd_skipped = "--skip-unconditional was given"
+    elif args.skip_fcd:
+        fcd_skipped = "--skip-fcd was given"
+    elif not fcd_available():
+        fcd_skipped = (
+            "the optional package `fcd-torch` is not installed where this page was generated "
+            "(`pip install fcd-torch`, then regenerate)"
+        )
     meta: dict[str, Any] = {
         "command": "python benchmarks/qm9.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "commit": _git("rev-parse", "--short", "HEAD")
@@ -580,11 +993,13 @@ def main(argv: list[str] | None = None) -> int:
         "num_samples": args.num_samples,
         "batch_size": args.batch_size,
         "seed": args.seed,
+        "eos_rule": EOS_RULE,
         "checkpoints": {
             k: dict(zip(("path", "info", "sequences"), (_short(p), *provenance(p, models[k][0]))))
             for k, p in paths.items()
         },
         "guidance_skipped": skipped,
+        "fcd_skipped": fcd_skipped,
     }
     rows: dict[str, list[dict]] = {"unconditional": [], "guidance": []}
 
@@ -596,25 +1011,33 @@ def main(argv: list[str] | None = None) -> int:
 
     print("loading the QM9 training set for novelty ...")
     train = set(load_qm9("train").smiles)
+    if fcd_skipped is None:
+        fcd_reference = list(load_qm9("validation").smiles)
+        meta["fcd_reference"] = (
+            f"the QM9 validation split ({len(fcd_reference):,} molecules, held out from training)"
+        )
     grids = {}
     if not args.skip_unconditional:
         grids["unconditional"] = unconditional_settings(args.steps)
-    if not skipped:
-        grids["guidance"] = guidance_settings(args.guidance_steps, args.gammas)
+    guided_props = [p for p in args.properties if p not in skipped]
+    if guided_props:
+        grids["guidance"] = guidance_settings(args.guidance_steps, args.gammas, guided_props)
     if args.only_models:
         grids = {k: [g for g in v if g.model in args.only_models] for k, v in grids.items()}
     for study, grid in grids.items():
-        rows[study] = run_study(models, paths, grid, study, args, train, done, save)
+        ref = fcd_reference if study == "unconditional" else None
+        rows[study] = run_study(models, paths, grid, study, args, train, done, save, ref)
     uncond, guided = rows["unconditional"], rows["guidance"]
     plot_pareto(
         uncond,
         out / "qm9_validity_vs_nfe.png",
         title=f"QM9, {args.num_samples} samples per point: validity vs NFE",
     )
-    if guided:
-        plot_guidance(guided, out / "qm9_guidance_frontier.png", args.num_samples)
-    else:  # a plot from an earlier run would no longer match the report
-        (out / "qm9_guidance_frontier.png").unlink(missing_ok=True)
+    figure = out / "qm9_guidance_frontier.png"
+    drawn = plot_guidance(guided, figure, args.num_samples, skipped) if guided else []
+    if not drawn:  # a plot from an earlier run would no longer match the report
+        figure.unlink(missing_ok=True)
+    meta["guidance_figure"] = bool(drawn)
     verdicts = judge(uncond, guided, skipped)
     grid_text = (
         f"T in {args.steps}, ProSeCo budgets S=1 every=1 and S=2 every=2, "
@@ -624,17 +1047,18 @@ def main(argv: list[str] | None = None) -> int:
     tried = {
         "a": grid_text,
         "b": grid_text,
-        "c": ""
-        if skipped
-        else f"T in {args.guidance_steps}, gamma in {{{gammas}}}, ProSeCo "
-        f"S=1 every=1 with guided corrector, {args.num_samples} samples, seed {args.seed}.",
+        "c": f"T in {args.guidance_steps}, gamma in {{{gammas}}}, ProSeCo S=1 every=1 with "
+        f"guided corrector, {args.num_samples} samples, seed {args.seed}."
+        if guided
+        else "",
     }
     meta["elapsed"] = time.perf_counter() - start
     meta["row_seconds"] = sum(r.get("seconds", 0.0) for r in uncond + guided)
     save([], complete=True)
-    (out / "qm9.md").write_text(render(meta, uncond, guided, verdicts, tried))
-    for v in verdicts[:3]:
-        print(f"claim ({v.claim}): {v.verdict}")
+    curve = training_curve_section(out)
+    (out / "qm9.md").write_text(render(meta, uncond, guided, verdicts, tried, curve))
+    for v in verdicts[:-1]:
+        print(f"claim ({v.claim}) {v.statement}: {v.verdict}")
     print(f"wrote {out}/qm9.md, qm9_rows.json and plots in {meta['elapsed']:.0f} s")
     return 0
 

@@ -2,7 +2,7 @@
 
 ``benchmarks/qm9.py`` measures; this module decides. A row is a dict with at least ``steps``,
 ``nfe`` (model calls per sample) and ``validity`` for the unconditional claims, and
-``ring_count_novel_mean`` / ``num_novel_unique`` for the guidance claim (the keys of
+``{prop}_novel_mean`` / ``num_novel_unique`` for the guidance claim (the keys of
 :func:`proseco.eval.molecules.molecule_metrics`). Every judgement returns a :class:`ClaimResult`
 with a verdict (``"held"``, ``"did not hold"`` or ``"not testable"``), a one-paragraph plain
 explanation with the numbers, and the per-point comparisons it rests on.
@@ -18,12 +18,13 @@ The rules, fixed before looking at any result:
     validity, ``n*`` = the fewest NFE at which MDLM reaches it; ``n_p`` = the fewest NFE of a
     ProSeCo-sampling row with validity ``>= v*`` (measured rows only, no interpolation). Held iff
     ``n_p <= n*/2``.
-(c) *Guidance: ProSeCo's novelty-property frontier lies above MDLM's.* ProSeCo's frontier is the
-    upper envelope (Pareto set, joined by straight lines) of its novel-molecule count as a
-    function of the novel molecules' mean ring count. Each MDLM point is beaten if that frontier,
-    at the MDLM point's ring mean, is strictly above the MDLM point's novel count. Below ProSeCo's
-    smallest ring mean the frontier is the count of its leftmost point (that point dominates);
-    above ProSeCo's largest ring mean the frontier does not exist and the MDLM point is *not*
+(c) *Guidance: ProSeCo's novelty-property frontier lies up and to the right of MDLM's*, judged
+    separately for each guided property (ring count, QED). ProSeCo's frontier is the upper
+    envelope (Pareto set, joined by straight lines) of its novel-molecule count as a function of
+    the novel molecules' mean property. Each MDLM point is beaten if that frontier, at the MDLM
+    point's property mean, is strictly above the MDLM point's novel count. Below ProSeCo's
+    smallest property mean the frontier is the count of its leftmost point (that point dominates);
+    above ProSeCo's largest property mean the frontier does not exist and the MDLM point is *not*
     beaten. Held iff more than half of the MDLM points with defined values are beaten.
 """
 
@@ -47,6 +48,7 @@ __all__ = [
     "judge_small_t_validity",
     "judge_half_nfe",
     "judge_guidance_frontier",
+    "claim_c_statement",
 ]
 
 HELD, NOT_HELD, NOT_TESTABLE = "held", "did not hold", "not testable"
@@ -264,7 +266,15 @@ def judge_half_nfe(
 
 
 # --------------------------------------------------------------------- claim (c)
-CLAIM_C = "With guidance, ProSeCo's novelty-property frontier lies above MDLM's."
+def claim_c_statement(property_name: str = "ring count") -> str:
+    """The paper's claim (c) for guidance towards a high ``property_name``."""
+    return (
+        f"With guidance towards a high {property_name}, ProSeCo's frontier (novel molecules vs "
+        f"their mean {property_name}) lies up and to the right of MDLM's."
+    )
+
+
+CLAIM_C = claim_c_statement()
 
 
 def judge_guidance_frontier(
@@ -273,15 +283,19 @@ def judge_guidance_frontier(
     *,
     prop: str = "ring_count_novel_mean",
     count: str = "num_novel_unique",
+    property_name: str = "ring count",
 ) -> ClaimResult:
-    """Claim (c); see the module docstring. Rows are guided samples of each model."""
+    """Claim (c) for one property; see the module docstring. Rows are guided samples of each
+    model; ``prop`` is the row key of the novel molecules' mean property, ``property_name`` its
+    name in the statement, the explanation and the details."""
+    statement = claim_c_statement(property_name)
     ref = _usable(mdlm_rows, prop, count)
     cand = _usable(proseco_rows, prop, count)
     skipped = len(mdlm_rows) - len(ref)
     if not ref or not cand:
         missing = "MDLM" if not ref else "ProSeCo"
         return ClaimResult(
-            "c", CLAIM_C, NOT_TESTABLE, f"No {missing} guidance rows with novel molecules."
+            "c", statement, NOT_TESTABLE, f"No {missing} guidance rows with novel molecules."
         )
     frontier = pareto_frontier((r[prop], r[count]) for r in cand)
     details, beyond = [], 0
@@ -291,7 +305,7 @@ def judge_guidance_frontier(
         details.append(
             {
                 "MDLM point": f"T={r['steps']} gamma={r.get('gamma')}",
-                "ring mean": r[prop],
+                f"{property_name} mean": r[prop],
                 "MDLM novel": r[count],
                 "ProSeCo frontier": height,
                 "beaten": height is not None and height > r[count],
@@ -300,17 +314,17 @@ def judge_guidance_frontier(
     wins = sum(d["beaten"] for d in details)
     verdict = HELD if wins > len(details) / 2 else NOT_HELD
     text = (
-        f"ProSeCo's frontier (the upper envelope of novel-molecule count against mean ring count "
-        f"of the novel molecules, over its {len(cand)} guided points; "
+        f"ProSeCo's frontier (the upper envelope of novel-molecule count against mean "
+        f"{property_name} of the novel molecules, over its {len(cand)} guided points; "
         f"{len(frontier)} of them on the envelope) is above MDLM at {wins} of {len(details)} "
         f"MDLM points (held needs more than {len(details) / 2:g})."
     )
     if beyond:
         text += (
-            f" At {beyond} of them MDLM's ring mean is higher than any ProSeCo point's "
-            f"(max {frontier[-1][0]:.2f}); the frontier does not reach there, so they count as "
-            f"not beaten."
+            f" At {beyond} of them MDLM's {property_name} mean is higher than any ProSeCo "
+            f"point's (max {frontier[-1][0]:.3g}); the frontier does not reach there, so they "
+            "count as not beaten."
         )
     if skipped:
         text += f" {skipped} MDLM point(s) had no novel molecule and were left out."
-    return ClaimResult("c", CLAIM_C, verdict, text, details)
+    return ClaimResult("c", statement, verdict, text, details)

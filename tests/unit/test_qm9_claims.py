@@ -1,5 +1,6 @@
-"""The QM9 benchmark's claim rules (benchmarks/qm9_claims.py) and report logic (benchmarks/qm9.py),
-on synthetic rows: both verdicts of every claim, interpolation and frontier edge cases."""
+"""The QM9 benchmark's claim rules (benchmarks/qm9_claims.py), report logic (benchmarks/qm9.py)
+and training-curve helpers (benchmarks/qm9_training_curve.py), on synthetic rows: both verdicts of
+every claim, interpolation and frontier edge cases, the guidance figure and the embedded curve."""
 
 from __future__ import annotations
 
@@ -16,23 +17,29 @@ if str(BENCHMARKS) not in sys.path:
 import qm9_claims as claims  # noqa: E402
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("qm9_benchmark", BENCHMARKS / "qm9.py")
+def _load(name: str, file: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / file)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def _load_benchmark():
+    return _load("qm9_benchmark", "qm9.py")
 
 
 def row(steps, nfe, validity, method="x", **extra):
     return {"method": method, "steps": steps, "nfe": nfe, "validity": validity, **extra}
 
 
-def guided(ring_mean, novel, steps=8, gamma=2.0):
+def guided(ring_mean, novel, steps=8, gamma=2.0, prop="ring_count", **extra):
     return {
         "steps": steps,
         "gamma": gamma,
-        "ring_count_novel_mean": ring_mean,
+        f"{prop}_novel_mean": ring_mean,
         "num_novel_unique": novel,
+        **extra,
     }
 
 
@@ -189,6 +196,22 @@ def test_claim_c_is_not_testable_without_proseco_points():
     assert result.verdict == claims.NOT_TESTABLE
 
 
+def test_claim_c_judges_any_property_and_names_it():
+    mdlm = [guided(0.40, 300, prop="qed"), guided(0.45, 200, prop="qed")]
+    proseco = [guided(0.50, 350, prop="qed"), guided(0.42, 100, prop="qed")]
+    result = claims.judge_guidance_frontier(
+        mdlm, proseco, prop="qed_novel_mean", property_name="QED"
+    )
+    assert result.verdict == claims.HELD
+    assert "QED" in result.statement and "up and to the right" in result.statement
+    assert [d["QED mean"] for d in result.details] == [0.40, 0.45]
+    assert "mean QED of the novel molecules" in result.explanation
+    worse = claims.judge_guidance_frontier(
+        proseco, mdlm, prop="qed_novel_mean", property_name="QED"
+    )
+    assert worse.verdict == claims.NOT_HELD  # ProSeCo's (0.5, 350) point is beyond MDLM's range
+
+
 # --------------------------------------------------------------------- benchmark script
 @pytest.fixture(scope="module")
 def bench():
@@ -208,19 +231,41 @@ def test_grids_cover_every_sampler_at_every_t(bench):
         (1, 1),
         (2, 2),
     }
-    guided_grid = bench.guidance_settings([8, 32], [0.0, 1.0, 2.0])
-    assert len(guided_grid) == 12
+    guided_grid = bench.guidance_settings([8, 32], [0.0, 1.0, 2.0], ("ring_count", "qed"))
+    assert len(guided_grid) == 24
     assert all(s.condition == 1 and s.guided_corrector for s in guided_grid)
-    assert {s.corrector_steps for s in guided_grid if s.model == "proseco-ring"} == {1}
-    assert {s.corrector_steps for s in guided_grid if s.model == "mdlm-ring"} == {0}
+    assert {s.model for s in guided_grid} == {
+        "mdlm-ring",
+        "proseco-ring",
+        "mdlm-qed",
+        "proseco-qed",
+    }
+    for key in ("proseco-ring", "proseco-qed"):
+        assert {(s.corrector_steps, s.corrector_every) for s in guided_grid if s.model == key} == {
+            (1, 1)
+        }
+    assert {s.corrector_steps for s in guided_grid if s.model.startswith("mdlm")} == {0}
+    assert {bench.property_of(s.model) for s in guided_grid} == {"ring_count", "qed"}
+    assert len(bench.guidance_settings([8], [1.0])) == 2  # ring count only by default
 
 
 def test_quick_flag_sets_small_defaults_that_explicit_values_override(bench):
     quick = bench.parse_args(["--quick"])
     assert (quick.num_samples, quick.steps, quick.guidance_steps) == (64, [2, 4], [2, 4])
     full = bench.parse_args(["--steps", "8", "2"])
-    assert (full.num_samples, full.steps, full.guidance_steps) == (1000, [2, 8], [8, 32])
+    assert (full.num_samples, full.steps, full.guidance_steps) == (1000, [2, 8], [8, 16, 32])
+    assert full.gammas == [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
+    assert full.properties == ["ring_count", "qed"]
     assert bench.parse_args(["--quick", "--num-samples", "10"]).num_samples == 10
+    assert bench.parse_args(["--properties", "qed", "--gammas", "2", "1"]).gammas == [1.0, 2.0]
+
+
+def test_row_keys_separate_decoding_rules_and_old_rows_count_as_research(bench):
+    row = {k: 1 for k in bench.KEY_FIELDS if k != "eos_rule"}
+    assert bench.row_key(row) == bench.row_key({**row, "eos_rule": "research"})
+    assert bench.row_key(row) != bench.row_key({**row, "eos_rule": "first"})
+    assert bench.row_property({"model": "proseco-qed"}) == "qed"
+    assert bench.row_property({"model": "mdlm", "property": None}) is None
 
 
 def test_model_dirs_are_found_directly_or_under_final(bench, tmp_path):
@@ -242,6 +287,7 @@ def _uncond_row(method, model, steps, s, every, nfe, validity):
         "corrector_every": every,
         "nfe": nfe,
         "validity": validity,
+        "validity_other_rule": validity / 2,
         "uniqueness": 0.9,
         "novelty": None,
         "seconds": 1.0,
@@ -249,24 +295,11 @@ def _uncond_row(method, model, steps, s, every, nfe, validity):
     }
 
 
-def test_report_states_each_verdict_and_tabulates_every_row(bench):
-    mdlm_validity = {2: 0.1, 4: 0.2, 8: 0.4}
-    proseco_validity = {2: 0.4, 4: 0.5, 8: 0.7}  # at twice the NFE
-    uncond = []
-    for t in (2, 4, 8):
-        uncond += [
-            _uncond_row("MDLM", "mdlm", t, 0, 1, float(t), mdlm_validity[t]),
-            _uncond_row("ProSeCo model + MDLM sampling", "proseco", t, 0, 1, float(t), 0.1),
-            _uncond_row("ProSeCo S=1 every=1", "proseco", t, 1, 1, 2.0 * t, proseco_validity[t]),
-        ]
-    verdicts = bench.judge(uncond, [], "the ring-count models are missing")
-    assert [v.verdict for v in verdicts] == [
-        claims.HELD,
-        claims.HELD,
-        claims.NOT_TESTABLE,
-        claims.HELD,
-    ]
-    meta = {
+SKIPPED = {"ring_count": "the ring models are missing", "qed": "the QED models are missing"}
+
+
+def _meta(**extra):
+    return {
         "command": "python benchmarks/qm9.py --quick",
         "commit": "abc1234",
         "date": "today",
@@ -277,14 +310,190 @@ def test_report_states_each_verdict_and_tabulates_every_row(bench):
         "elapsed": 1.0,
         "row_seconds": 2.0,
         "machine": "cpu",
-        "guidance_skipped": "the ring-count models are missing",
+        "guidance_skipped": SKIPPED,
+        "fcd_skipped": "the optional package `fcd-torch` is not installed",
         "checkpoints": {"mdlm": {"path": "m", "info": "1 M params", "sequences": 128_000}},
+        **extra,
     }
-    text = bench.render(meta, uncond, [], verdicts, {"a": "A", "b": "B", "c": "C"})
+
+
+def _uncond_rows():
+    mdlm_validity = {2: 0.1, 4: 0.2, 8: 0.4}
+    proseco_validity = {2: 0.4, 4: 0.5, 8: 0.7}  # at twice the NFE
+    uncond = []
+    for t in (2, 4, 8):
+        uncond += [
+            _uncond_row("MDLM", "mdlm", t, 0, 1, float(t), mdlm_validity[t]),
+            _uncond_row("ProSeCo model + MDLM sampling", "proseco", t, 0, 1, float(t), 0.1),
+            _uncond_row("ProSeCo S=1 every=1", "proseco", t, 1, 1, 2.0 * t, proseco_validity[t]),
+        ]
+    return uncond
+
+
+def test_report_states_each_verdict_and_tabulates_every_row(bench):
+    uncond = _uncond_rows()
+    verdicts = bench.judge(uncond, [], SKIPPED)
+    assert [v.verdict for v in verdicts] == [
+        claims.HELD,
+        claims.HELD,
+        claims.NOT_TESTABLE,
+        claims.NOT_TESTABLE,
+        claims.HELD,
+    ]
+    text = bench.render(_meta(), uncond, [], verdicts, {"a": "A", "b": "B", "c": "C"})
     assert text.count("**Verdict: held.**") == 2
-    assert "**Verdict: not testable.** The guidance study was not run" in text
-    assert "Not run: the ring-count models are missing." in text
-    assert "| ProSeCo S=1 every=1 | 4 | 1 | 1 | 8.0 | 50.0% | 90.0% | – | 1.0 |" in text
+    assert "**Verdict: not testable.** The ring count guidance study was not run" in text
+    assert "**Verdict: not testable.** The QED guidance study was not run" in text
+    assert " Tried: C" not in text  # nothing was tried for a study that did not run
+    assert "### QED\n\nNot run (no panel in the figure): the QED models are missing." in text
+    assert "| validity | validity (research rule) | uniqueness | novelty | sec |" in text
+    assert "| ProSeCo S=1 every=1 | 4 | 1 | 1 | 8.0 | 50.0% | 25.0% | 90.0% | – | 1.0 |" in text
     assert "| MDLM | 10.0% (2.0) | 20.0% (4.0) | 40.0% (8.0) |" in text
+    assert "stop-at-first-`<eos>` rule" in text and "glued onto the molecule" in text
+    assert "FCD (Fréchet ChemNet Distance) is not reported: the optional package" in text
+    assert "qm9_training_curve.py --run mdlm=RUN_DIR" in text  # no curve: how to make one
     assert "python benchmarks/qm9.py --quick" in text and "`abc1234`" in text
     assert "128,000 training sequences" in text
+
+
+def test_fcd_column_appears_only_when_computed(bench):
+    uncond = _uncond_rows()
+    for i, r in enumerate(uncond):
+        r["fcd"] = 1.5 + i if i else None
+    verdicts = bench.judge(uncond, [], SKIPPED)
+    meta = _meta(fcd_skipped=None, fcd_reference="the QM9 validation split (6,541 molecules)")
+    text = bench.render(meta, uncond, [], verdicts, {"a": "", "b": "", "c": ""})
+    assert "| novelty | FCD | sec |" in text
+    assert "| MDLM | 2 | 0 | 1 | 2.0 | 10.0% | 5.0% | 90.0% | – | – | 1.0 |" in text
+    assert (
+        "| ProSeCo model + MDLM sampling | 2 | 0 | 1 | 2.0 | 10.0% | 5.0% | 90.0% | – | 2.50 |"
+        in text
+    )
+    assert "to the QM9 validation split (6,541 molecules)" in text
+    assert (
+        "FCD"
+        not in bench.render(_meta(), uncond, [], verdicts, {"a": "", "b": "", "c": ""})
+        .split("All metrics:")[1]
+        .split("## Validity against")[0]
+    )
+
+
+def _guided_rows(bench):
+    rows = []
+    for prop, scale in (("ring_count", 1.0), ("qed", 0.1)):
+        p = bench.PROPERTIES[prop]
+        for t in (8, 32):
+            for g in (0.0, 1.0, 2.0):
+                for method, model, novel, mean in (
+                    (p.mdlm_method, p.mdlm_key, 100 - 30 * g, scale * (1 + g)),
+                    (p.proseco_method, p.proseco_key, 150 - 30 * g, scale * (1.5 + g)),
+                ):
+                    rows.append(
+                        guided(
+                            mean,
+                            int(novel) + t,
+                            steps=t,
+                            gamma=g,
+                            prop=prop,
+                            method=method,
+                            model=model,
+                            nfe=float(t),
+                            validity=0.5,
+                            uniqueness=0.9,
+                            seconds=1.0,
+                            **{f"{prop}_novel_std": 0.1 * scale, f"{prop}_valid_mean": mean},
+                        )
+                    )
+    return rows
+
+
+def test_guidance_verdicts_are_judged_per_property(bench):
+    rows = _guided_rows(bench)
+    # QED: make MDLM better everywhere, so the two properties get different verdicts
+    for r in rows:
+        if r["model"] == "mdlm-qed":
+            r["num_novel_unique"] += 500
+            r["qed_novel_mean"] += 1.0
+    verdicts = bench.judge(_uncond_rows(), rows, {})
+    ring, qed = verdicts[2], verdicts[3]
+    assert (ring.verdict, qed.verdict) == (claims.HELD, claims.NOT_HELD)
+    assert "ring count" in ring.statement and "QED" in qed.statement
+    assert len(ring.details) == 4  # gamma 0 is the reference, not judged
+    text = bench.render(
+        _meta(guidance_skipped={}), _uncond_rows(), rows, verdicts, {"a": "", "b": "", "c": "C"}
+    )
+    assert "### ring count\n\n| method | T | gamma |" in text
+    assert "| QED mean (novel) | QED std (novel) | QED mean (valid) | sec |" in text
+    assert (
+        "| MDLM-qed + MDLM sampling | 8 | 1 | 8.0 | 50.0% | 90.0% | 578 | 1.200 | 0.010 |" in text
+    )
+    assert "![guidance frontier](qm9_guidance_frontier.png)" in text
+
+
+def test_guidance_figure_has_one_panel_per_property_with_rows(bench, tmp_path):
+    rows = _guided_rows(bench)
+    path = tmp_path / "frontier.png"
+    assert bench.plot_guidance(rows, path, 1000) == ["ring_count", "qed"]
+    assert path.stat().st_size > 10_000
+    only_ring = [r for r in rows if r["model"].endswith("ring")]
+    assert bench.plot_guidance(only_ring, path, 1000, {"qed": "missing"}) == ["ring_count"]
+    empty = tmp_path / "none.png"
+    assert bench.plot_guidance([], empty, 1000) == []
+    assert not empty.exists()
+    assert bench.gamma_marker_area(3.0) > bench.gamma_marker_area(1.0) > bench.gamma_marker_area(0)
+
+
+def _curve_rows():
+    rows = []
+    for step, nelbo, v in ((500, 1.2, 0.1), (1000, 1.0, 0.3)):
+        rows.append({"run": "mdlm", "step": step, "method": "MDLM", "validity": v, "nelbo": nelbo})
+        rows.append(
+            {
+                "run": "proseco",
+                "step": step,
+                "method": "ProSeCo S=1 every=1",
+                "validity": v + 0.1,
+                "nelbo": nelbo + 0.05,
+                "source": "final" if step == 1000 else "checkpoint",
+            }
+        )
+    return rows
+
+
+def test_training_curve_is_embedded_as_a_table_and_image(bench, tmp_path):
+    data = {"meta": {"steps": 32, "num_samples": 1000, "seed": 0}, "rows": _curve_rows()}
+    text = bench.curve_markdown(data)
+    assert "| step | mdlm: MDLM | proseco: ProSeCo S=1 every=1 | mdlm: val. NELBO |" in text
+    assert "| 1,000 | 30.0% | 40.0% | 1.000 | 1.050 |" in text
+    assert "![validity vs training steps](qm9_training_curve.png)" in text
+    assert "exported `final/` model (proseco: step 1,000)" in text
+    assert "Not available" in bench.training_curve_section(tmp_path)
+    (tmp_path / bench.CURVE_JSON).write_text(__import__("json").dumps(data))
+    section = bench.training_curve_section(tmp_path)
+    assert "| 500 | 10.0% | 20.0% |" in section and "![validity" not in section  # no png yet
+
+
+@pytest.fixture(scope="module")
+def curve():
+    return _load("qm9_training_curve", "qm9_training_curve.py")
+
+
+def test_training_curve_helpers(curve, tmp_path):
+    assert curve.parse_run("mdlm=runs/a=b") == ("mdlm", Path("runs/a=b"))
+    with pytest.raises(Exception, match="NAME=DIR"):
+        curve.parse_run("runs/a")
+    assert curve.is_proseco_run("x", {"loss": {"sc_weight": 1.0}})
+    assert not curve.is_proseco_run("proseco", {"loss": {"sc_weight": 0.0}})
+    assert curve.is_proseco_run("proseco-big", {})
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 3, "split": "train", "loss": 2.0}\n'
+        '{"step": 3, "split": "validation", "nelbo": 1.5}\n'
+        '{"step": 6, "split": "validation", "nelbo": 1.4}\n'
+        '{"step": 6, "split": "validation", "nelbo": 1.3}\n'
+        '{"step": 9, "spl'
+    )
+    assert curve.validation_nelbo(tmp_path) == {3: 1.5, 6: 1.3}
+    assert curve.validation_nelbo(tmp_path / "nothing") == {}
+    path = tmp_path / "curve.png"
+    curve.plot_curve(_curve_rows(), path, "t")
+    assert path.stat().st_size > 10_000
