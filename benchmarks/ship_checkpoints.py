@@ -1,12 +1,15 @@
 """Copy trained QM9 runs into the package (``src/proseco/assets/qm9/<name>``) with provenance.
 
 Each shipped directory holds the exported model (EMA weights, config, tokenizer), the resolved
-training config (``config.yaml``), the training log (``metrics.jsonl``) and a README with the exact
-command that produced it. Usage::
+training config (``config.yaml``), the training log (``metrics.jsonl``), the decoding settings it is
+meant to be sampled with (``sampling_config.json``: ProSeCo models T=8 with S=1 every=1, MDLM models
+T=32) and a README with the exact command that produced it and, with ``--notes FILE``, what was
+tried to choose the recipe. Usage::
 
-    python benchmarks/ship_checkpoints.py RUNS_DIR [--names mdlm proseco mdlm-ring proseco-ring]
+    python benchmarks/ship_checkpoints.py RUNS_DIR [--names mdlm proseco ...] [--prefix qm9-]
+        [--notes NOTES.md]
 
-where ``RUNS_DIR/<name>`` is the ``--output-dir`` of ``proseco train qm9-<name>-cpu``.
+where ``RUNS_DIR/<prefix><name>`` is the ``--output-dir`` of ``proseco train qm9-<name>-cpu``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,26 @@ import yaml
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "proseco" / "assets" / "qm9"
 
 
-def ship(run_dir: Path, name: str) -> Path:
+def default_sampling_config(config: dict):
+    """ProSeCo models: T=8 with one corrector call every step; MDLM models: one step per token."""
+    from proseco.sampling import Corrector, SamplingConfig
+
+    if config["loss"].get("sc_weight", 1.0) > 0:
+        return SamplingConfig(steps=8, corrector=Corrector(steps=1, every=1))
+    return SamplingConfig(steps=config["data"]["max_length"])
+
+
+def _hours(rows: list[dict]) -> str:
+    """Training time from the logged throughput (tokens between log lines / tokens per second)."""
+    train = [r for r in rows if r.get("split") == "train" and r.get("tokens_per_s")]
+    seconds, seen = 0.0, 0
+    for r in train:
+        seconds += (r["tokens_seen"] - seen) / r["tokens_per_s"]
+        seen = r["tokens_seen"]
+    return f"{seconds / 60:.0f} min"
+
+
+def ship(run_dir: Path, name: str, notes: str = "") -> Path:
     final = run_dir / "final"
     if not (final / "config.json").exists():
         raise FileNotFoundError(f"{final} has no exported model; did the run finish?")
@@ -47,7 +69,8 @@ def ship(run_dir: Path, name: str) -> Path:
         "",
         f"seed {train['seed']}, {train['max_steps']} steps, global batch "
         f"{train['global_batch_size']}, EMA {train['ema_decay']} (the weights here are the EMA "
-        f"weights), loss sc_weight {config['loss']['sc_weight']}.",
+        f"weights), loss sc_weight {config['loss']['sc_weight']}; about {_hours(rows)} of "
+        "training on one core (from the logged throughput).",
         "",
     ]
     if val:
@@ -57,8 +80,12 @@ def ship(run_dir: Path, name: str) -> Path:
             f"corrector NLL {last.get('corrector_nll', float('nan')):.4f}."
         )
     readme.append("")
-    readme.append("`config.yaml` is the resolved config, `metrics.jsonl` the full training log.")
+    readme.append("`config.yaml` is the resolved config, `metrics.jsonl` the full training log,")
+    readme.append("`sampling_config.json` the decoding settings `proseco.load_pretrained` returns.")
+    if notes:
+        readme += ["", notes.strip()]
     (tmp / "README.md").write_text("\n".join(readme) + "\n")
+    default_sampling_config(config).save_pretrained(tmp)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
@@ -68,11 +95,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir", type=Path)
     parser.add_argument(
-        "--names", nargs="+", default=["mdlm", "proseco", "mdlm-ring", "proseco-ring"]
+        "--names",
+        nargs="+",
+        default=["mdlm", "proseco", "mdlm-ring", "proseco-ring", "mdlm-qed", "proseco-qed"],
     )
+    parser.add_argument("--prefix", default="", help="run directories are RUNS_DIR/PREFIXNAME")
+    parser.add_argument("--notes", type=Path, default=None, help="markdown appended to READMEs")
     args = parser.parse_args()
+    notes = args.notes.read_text() if args.notes else ""
     for name in args.names:
-        print("shipped", ship(args.runs_dir / name, name))
+        print("shipped", ship(args.runs_dir / f"{args.prefix}{name}", name, notes))
 
 
 if __name__ == "__main__":
