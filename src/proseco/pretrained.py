@@ -93,8 +93,9 @@ def load_model(
     _register()
     location, local = _resolve(path)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if _dtype(dtype) is not None:
-        kwargs["dtype"] = _dtype(dtype)
+    torch_dtype = _dtype(dtype)
+    if torch_dtype is not None:
+        kwargs["dtype"] = torch_dtype
     try:
         model = AutoModelForMaskedLM.from_pretrained(location, **kwargs)
     except Exception as e:  # transformers raises many types for unreadable checkpoints

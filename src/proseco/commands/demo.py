@@ -166,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.checkpoints:
         paths = {k: Path(args.checkpoints) / k for k in ("mdlm", "proseco")}
     else:
-        paths = {k: shipped_checkpoints()[k] for k in ("mdlm", "proseco")}
+        shipped = shipped_checkpoints()
+        paths = {k: shipped[k] for k in ("mdlm", "proseco")}
     models = {key: load_model_dir(path) for key, path in paths.items()}
     print("loading QM9 training set for novelty (cached after the first run) ...")
     train_smiles = set(load_qm9("train").smiles)

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 
 from proseco.errors import ConfigError, ModelLoadError
+from proseco.fileio import atomic_open
 from proseco.registry import closest
 from proseco.sampling.correctors import Corrector
 from proseco.sampling.guidance import Guidance
@@ -229,18 +229,9 @@ class SamplingConfig:
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``directory/sampling_config.json`` atomically; returns its path."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / SAMPLING_CONFIG_NAME
-        text = self.to_json()
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{SAMPLING_CONFIG_NAME}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        path = Path(directory) / SAMPLING_CONFIG_NAME
+        with atomic_open(path) as f:
+            f.write(self.to_json())
         return path
 
     @classmethod
