@@ -3,7 +3,10 @@
 MODEL_DIR is loaded with :func:`proseco.load_pretrained` (model, tokenizer and, when the directory
 has one, its ``sampling_config.json``). Decoding settings start from that saved config (or
 ``--config FILE``) and every flag given on the command line overrides one field of it; flags left
-out keep the saved value. Choices (unmasking strategies, corrector updates, schedules) come from
+out keep the saved value. ``--preset fast|balanced|max`` (:mod:`proseco.sampling.presets`) sits in
+between: saved config (or ``--config``) < preset < explicit flags. A preset sets only the decoding
+regime (steps, unmasking, corrector, temperature, block length, sized for ``--length`` tokens) and
+keeps the model's own fields (EOS, padding, guidance, schedule). Choices (unmasking strategies, corrector updates, schedules) come from
 the library's registries, and settings of a strategy are written as ``name:key=value,...``::
 
     proseco sample runs/q/final --steps 32 --corrector-steps 2 \\
@@ -48,6 +51,7 @@ _RUN_OPTIONS = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``proseco sample``; decoding flags default to "not given" (keep the saved value)."""
     from proseco.sampling import CORRECTOR_UPDATES, UNMASKING
+    from proseco.sampling.presets import describe
     from proseco.schedules import SCHEDULES
 
     parser.add_argument("model_dir", help="a save_pretrained model directory (or a hub name)")
@@ -64,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved sampling config as JSON and exit")  # fmt: skip
     g = parser.add_argument_group("decoding (each flag overrides the saved sampling config)")
+    g.add_argument("--preset", default=None, metavar="NAME",
+                   help="start from a decoding preset (then flags override it): "
+                   f"{describe()}")  # fmt: skip
     g.add_argument("--steps", type=int, default=None, help="unmasking steps T (default: length)")
     g.add_argument("--unmasking", default=None, metavar="NAME[:KEY=VALUE,...]",
                    help=f"one of {UNMASKING.names()}, e.g. threshold:threshold=0.8 or "
@@ -225,6 +232,21 @@ def _until_eos(row: list[int], eos_id: int | None) -> list[int]:
     return row[: row.index(eos_id)] if eos_id is not None and eos_id in row else row
 
 
+def _preset_length(args: argparse.Namespace, model: Any, prompts: list[list[int]] | None) -> int:
+    """Tokens a preset is sized for: ``--length``, else what sampling will default to (the
+    model's maximum length minus the widest prompt), else the presets' 256."""
+    from proseco.models.protocol import model_max_length
+    from proseco.sampling.presets import DEFAULT_LENGTH
+
+    if args.length is not None:
+        return args.length
+    max_length = model_max_length(model)
+    width = max((len(p) for p in prompts), default=0) if prompts else 0
+    if max_length is None or max_length <= width:
+        return DEFAULT_LENGTH
+    return max_length - width
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in _RUN_OPTIONS}
 
@@ -269,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
     from proseco.pretrained import load_pretrained
     from proseco.sampling import sample
     from proseco.sampling.loop import check_sample_args
+    from proseco.sampling.presets import apply_preset
 
     _check_run_options(args)
     device = _device(args.device)
@@ -276,12 +299,14 @@ def run(args: argparse.Namespace) -> int:
         args.model_dir, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
     )
     base = read_config(args.config) if args.config is not None else saved
+    prompts = _prompts(args, tokenizer)
+    if args.preset is not None:
+        base = apply_preset(base, args.preset, length=_preset_length(args, model, prompts))
     config = build_config(args, base)
     if args.print_config:
         print(config.to_json(), end="")
         return 0
     mask_id = _mask_id(args, model, tokenizer)
-    prompts = _prompts(args, tokenizer)
     pad_id = getattr(tokenizer, "pad_token_id", None)
     if config.pad_id is None and pad_id is not None:
         config = config.replace(pad_id=pad_id)
