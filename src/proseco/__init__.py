@@ -5,7 +5,7 @@ loops between unmasking steps (:func:`sample`).
 """
 
 from proseco._version import __version__
-from proseco.losses import LossConfig, LossOutput, mdm_loss, proseco_loss
+from proseco.losses import LossConfig, LossOutput, ar_loss, mdm_loss, proseco_loss
 from proseco.models.dit import ProsecoDiT, ProsecoDiTConfig
 from proseco.models.protocol import call_model
 from proseco.noising import mask_tokens, sample_t
@@ -32,6 +32,7 @@ from proseco.sampling import (
     UnmaskingStrategy,
     draw_at,
     sample,
+    sample_autoregressive,
 )
 from proseco.schedules import (
     CosineSchedule,
@@ -81,6 +82,7 @@ __all__ = [
     "TrainingDivergedError",
     "load_config",
     "sample",
+    "sample_autoregressive",
     "train",
     "CosineSchedule",
     "LinearSchedule",
@@ -97,6 +99,7 @@ __all__ = [
     "call_model",
     "get_schedule",
     "mask_tokens",
+    "ar_loss",
     "mdm_loss",
     "proseco_loss",
     "sample_t",

@@ -2,6 +2,7 @@
 confidence, Fast-dLLM threshold, ReMDM), ProSeCo corrector loops and classifier-free guidance (the
 semantics of ALGORITHMS.md §3-4), all settings in one :class:`SamplingConfig`."""
 
+from proseco.sampling.autoregressive import sample_autoregressive
 from proseco.sampling.config import SAMPLING_CONFIG_NAME, SamplingConfig
 from proseco.sampling.correctors import (
     CORRECTOR_UPDATES,
@@ -55,4 +56,5 @@ __all__ = [
     "get_unmasking",
     "run_corrector",
     "sample",
+    "sample_autoregressive",
 ]

@@ -79,6 +79,7 @@ def _dit_config(section: ModelSection, config: TrainConfig, tokenizer: Any) -> A
         eos_token_id=ids["eos"],
         time_conditioning=section.time_conditioning,
         tie_word_embeddings=section.tie_word_embeddings,
+        causal=config.loss.objective == "ar",
         **overrides,
     )
 
@@ -138,6 +139,17 @@ def _check_compatible(model: nn.Module, config: TrainConfig, tokenizer: Any) -> 
         raise ValueError(
             f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {vocab}; "
             "use the model's own tokenizer or resize the model's embeddings"
+        )
+    causal = bool(getattr(getattr(model, "config", None), "causal", False))
+    if causal != (config.loss.objective == "ar"):
+        kind = "causal (an AR model)" if causal else "bidirectional (a diffusion model)"
+        raise ValueError(
+            f"model.pretrained is {kind} but loss.objective is {config.loss.objective!r}; set "
+            f"loss.objective: {'ar' if causal else 'diffusion'}"
+        )
+    if causal and config.model.time_conditioning:
+        raise ValueError(
+            "model.time_conditioning needs the diffusion loss; remove it for loss.objective: ar"
         )
     num_classes = getattr(getattr(model, "config", None), "num_classes", 0) or 0
     if config.data.num_classes and num_classes != config.data.num_classes:

@@ -167,9 +167,12 @@ class DataSection:
 class LossSection(LossConfig):
     """The loss: every :class:`proseco.LossConfig` field, plus how the trainer applies it.
 
-    ``sc_weight: 0`` trains plain MDLM.
+    ``sc_weight: 0`` trains plain MDLM; ``objective: ar`` trains the autoregressive baseline.
 
     Attributes:
+        objective: ``diffusion`` (the MDLM / ProSeCo loss) or ``ar``: a causal model
+            (``causal=True``) with the next-token loss (:func:`proseco.losses.ar_loss`); the
+            diffusion fields are then unused.
         schedule: noise schedule name (``loglinear``, ``linear``, ``cosine``, ``polynomial``).
         two_backward: backpropagate the MDLM term before the corrector pass (same gradient,
             about half the peak activation memory).
@@ -180,6 +183,7 @@ class LossSection(LossConfig):
     schedule: str = "loglinear"
     two_backward: bool = False
     cond_dropout: float = 0.0
+    objective: Literal["diffusion", "ar"] = "diffusion"
 
     def __post_init__(self) -> None:
         _finite("loss", self)
@@ -188,6 +192,12 @@ class LossSection(LossConfig):
         except ValueError as err:
             raise ConfigError(f"loss: {err}") from None
         _choice("loss", "schedule", self.schedule, ("loglinear", "linear", "cosine", "polynomial"))
+        _choice("loss", "objective", self.objective, ("diffusion", "ar"))
+        if self.objective == "ar" and self.two_backward:
+            raise ConfigError(
+                "loss.two_backward splits the two passes of the diffusion loss; the AR loss has "
+                "one pass: remove loss.two_backward or set loss.objective: diffusion"
+            )
         if not 0.0 <= self.cond_dropout <= 1.0:
             raise ConfigError(f"loss.cond_dropout must lie in [0, 1], got {self.cond_dropout}")
 

@@ -216,7 +216,7 @@ def _train(
         project_dir=str(output_dir),
     )
     set_seed(config.train.seed)
-    tokenizer = build_tokenizer(config.data.tokenizer)
+    tokenizer = build_tokenizer(config.data.tokenizer, mask_token=config.data.mask_token)
     with accelerator.main_process_first():
         train_data, val_data = build_splits(config.data, tokenizer)
     if config.train.global_batch_size > len(train_data):
@@ -344,6 +344,7 @@ class _Run:
                     num_classes=cfg.data.num_classes,
                     cond_dropout=cfg.loss.cond_dropout,
                     backward_fn=backward_fn,
+                    objective=cfg.loss.objective,
                 )
                 if backward_fn is None:
                     acc.backward(out.loss)
@@ -447,6 +448,7 @@ class _Run:
                     loss_config=self.loss_config,
                     seeds=lambda b: eval_seed(self.config.train.seed, b),
                     max_batches=self.config.train.eval_batches,
+                    objective=self.config.loss.objective,
                 )
         finally:
             self.model.train()

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from proseco.losses import LossConfig, LossOutput, proseco_loss
+from proseco.losses import LossConfig, LossOutput, ar_loss, proseco_loss
 from proseco.schedules import Schedule
 
 __all__ = ["ModelView", "conditioning", "batch_loss", "evaluate"]
@@ -71,6 +71,7 @@ def batch_loss(
     num_classes: int = 0,
     cond_dropout: float = 0.0,
     backward_fn: Callable[[torch.Tensor], None] | None = None,
+    objective: str = "diffusion",
 ) -> LossOutput:
     """The ProSeCo / MDLM loss of one micro-batch (a thin layer over :func:`proseco_loss`).
 
@@ -81,10 +82,17 @@ def batch_loss(
         step: the optimizer step (for ``loss_config.start_step``).
         generator: the micro-batch's RNG (labels are dropped first, then ``t`` and ``xt``).
         backward_fn: two-backward memory mode (see :func:`proseco_loss`).
+        objective: ``"diffusion"`` (the above) or ``"ar"``: the next-token loss
+            (:func:`proseco.losses.ar_loss`) of a causal model; no noise is drawn.
     """
     cond = conditioning(
         batch, num_classes=num_classes, cond_dropout=cond_dropout, generator=generator
     )
+    if objective == "ar":
+        return ar_loss(
+            model, batch["input_ids"], mask_id=mask_id, loss_mask=batch["loss_mask"],
+            conditioning=cond,
+        )  # fmt: skip
     return proseco_loss(
         model,
         batch["input_ids"],
@@ -112,6 +120,7 @@ def evaluate(
     loss_config: LossConfig,
     seeds: Callable[[int], int],
     max_batches: int = 0,
+    objective: str = "diffusion",
 ) -> dict[str, float]:
     """Validation NELBO, perplexity, bits per token and corrector NLL on held-out data.
 
@@ -122,7 +131,9 @@ def evaluate(
     Returns:
         ``nelbo`` (nats per loss token, MDLM term), ``ppl = exp(nelbo)``, ``bpd = nelbo / ln 2``,
         ``corrector_nll`` (the ``w(t)``-weighted corrector term per token) and
-        ``proposal_error_rate`` (share of argmax proposals that differ from ``x0``).
+        ``proposal_error_rate`` (share of argmax proposals that differ from ``x0``). With
+        ``objective="ar"``: ``nelbo`` is the exact next-token NLL per target token (also as
+        ``nll``), with ``ppl``, ``bpd`` and ``tokens``.
     """
     config = LossConfig(
         **{**loss_config.__dict__, "mdm_weight": 1.0, "sc_weight": 1.0, "start_step": 0}
@@ -146,19 +157,26 @@ def evaluate(
                 loss_config=config,
                 step=None,
                 generator=generator,
+                objective=objective,
             )
         n = out.num_tokens.double()
+        err = out.proposal_error_rate
+        err = torch.zeros((), device=n.device) if err is None else err
         sums += torch.stack(
             [
                 out.mdm_loss.double() * n,
                 out.corrector_loss.double() * n,
                 n,
-                out.proposal_error_rate.double() * n,
+                err.double() * n,
             ]
         )
     sums = accelerator.reduce(sums, reduction="sum")
     tokens = float(sums[2].clamp(min=1))
     nelbo = float(sums[0]) / tokens
+    if objective == "ar":
+        ppl = math.exp(min(nelbo, 700.0))
+        return {"nelbo": nelbo, "nll": nelbo, "ppl": ppl, "bpd": nelbo / math.log(2.0),
+                "tokens": int(sums[2])}  # fmt: skip
     return {
         "nelbo": nelbo,
         "ppl": math.exp(min(nelbo, 700.0)),
