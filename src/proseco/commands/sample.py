@@ -7,7 +7,10 @@ out keep the saved value. ``--preset fast|balanced|max`` (:mod:`proseco.sampling
 between: saved config (or ``--config``) < preset < explicit flags. A preset sets only the decoding
 regime (steps, unmasking, corrector, temperature, block length, sized for ``--length`` tokens) and
 keeps the model's own fields (EOS, padding, guidance, schedule). Choices (unmasking strategies, corrector updates, schedules) come from
-the library's registries, and settings of a strategy are written as ``name:key=value,...``::
+the library's registries, and settings of a strategy are written as ``name:key=value,...``.
+A causal model (``config.causal``, trained with ``loss.objective: ar``) is sampled left to right
+by :func:`proseco.sample_autoregressive` with the same temperature / top-k / top-p / guidance
+flags (NFE = generated positions; rows stop at EOS unless ``--no-stop-at-eos``)::
 
     proseco sample runs/q/final --steps 32 --corrector-steps 2 \\
         --unmasking remdm:mode=loop,eta=0.02 --top-p 0.9
@@ -28,6 +31,7 @@ place only when every sample is done, so a failed or interrupted run leaves an e
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 import sys
@@ -109,6 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     g.add_argument("--trust-remote-code", action="store_true")
+    g.add_argument("--adapter", default=None, choices=["proseco", "llada", "dream", "masked_lm"],
+                   help="how to load MODEL_DIR (default: detected from its config.json)")  # fmt: skip
     g.add_argument("--no-progress", action="store_true")
 
 
@@ -286,17 +292,34 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
+def _sampler(model: Any, args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(check, sample)``: left to right for a causal model (``config.causal``, the AR
+    baseline; rows stop at EOS unless ``--no-stop-at-eos``), else the masked diffusion sampler."""
+    from proseco.sampling.autoregressive import (
+        check_autoregressive_args,
+        is_causal,
+        sample_autoregressive,
+    )
+
+    if is_causal(model):
+        stop = args.stop_at_eos is not False
+        return check_autoregressive_args, functools.partial(sample_autoregressive, stop_at_eos=stop)
+    from proseco.sampling import sample
+    from proseco.sampling.loop import check_sample_args
+
+    return check_sample_args, sample
+
+
 def run(args: argparse.Namespace) -> int:
     """Generate ``--num-samples`` samples in batches and write them to ``--output``."""
     from proseco.pretrained import load_pretrained
-    from proseco.sampling import sample
-    from proseco.sampling.loop import check_sample_args
     from proseco.sampling.presets import apply_preset
 
     _check_run_options(args)
     device = _device(args.device)
     model, tokenizer, saved = load_pretrained(
-        args.model_dir, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+        args.model_dir, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        adapter=args.adapter,
     )
     base = read_config(args.config) if args.config is not None else saved
     prompts = _prompts(args, tokenizer)
@@ -310,6 +333,7 @@ def run(args: argparse.Namespace) -> int:
     pad_id = getattr(tokenizer, "pad_token_id", None)
     if config.pad_id is None and pad_id is not None:
         config = config.replace(pad_id=pad_id)
+    check_sample_args, sample = _sampler(model, args)
     # every setting is checked before any file is touched
     check_sample_args(model, config, mask_id=mask_id, batch_size=args.batch_size,
                       length=args.length, prompt=prompts[:1] if prompts else None)  # fmt: skip

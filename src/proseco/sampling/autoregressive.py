@@ -20,6 +20,7 @@ quadratically with the length; NFE does not depend on caching.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,7 +33,7 @@ from proseco.sampling.guidance import ModelCaller
 from proseco.sampling.inputs import _prompt_tensor, model_device, prompt_length_of
 from proseco.sampling.output import SampleOutput
 
-__all__ = ["sample_autoregressive", "is_causal"]
+__all__ = ["sample_autoregressive", "check_autoregressive_args", "is_causal"]
 
 
 def is_causal(model: Any) -> bool:
@@ -86,6 +87,102 @@ def _layout(
     return ids, attention
 
 
+@dataclass
+class _Setup:
+    """A checked sampling run: settings, the model caller and the laid-out prompt."""
+
+    config: SamplingConfig
+    caller: ModelCaller
+    ids: torch.Tensor  # [B, P]
+    attention: torch.Tensor | None  # [B, P] or None
+    length: int
+    eos_id: int | None
+    pad_id: int
+
+
+def _setup(
+    model: Any,
+    config: SamplingConfig | None,
+    batch_size: int | None,
+    length: int | None,
+    prompt: Any,
+    prompt_attention_mask: torch.Tensor | None,
+    generator: torch.Generator | None,
+    mask_id: int | None,
+    bos_id: int | None,
+    overrides: dict[str, Any],
+) -> _Setup:
+    """Validate every argument of :func:`sample_autoregressive` (no model call)."""
+    if config is None:
+        config = SamplingConfig()
+    elif not isinstance(config, SamplingConfig):
+        raise ConfigError(f"config must be a proseco.SamplingConfig, got {type(config).__name__}")
+    if overrides:
+        config = config.replace(**overrides)
+    if getattr(getattr(model, "config", None), "causal", None) is False:
+        raise ConfigError(
+            "this model has bidirectional attention (config.causal=False), so it cannot be "
+            "sampled left to right; use proseco.sample for a masked diffusion model"
+        )
+    if config.corrector is not None:
+        raise ConfigError(
+            "a ProSeCo corrector needs a masked diffusion model; drop the corrector (and any "
+            "--corrector-*/--preset flag) for an autoregressive model"
+        )
+    device = model_device(
+        model, generator.device if isinstance(generator, torch.Generator) else None
+    )
+    mask_id = _config_id(model, "mask_token_id") if mask_id is None else mask_id
+    eos_id = config.eos_id if config.eos_id is not None else _config_id(model, "eos_token_id")
+    pad_id = config.pad_id if config.pad_id is not None else _config_id(model, "pad_token_id")
+    pad_id = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
+    bos_id = bos_id if bos_id is not None else _config_id(model, "bos_token_id")
+    max_length = model_max_length(model)
+    if length is None:
+        if max_length is None:
+            raise ConfigError("pass length=...: the model does not declare a maximum length")
+        length = max_length - prompt_length_of(prompt if prompt is not None else [0])
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ConfigError(f"length must be an int >= 1, got {length!r}")
+    ids, attention = _layout(
+        model, prompt, prompt_attention_mask, batch_size, bos_id, pad_id, device
+    )
+    if max_length is not None and ids.shape[1] + length > max_length:
+        raise ConfigError(
+            f"prompt length {ids.shape[1]} + length {length} exceeds the model's maximum "
+            f"length {max_length}; shorten the prompt or generate fewer tokens"
+        )
+    caller = ModelCaller(
+        model,
+        mask_id=-1 if mask_id is None else mask_id,
+        batch_size=ids.shape[0],
+        device=device,
+        conditioning=config.conditioning,
+        guidance=config.guidance,
+    )
+    return _Setup(config, caller, ids, attention, length, eos_id, pad_id)
+
+
+def check_autoregressive_args(
+    model: Any,
+    config: SamplingConfig | None = None,
+    *,
+    batch_size: int | None = None,
+    length: int | None = None,
+    prompt: Any = None,
+    prompt_attention_mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    mask_id: int | None = None,
+    bos_id: int | None = None,
+    **overrides: Any,
+) -> None:
+    """Raise the error :func:`sample_autoregressive` would raise, without calling the model."""
+    _setup(
+        model, config, batch_size, length, prompt, prompt_attention_mask, generator, mask_id,
+        bos_id, overrides,
+    )  # fmt: skip
+
+
 @torch.no_grad()
 def sample_autoregressive(
     model: Any,
@@ -134,52 +231,13 @@ def sample_autoregressive(
         proseco.errors.ConfigError: a non-causal DiT, bad lengths, prompts or settings.
     """
     started = time.perf_counter()
-    if config is None:
-        config = SamplingConfig()
-    elif not isinstance(config, SamplingConfig):
-        raise ConfigError(f"config must be a proseco.SamplingConfig, got {type(config).__name__}")
-    if overrides:
-        config = config.replace(**overrides)
-    if getattr(getattr(model, "config", None), "causal", None) is False:
-        raise ConfigError(
-            "this model has bidirectional attention (config.causal=False), so it cannot be "
-            "sampled left to right; use proseco.sample for a masked diffusion model"
-        )
-    if config.corrector is not None:
-        raise ConfigError("a ProSeCo corrector needs a masked diffusion model; drop corrector")
-    device = model_device(
-        model, generator.device if isinstance(generator, torch.Generator) else None
-    )
-    mask_id = _config_id(model, "mask_token_id") if mask_id is None else mask_id
-    eos_id = config.eos_id if config.eos_id is not None else _config_id(model, "eos_token_id")
-    pad_id = config.pad_id if config.pad_id is not None else _config_id(model, "pad_token_id")
-    pad_id = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
-    bos_id = bos_id if bos_id is not None else _config_id(model, "bos_token_id")
-    if length is None:
-        max_length = model_max_length(model)
-        if max_length is None:
-            raise ConfigError("pass length=...: the model does not declare a maximum length")
-        length = max_length - prompt_length_of(prompt if prompt is not None else [0])
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ConfigError(f"length must be an int >= 1, got {length!r}")
-    ids, attention = _layout(
-        model, prompt, prompt_attention_mask, batch_size, bos_id, pad_id, device
-    )
+    run = _setup(
+        model, config, batch_size, length, prompt, prompt_attention_mask, generator, mask_id,
+        bos_id, overrides,
+    )  # fmt: skip
+    config, caller, ids, attention = run.config, run.caller, run.ids, run.attention
+    eos_id, pad_id, length, device = run.eos_id, run.pad_id, run.length, ids.device
     batch, prompt_length = ids.shape
-    max_length = model_max_length(model)
-    if max_length is not None and prompt_length + length > max_length:
-        raise ConfigError(
-            f"prompt length {prompt_length} + length {length} exceeds the model's maximum "
-            f"length {max_length}; shorten the prompt or generate fewer tokens"
-        )
-    caller = ModelCaller(
-        model,
-        mask_id=-1 if mask_id is None else mask_id,
-        batch_size=batch,
-        device=device,
-        conditioning=config.conditioning,
-        guidance=config.guidance,
-    )
     processor = config.processor()
     tokens = torch.full((batch, prompt_length + length), pad_id, dtype=torch.long, device=device)
     tokens[:, :prompt_length] = ids
