@@ -135,9 +135,8 @@ def reference_logits(
         x = x + gate2 * F.linear(h, p[b + "mlp.2.weight"], p[b + "mlp.2.bias"])
 
     o = "output_layer."
-    shift, scale = F.linear(
-        c, p[o + "adaLN_modulation.weight"], p[o + "adaLN_modulation.bias"]
-    )[:, None].chunk(2, dim=2)
+    final = F.linear(c, p[o + "adaLN_modulation.weight"], p[o + "adaLN_modulation.bias"])
+    shift, scale = final[:, None].chunk(2, dim=2)
     h = norm(x, p[o + "norm_final.weight"]) * (1 + scale) + shift
     return F.linear(h, p[o + "linear.weight"], p[o + "linear.bias"])
 
@@ -216,9 +215,8 @@ def test_config_mapping_gpt2_vocab():
     config = config_from_official({**OFFICIAL, "vocab_size": 50258, "model_length": 1024})
     assert (config.vocab_size, config.mask_token_id) == (50258, 50257)
     assert config.bos_token_id == config.eos_token_id == 50256
-    assert (config.hidden_size, config.num_layers, config.num_heads, config.cond_dim) == (
-        H, BLOCKS, HEADS, COND
-    )
+    sizes = (config.hidden_size, config.num_layers, config.num_heads, config.cond_dim)
+    assert sizes == (H, BLOCKS, HEADS, COND)
     assert config.max_length == 1024 and not config.time_conditioning
 
 

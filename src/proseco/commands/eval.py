@@ -1,8 +1,10 @@
 """``proseco eval TASK ...``: score generated samples.
 
-Tasks: ``molecules`` (validity, uniqueness, novelty, QED, rings; see :mod:`proseco.eval.molecules`)::
+Tasks: ``molecules`` (validity, uniqueness, novelty, QED, rings; see :mod:`proseco.eval.molecules`)
+and ``text`` (generative perplexity, unigram entropy, MAUVE; see :mod:`proseco.eval.text`)::
 
     proseco eval molecules samples.jsonl --train-set qm9 --output metrics.json
+    proseco eval text samples.jsonl --reference heldout.jsonl --evaluator smollm2-135m
 
 The samples file holds one JSON object per line with a ``"smiles"`` or ``"text"`` field (the
 format ``proseco sample`` writes). Heavy imports (RDKit, QM9) happen only when a task runs.
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from proseco.commands.eval_code import add_humaneval_arguments, add_lm_eval_arguments
 from proseco.errors import ConfigError, DataError
 from proseco.fileio import atomic_open
 
@@ -64,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache-dir", type=Path, default=None, help="QM9 cache (default ~/.cache/proseco/qm9)"
     )
     p.set_defaults(_eval_run=run_molecules)
+    add_text_arguments(tasks)
+    add_humaneval_arguments(tasks)
+    add_lm_eval_arguments(tasks)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,3 +155,139 @@ def format_table(metrics: dict[str, Any]) -> str:
         text = "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
         lines.append(f"{key:<{width}}  {text}")
     return "\n".join(lines)
+
+
+# --- text ------------------------------------------------------------------------------------
+
+
+def add_text_arguments(tasks: Any) -> None:
+    """The ``eval text`` task."""
+    p = tasks.add_parser(
+        "text",
+        help="generative perplexity, unigram entropy and MAUVE of generated text",
+        description="Score text samples: gen-PPL under an evaluator LM (re-tokenized), mean "
+        "per-sample unigram entropy of the model's own tokens, MAUVE against --reference. "
+        "Every metric sees a sample cut at its first EOS.",
+    )
+    p.add_argument("samples", type=Path, help="JSONL of `proseco sample` ('text', 'tokens')")
+    p.add_argument("--reference", default=None, metavar="FILE",
+                   help="held-out texts for MAUVE and the data row (.jsonl/.txt/... or corpus:kjv)")  # fmt: skip
+    p.add_argument("--reference-field", default="text", help="field of --reference records")
+    p.add_argument("--max-reference", type=int, default=None, metavar="N",
+                   help="use the first N reference texts (default: as many as samples)")  # fmt: skip
+    p.add_argument("--evaluator", default="smollm2-135m",
+                   help="smollm2-135m (offline, default), a model directory or a hub causal LM "
+                   "such as gpt2-large")  # fmt: skip
+    p.add_argument("--no-mauve", action="store_true", help="skip MAUVE")
+    p.add_argument("--output", type=Path, default=None,
+                   help="metrics JSON (default: SAMPLES with suffix .text-metrics.json)")  # fmt: skip
+    p.add_argument("--tokenizer", default=None, metavar="MODEL_DIR",
+                   help="re-decode 'tokens' with this model's tokenizer after the EOS cut, "
+                   "instead of using the 'text' field")  # fmt: skip
+    p.add_argument("--eos-id", type=int, default=None,
+                   help="EOS of the samples' layout (default: the samples' sampling_config)")  # fmt: skip
+    p.add_argument("--bos-id", type=int, default=None,
+                   help="a leading BOS to skip before looking for EOS (needed when BOS == EOS)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=None, help="evaluator tokens per sample")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the evaluator")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="MAUVE's k-means seed")
+    p.set_defaults(_eval_run=run_text)
+
+
+def read_sample_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a samples file, one per non-blank line."""
+    if not path.is_file():
+        raise DataError(f"samples file {path} does not exist; write one with `proseco sample`")
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno} is not valid JSON ({e.msg})") from e
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{lineno} is not a JSON object")
+            records.append(record)
+    if not records:
+        raise DataError(f"samples file {path} holds no samples; nothing to evaluate")
+    return records
+
+
+def _layout_eos(records: list[dict[str, Any]], given: int | None) -> int | None:
+    if given is not None:
+        return given
+    config = records[0].get("sampling_config") or {}
+    value = config.get("eos_id") if isinstance(config, dict) else None
+    return int(value) if isinstance(value, int) else None
+
+
+def _column(records: list[dict[str, Any]], field: str, path: Path) -> list[Any] | None:
+    present = [field in r for r in records]
+    if not any(present):
+        return None
+    if not all(present):
+        raise DataError(f"{path}: some records have {field!r} and some do not")
+    return [r[field] for r in records]
+
+
+def _reference_texts(args: argparse.Namespace, count: int) -> list[str] | None:
+    if args.reference is None:
+        return None
+    from proseco.data.text import read_records, record_field
+
+    try:
+        records = read_records(args.reference)
+        texts = record_field(records, args.reference_field)
+    except (OSError, ValueError) as e:
+        raise DataError(f"--reference {args.reference}: {e}") from None
+    texts = [t for t in texts if t.strip()]
+    return texts[: args.max_reference or count]
+
+
+def run_text(args: argparse.Namespace) -> int:
+    """``proseco eval text``: compute, print and write text metrics."""
+    from proseco.eval.text import load_evaluator, text_metrics
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    records = read_sample_records(args.samples)
+    tokens = _column(records, "tokens", args.samples)
+    texts = _column(records, "text", args.samples)
+    tokenizer = None
+    if args.tokenizer is not None:
+        from proseco.pretrained import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+        if tokenizer is None or tokens is None:
+            raise ConfigError("--tokenizer needs a model directory with a tokenizer and samples "
+                              "with 'tokens'")  # fmt: skip
+        texts = None
+    elif texts is None:
+        raise DataError(f"{args.samples} has no 'text' field; pass --tokenizer MODEL_DIR to "
+                        "decode its 'tokens'")  # fmt: skip
+    eos_id = _layout_eos(records, args.eos_id)
+    reference = _reference_texts(args, len(records))
+    evaluator = load_evaluator(args.evaluator, device=args.device)
+    metrics = text_metrics(
+        texts, evaluator, token_ids=tokens, tokenizer=tokenizer, eos_id=eos_id,
+        bos_id=args.bos_id, reference=reference, mauve=not args.no_mauve,
+        batch_size=args.batch_size, max_length=args.max_length, bf16=args.bf16, seed=args.seed,
+    )  # fmt: skip
+    nfe = _column(records, "nfe", args.samples)
+    if nfe is not None:
+        metrics["mean_nfe"] = sum(nfe) / len(nfe)
+    output = args.output or args.samples.with_suffix(".text-metrics.json")
+    report = {
+        "samples": str(args.samples), "evaluator": args.evaluator, "reference": args.reference,
+        "num_reference": len(reference) if reference else 0, "eos_id": eos_id,
+        "bos_id": args.bos_id, "metrics": metrics,
+    }  # fmt: skip
+    with atomic_open(output) as f:
+        f.write(json.dumps(report, indent=2) + "\n")
+    print(format_table(metrics))
+    print(f"wrote {output}", file=sys.stderr)
+    return 0

