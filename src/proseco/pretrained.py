@@ -5,7 +5,16 @@ safetensors weights, optionally a tokenizer and a ``sampling_config.json`` (the 
 the model is meant to be sampled with). The bundled DiT and the SMILES tokenizer register
 themselves with the ``Auto`` classes on import, so any such directory loads through
 ``AutoModelForMaskedLM`` / ``AutoTokenizer``; a name that is not a local path is tried on the
-Hugging Face hub (which needs internet). This is where adapters for hub diffusion LMs plug in.
+Hugging Face hub (which needs internet).
+
+Hub diffusion LMs load through the adapters of :mod:`proseco.models.hub`, chosen from the
+directory's ``config.json`` (``model_type`` / ``architectures`` / ``auto_map``) or named with
+``adapter=``: ``"llada"`` (LLaDA-style remote code), ``"dream"`` (Dream-style, logits un-shifted),
+``"masked_lm"`` (any ``AutoModelForMaskedLM``: BERT, ModernBERT) and ``"proseco"`` (the bundled
+DiT, no adapter)::
+
+    model, tokenizer, config = load_pretrained("GSAI-ML/LLaDA-8B-Base", adapter="llada",
+                                               trust_remote_code=True, dtype="bfloat16")
 
 Every failure to load raises :class:`~proseco.errors.ModelLoadError` with the path and the fix.
 """
@@ -18,7 +27,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from proseco.errors import ModelLoadError
+from proseco.errors import ConfigError, ModelLoadError
 from proseco.sampling.config import SamplingConfig
 
 __all__ = ["Pretrained", "load_pretrained", "load_model", "load_tokenizer", "shipped_checkpoints"]
@@ -80,20 +89,53 @@ def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {list(_DTYPES)}") from None
 
 
+def _adapter_of(location: str, adapter: str | None) -> str:
+    from proseco.models.hub import ADAPTERS, detect_adapter, read_config_json
+
+    if adapter is None:
+        return detect_adapter(read_config_json(location))
+    if adapter not in ADAPTERS:
+        from proseco.registry import closest
+
+        raise ModelLoadError(
+            f"unknown adapter {adapter!r}{closest(str(adapter), list(ADAPTERS))}; choose one of "
+            f"{list(ADAPTERS)}"
+        )
+    return adapter
+
+
 def load_model(
     path: str | os.PathLike,
     *,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
+    adapter: str | None = None,
+    gradient_checkpointing: bool = False,
+    tokenizer: Any = None,
 ) -> Any:
-    """Load only the network (eval mode, on ``device``). See :func:`load_pretrained`."""
+    """Load only the network (eval mode, on ``device``). See :func:`load_pretrained`.
+
+    ``tokenizer`` gives a ``masked_lm`` model its mask token and vocabulary (default: the
+    directory's own tokenizer).
+    """
     from transformers import AutoModelForMaskedLM
 
     _register()
     location, local = _resolve(path)
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    name = _adapter_of(location, adapter)
     torch_dtype = _dtype(dtype)
+    if name != "proseco":
+        from proseco.models.hub import load_hub_model
+
+        if name == "masked_lm" and tokenizer is None:
+            tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+        model = load_hub_model(location, name, tokenizer=tokenizer, dtype=torch_dtype,
+                               trust_remote_code=trust_remote_code)  # fmt: skip
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        return model.to(device).eval()
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
     try:
@@ -105,6 +147,13 @@ def load_model(
             f"cannot load {where} {location}: {reason}. Check that its config.json and "
             "*.safetensors are complete (re-save or re-download them)"
         ) from e
+    if gradient_checkpointing:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise ConfigError(
+                f"{type(model).__name__} does not support gradient checkpointing; load it without "
+                "gradient_checkpointing=True"
+            )
+        model.gradient_checkpointing_enable()
     return model.to(device).eval()
 
 
@@ -128,6 +177,8 @@ def load_pretrained(
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
+    adapter: str | None = None,
+    gradient_checkpointing: bool = False,
 ) -> Pretrained:
     """Load a model directory (or hub name): model (eval mode), tokenizer, sampling config.
 
@@ -135,7 +186,10 @@ def load_pretrained(
         path: a ``save_pretrained`` directory (e.g. a run's ``final/``) or a hub name.
         device: where to put the model.
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype (default: as saved).
-        trust_remote_code: allow hub models that ship their own modelling code.
+        trust_remote_code: allow hub models that ship their own modelling code (LLaDA, Dream).
+        adapter: ``"proseco"``, ``"llada"``, ``"dream"`` or ``"masked_lm"`` (default: detected
+            from ``config.json``); see :mod:`proseco.models.hub`.
+        gradient_checkpointing: recompute activations in the backward pass (fine-tuning).
 
     Returns:
         :class:`Pretrained` ``(model, tokenizer, sampling_config)``; ``tokenizer`` is ``None``
@@ -144,8 +198,10 @@ def load_pretrained(
     Raises:
         proseco.errors.ModelLoadError: a missing, incomplete or unreadable directory.
     """
-    model = load_model(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    model = load_model(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                       adapter=adapter, gradient_checkpointing=gradient_checkpointing,
+                       tokenizer=tokenizer)  # fmt: skip
     location, local = _resolve(path)
     config = SamplingConfig()
     if local and SamplingConfig.exists(location):

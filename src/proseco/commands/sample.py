@@ -318,7 +318,10 @@ def run(args: argparse.Namespace) -> int:
     _check_run_options(args)
     device = _device(args.device)
     model, tokenizer, saved = load_pretrained(
-        args.model_dir, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        args.model_dir,
+        device=device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
         adapter=args.adapter,
     )
     base = read_config(args.config) if args.config is not None else saved
