@@ -309,3 +309,30 @@ def test_two_backward_is_refused_with_the_ar_objective():
         LossSection(objective="ar", two_backward=True)
     with pytest.raises(ConfigError, match="objective"):
         LossSection(objective="causal")
+
+
+def test_the_training_step_passes_dropped_labels_and_the_padding_mask_to_the_ar_loss():
+    from proseco.schedules import get_schedule
+    from proseco.training.step import batch_loss
+
+    seen = {}
+
+    def model(input_ids, **kwargs):
+        seen.update(kwargs)
+        return torch.zeros(*input_ids.shape, V)
+
+    batch = {
+        "input_ids": torch.tensor([[BOS, 4, 5, EOS], [BOS, 6, EOS, PAD]]),
+        "loss_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]).bool(),
+        "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]).bool(),
+        "labels": torch.tensor([0, 1]),
+    }
+    out = batch_loss(
+        model, batch, mask_id=MASK, schedule=get_schedule(), loss_config=proseco.LossConfig(),
+        step=0, generator=torch.Generator().manual_seed(0), num_classes=2, cond_dropout=1.0,
+        objective="ar",
+    )  # fmt: skip
+    assert seen["class_labels"].tolist() == [2, 2]  # every label dropped to the null label 2
+    assert torch.equal(seen["attention_mask"], batch["attention_mask"])
+    assert out.num_tokens.item() == 5  # 3 + 2 targets; the padded one is not a target
+    assert out.loss.item() == pytest.approx(math.log(V - 1), abs=1e-6)  # uniform over 11 tokens
