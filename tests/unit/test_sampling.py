@@ -94,7 +94,9 @@ def test_logits_are_reused_only_while_nothing_changes():
 
 def test_time_conditioned_models_get_timesteps_and_no_reuse():
     model = toy(time_conditioning=True)
-    out = sample(model, mask_id=MASK, batch_size=2, length=4, steps=20, generator=gen())
+    out = sample(
+        model, mask_id=MASK, batch_size=2, length=4, steps=20, generator=gen(), shrink_batch=False
+    )
     assert model.calls == out.denoiser_nfe >= 20
     first = model.kwargs[0]["timesteps"]
     assert first.shape == (2,) and torch.allclose(first, torch.ones(2))
@@ -151,7 +153,7 @@ def test_early_exit_changes_no_output_and_saves_calls():
             model, mask_id=MASK, batch_size=2, length=8, steps=4, generator=gen(),
             corrector=Corrector(steps=5, early_exit=early),
         )  # fmt: skip
-        assert out.nfe == model.calls
+        assert out.model_calls == model.calls
         outs[early] = out
     assert torch.equal(outs[True].tokens, outs[False].tokens)
     assert outs[True].corrector_nfe < outs[False].corrector_nfe == 4 * 5
@@ -234,7 +236,9 @@ def test_invariants_hold_for_every_combination(
     tokens = out.tokens
     assert tokens.shape == (2, out.prompt_length + length)
     assert not (tokens == MASK).any()  # no mask left
-    assert out.nfe == model.calls == out.denoiser_nfe + out.corrector_nfe  # exact NFEs
+    assert out.model_calls == model.calls  # exact NFEs: per call and per row
+    assert out.nfe == out.denoiser_nfe + out.corrector_nfe
+    assert out.row_forwards == sum(x.shape[0] for x in model.inputs)
     if prompt == "same":  # the prompt never changes
         assert torch.equal(tokens[:, :3], prompts["same"])
     if prompt == "ragged":

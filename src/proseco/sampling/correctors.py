@@ -141,8 +141,9 @@ class Corrector:
         update: how each corrector call updates the draft: a :class:`CorrectorUpdate` object or a
             registered name / spec string (``"argmax"``, ``"sample"``,
             ``"top_k_positions:positions=4"``).
-        early_exit: for deterministic updates, stop as soon as the draft is a fixed point;
-            further calls could change nothing, so outputs are identical.
+        early_exit: for deterministic updates, a row whose draft is a fixed point stops there
+            (further calls could change nothing, so outputs are identical); :func:`proseco.sample`
+            then calls the model only on the rows still changing.
     """
 
     steps: int = 1
@@ -195,24 +196,26 @@ class Corrector:
 
 @dataclass
 class CorrectorResult:
-    """Output of :func:`run_corrector`.
+    """Output of :func:`run_corrector` (``B`` = rows given to it).
 
     Attributes:
         xt: ``[B, L]`` tokens after the overwrite (same masks as the input).
-        logits: ``[B, L, V]`` logits of the last corrector call.
+        logits: ``[B, L, V]`` logits of each row's last corrector call.
         changed: ``[B, L]`` bool, positions whose token the corrector changed.
-        calls: number of corrector calls made.
+        calls: number of times ``call`` ran (on all rows or, after rows settled, on fewer).
+        row_calls: ``[B]`` corrector calls each row took part in.
     """
 
     xt: torch.Tensor
     logits: torch.Tensor
     changed: torch.Tensor
     calls: int
+    row_calls: torch.Tensor | None = None
 
 
 def run_corrector(
     corrector: Corrector,
-    call: Callable[[torch.Tensor], torch.Tensor],
+    call: Callable[..., torch.Tensor],
     xt: torch.Tensor,
     logits: torch.Tensor,
     region: torch.Tensor,
@@ -220,13 +223,22 @@ def run_corrector(
     mask_id: int,
     processor: LogitsProcessor,
     generator: torch.Generator | None = None,
+    per_row: bool = False,
 ) -> CorrectorResult:
     """Run one corrector loop (Algorithm 3).
+
+    Early exit (deterministic updates with ``corrector.early_exit``): a draft that a call leaves
+    unchanged is a fixed point, since the next call would see the same input and propose the same
+    tokens. Without ``per_row`` the loop stops once every row is at a fixed point (one unsettled
+    row keeps all of them running); with ``per_row`` a settled row leaves the loop at once and
+    later calls run on the rows still changing only. Either way the result equals running all
+    ``S`` calls, as long as the model's output for a row does not depend on the other rows.
 
     Args:
         corrector: the settings (``steps >= 1`` here).
         call: ``call(y [B, L]) -> logits [B, L, V]`` with the mask column at ``-inf``; one model
-            evaluation (counted by the caller).
+            evaluation (counted by the caller). With ``per_row``, once some rows have settled it
+            is called as ``call(y[rows], rows)`` with ``rows`` ``[n]`` the indices still changing.
         xt: ``[B, L]`` current tokens, with masks.
         logits: ``[B, L, V]`` denoiser logits for ``xt`` (mask column at ``-inf``); their argmax
             initialises the draft.
@@ -234,19 +246,48 @@ def run_corrector(
         mask_id: the mask token id.
         processor: used by random updates (:class:`SampleUpdate`).
         generator: random generator for random updates.
+        per_row: let settled rows leave the loop one by one (gather, call, scatter).
     """
     masked = xt == mask_id
     y = torch.where(masked, logits.argmax(dim=-1), xt)
-    corrector_logits = logits
+    last = logits
     calls = 0
+    row_calls = torch.zeros(xt.shape[0], dtype=torch.long, device=xt.device)
+    exit_early = corrector.deterministic and corrector.early_exit
+    rows: torch.Tensor | None = None  # rows still changing; None = every row
     for _ in range(corrector.steps):
-        corrector_logits = call(y)
+        if rows is None:
+            y_in, reg = y, region
+            out = call(y)
+            last = out
+            row_calls += 1
+        else:
+            y_in, reg = y[rows], region[rows]
+            out = call(y_in, rows)
+            last[rows] = out
+            row_calls[rows] += 1
         calls += 1
-        proposal = corrector.update(corrector_logits, y, region, processor, generator)
-        y_new = torch.where(region, proposal, y)
-        if corrector.deterministic and corrector.early_exit and torch.equal(y_new, y):
+        proposal = corrector.update(out, y_in, reg, processor, generator)
+        y_new = torch.where(reg, proposal, y_in)
+        if not exit_early:
+            y = y_new
+            continue
+        moving = (y_new != y_in).any(dim=1)  # [n]
+        if not per_row:
+            if not bool(moving.any()):
+                break
+            y = y_new
+            continue
+        if rows is None:
+            y = y_new
+            if bool(moving.all()):
+                continue
+            rows = moving.nonzero(as_tuple=True)[0]
+        else:
+            y[rows] = y_new
+            rows = rows[moving]
+        if rows.numel() == 0:
             break
-        y = y_new
     write = region & ~masked
     new_xt = torch.where(write, y, xt)
-    return CorrectorResult(new_xt, corrector_logits, write & (new_xt != xt), calls)
+    return CorrectorResult(new_xt, last, write & (new_xt != xt), calls, row_calls)

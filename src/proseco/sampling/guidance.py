@@ -4,6 +4,9 @@
 through :func:`proseco.models.protocol.call_model` (time input for time-conditioned models, extra
 conditioning, padding mask), applies guidance, removes the mask token from the outputs and counts
 NFEs exactly: one per network evaluation, so a guided call (``gamma`` not in ``{0, 1}``) costs 2.
+A call may cover only some rows of the batch (``rows=``): per-row inputs (labels, times, the
+padding mask, conditioning tensors with ``B`` rows) are gathered to match, and each row's own count
+of evaluations is kept.
 
 Guided log-probabilities: ``gamma * log p(x | z, c) + (1 - gamma) * log p(x | z, null)``,
 renormalised (``gamma = 1``: conditional only, ``gamma = 0``: unconditional only, one call each).
@@ -54,7 +57,11 @@ class Guidance:
 
 
 class ModelCaller:
-    """Calls the model for the sampler and counts NFEs.
+    """Calls the model for the sampler and counts NFEs, per call and per row.
+
+    ``denoiser_nfe`` / ``corrector_nfe`` count network evaluations (a call on a subset of rows
+    counts as one); ``denoiser_rows`` / ``corrector_rows`` ``[B]`` count, per row, the
+    evaluations it took part in.
 
     Args:
         model: any model following :mod:`proseco.models.protocol`.
@@ -89,6 +96,8 @@ class ModelCaller:
         self.guidance = guidance
         self.denoiser_nfe = 0
         self.corrector_nfe = 0
+        self.denoiser_rows = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.corrector_rows = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.last_conditional: torch.Tensor | None = None
         if guidance is not None:
             null = guidance.null_label
@@ -120,13 +129,26 @@ class ModelCaller:
             return label
         return torch.full((self.batch_size,), int(label), dtype=torch.long, device=self.device)
 
-    def _times(self, t: float) -> torch.Tensor | None:
+    @property
+    def drafts_from_conditional(self) -> bool:
+        """Whether corrector drafts come from the conditional output (``in_corrector=False``)."""
+        return self.guidance is not None and not self.guidance.in_corrector
+
+    def _times(self, n: int, t: float) -> torch.Tensor | None:
         if not self.time_conditioned:
             return None
-        return torch.full((self.batch_size,), float(t), device=self.device)
+        return torch.full((n,), float(t), device=self.device)
 
-    def _raw(self, x: torch.Tensor, t: torch.Tensor | None, **extra: Any) -> torch.Tensor:
-        logits = call_model(self.model, x, t, **{**self.kwargs, **extra})
+    def _kwargs(self, rows: torch.Tensor | None) -> dict[str, Any]:
+        """Model keyword arguments for ``rows`` (tensors with ``B`` rows are gathered)."""
+        if rows is None:
+            return self.kwargs
+        return {key: _take(value, rows, self.batch_size) for key, value in self.kwargs.items()}
+
+    def _raw(
+        self, x: torch.Tensor, t: torch.Tensor | None, kwargs: dict[str, Any], **extra: Any
+    ) -> torch.Tensor:
+        logits = call_model(self.model, x, t, **{**kwargs, **extra})
         if not logits.is_contiguous():
             logits = logits.contiguous()
         self._check_width(logits)
@@ -155,39 +177,51 @@ class ModelCaller:
             )
 
     def _evaluate(
-        self, x: torch.Tensor, t: float, guided: bool
+        self, x: torch.Tensor, t: float, guided: bool, rows: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
         """``(logits, conditional logits or None, evaluations made)``; mask column ``-inf``."""
-        times = self._times(t)
+        times = self._times(x.shape[0], t)
+        kwargs = self._kwargs(rows)
         g = self.guidance
         if g is None:
-            return self._raw(x, times), None, 1
+            return self._raw(x, times, kwargs), None, 1
         key = g.label_key
+        cond_labels, null_labels = self.cond_labels, self.null_labels
+        if rows is not None:
+            cond_labels, null_labels = cond_labels[rows], null_labels[rows]
         if not guided or g.gamma == 1.0:
-            logits = self._raw(x, times, **{key: self.cond_labels})
+            logits = self._raw(x, times, kwargs, **{key: cond_labels})
             return logits, logits, 1
         if g.gamma == 0.0:
-            logits = self._raw(x, times, **{key: self.null_labels})
+            logits = self._raw(x, times, kwargs, **{key: null_labels})
             return logits, None, 1
-        cond = self._raw(x, times, **{key: self.cond_labels})
-        uncond = self._raw(x, times, **{key: self.null_labels})
+        cond = self._raw(x, times, kwargs, **{key: cond_labels})
+        uncond = self._raw(x, times, kwargs, **{key: null_labels})
         lc = torch.log_softmax(cond.float(), dim=-1).clamp_min_(_LOG_FLOOR)
         lu = torch.log_softmax(uncond.float(), dim=-1).clamp_min_(_LOG_FLOOR)
         mixed = torch.log_softmax(g.gamma * lc + (1.0 - g.gamma) * lu, dim=-1)
         return exclude_token(mixed, self.mask_id), cond, 2
 
-    def denoise(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        """Denoiser logits ``[B, L, V]`` for ``x`` ``[B, L]`` at time ``t`` (guided if set)."""
-        logits, cond, n = self._evaluate(x, t, guided=True)
+    def denoise(self, x: torch.Tensor, t: float, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoiser logits ``[n, L, V]`` for ``x`` ``[n, L]`` at time ``t`` (guided if set).
+
+        ``rows`` ``[n]``: the batch rows ``x`` holds (``None`` = all ``B`` rows, in order).
+        """
+        logits, cond, n = self._evaluate(x, t, True, rows)
         self.last_conditional = cond
         self.denoiser_nfe += n
+        _count(self.denoiser_rows, rows, n)
         return logits
 
-    def correct(self, y: torch.Tensor, t: float) -> torch.Tensor:
-        """Corrector logits for the fully unmasked draft ``y`` ``[B, L]``."""
+    def correct(self, y: torch.Tensor, t: float, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Corrector logits ``[n, L, V]`` for the fully unmasked draft ``y`` ``[n, L]``.
+
+        ``rows`` ``[n]``: the batch rows ``y`` holds (``None`` = all ``B`` rows, in order).
+        """
         guided = self.guidance is None or self.guidance.in_corrector
-        logits, _, n = self._evaluate(y, t, guided=guided)
+        logits, _, n = self._evaluate(y, t, guided, rows)
         self.corrector_nfe += n
+        _count(self.corrector_rows, rows, n)
         return logits
 
     def draft_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -200,3 +234,18 @@ class ModelCaller:
         if g is not None and not g.in_corrector and self.last_conditional is not None:
             return self.last_conditional
         return logits
+
+
+def _take(value: Any, rows: torch.Tensor, batch_size: int) -> Any:
+    """``value[rows]`` for a tensor with ``batch_size`` rows; anything else as it is."""
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch_size:
+        return value.index_select(0, rows.to(value.device))
+    return value
+
+
+def _count(counts: torch.Tensor, rows: torch.Tensor | None, n: int) -> None:
+    """Add ``n`` evaluations to ``counts`` ``[B]`` at ``rows`` (all rows for ``None``)."""
+    if rows is None:
+        counts += n
+    else:
+        counts.index_add_(0, rows, torch.full_like(rows, n))

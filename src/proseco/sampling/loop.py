@@ -29,14 +29,21 @@ from proseco.sampling.correctors import Corrector, run_corrector
 from proseco.sampling.guidance import ModelCaller
 from proseco.sampling.inputs import Plan, model_device, prepare, prompt_length_of
 from proseco.sampling.output import SampleOutput, SamplingHistory, StepRecord
-from proseco.sampling.processors import LogitsProcessor
+from proseco.sampling.processors import LogitsProcessor, exclude_token
 from proseco.sampling.unmasking import Reveal, StepInfo, UnmaskingStrategy, draw_at
 
 __all__ = ["sample", "check_sample_args"]
 
 
 class _Run:
-    """Mutable state of one sampling run; :func:`sample` drives it block by block."""
+    """Mutable state of one sampling run; :func:`sample` drives it block by block.
+
+    Logits are kept per row: a row's denoiser (and corrector) logits stay valid while its tokens
+    do not change, and a model call covers only the rows that need new logits (``shrink``):
+    rows with no mask left (whose denoiser logits nothing reads), rows stopped at EOS, rows whose
+    tokens have not changed since their logits were computed. Without ``shrink`` every call
+    covers the whole batch whenever any row needs it (the earlier behaviour).
+    """
 
     def __init__(
         self,
@@ -48,65 +55,137 @@ class _Run:
         generator: torch.Generator | None,
         mask_id: int,
         history: SamplingHistory | None,
+        shrink: bool = True,
     ) -> None:
         self.plan, self.caller, self.strategy = plan, caller, strategy
         self.corrector, self.processor, self.generator = corrector, processor, generator
-        self.mask_id, self.history = mask_id, history
+        self.mask_id, self.history, self.shrink = mask_id, history, shrink
         self.xt, self.editable = plan.xt, plan.editable
         batch = self.xt.shape[0]
-        self.frozen = torch.zeros(batch, dtype=torch.bool, device=self.xt.device)
-        self.num_corrected = torch.zeros(batch, dtype=torch.long, device=self.xt.device)
+        device = self.xt.device
+        self.frozen = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.num_corrected = torch.zeros(batch, dtype=torch.long, device=device)
         self.scores = None
         if getattr(strategy, "uses_scores", False):
-            self.scores = torch.full(self.xt.shape, float("-inf"), device=self.xt.device)
-        self.cache: torch.Tensor | None = None  # denoiser logits of the current xt
-        self.corrector_cache: torch.Tensor | None = None  # last corrector logits for this xt
+            self.scores = torch.full(self.xt.shape, float("-inf"), device=device)
+        # Strategies that read logits at masked positions only need none for rows without masks.
+        self.masked_only = bool(getattr(strategy, "masked_logits_only", False))
+        self.reusable = not caller.time_conditioned  # logits depend on xt alone
+        self.logits: torch.Tensor | None = None  # [B, L, V] denoiser logits
+        self.conditional: torch.Tensor | None = None  # [B, L, V] drafts with in_corrector=False
+        self.fresh = torch.zeros(batch, dtype=torch.bool, device=device)  # rows of self.logits
+        self.corrector_logits: torch.Tensor | None = None  # [B, L, V] last corrector logits
+        self.corrector_fresh = torch.zeros(batch, dtype=torch.bool, device=device)
         self.step_number = 0  # 1-based number of the current step, over the whole run
 
-    def invalidate(self) -> None:
-        """Forget reusable logits (``xt`` changed)."""
-        self.cache = None
-        self.corrector_cache = None
+    def invalidate(self, rows: torch.Tensor | None = None) -> None:
+        """Forget reusable logits of ``rows`` ``[B]`` bool (all rows for ``None``)."""
+        if rows is None:
+            self.fresh.zero_()
+            self.corrector_fresh.zero_()
+        else:
+            self.fresh &= ~rows
+            self.corrector_fresh &= ~rows
 
-    def denoiser_logits(self, t: float) -> torch.Tensor:
-        if self.cache is not None:
-            return self.cache
-        logits = self.caller.denoise(self.xt, t)
-        if not self.caller.time_conditioned:
-            self.cache = logits
-        return logits
+    def _rows(self, need: torch.Tensor) -> tuple[bool, torch.Tensor | None]:
+        """``(any row to compute, their indices or None for every row)`` for ``need`` ``[B]``."""
+        if not bool(need.any()):
+            return False, None
+        if not self.shrink or bool(need.all()):
+            return True, None
+        return True, need.nonzero(as_tuple=True)[0]
+
+    def denoiser_logits(self, t: float, need: torch.Tensor) -> torch.Tensor:
+        """``[B, L, V]`` denoiser logits, computed where ``need`` ``[B]`` and not fresh."""
+        if not self.shrink:
+            need = torch.ones_like(need)
+        todo, rows = self._rows(need & ~self.fresh)
+        if not todo:
+            return self.logits
+        if rows is None:
+            self.logits = self.caller.denoise(self.xt, t)
+            self.conditional = self.caller.last_conditional
+            self.fresh.fill_(self.reusable)
+            return self.logits
+        logits = self.caller.denoise(self.xt[rows], t, rows)
+        self.logits = _scatter(self.logits, rows, logits, self.xt.shape[0], self.mask_id)
+        if self.caller.last_conditional is not None:
+            self.conditional = _scatter(
+                self.conditional, rows, self.caller.last_conditional, self.xt.shape[0],
+                self.mask_id,
+            )  # fmt: skip
+        if self.reusable:
+            self.fresh[rows] = True
+        return self.logits
 
     def correct(
-        self, logits: torch.Tensor, region: torch.Tensor, t: float
+        self, region: torch.Tensor, t: float, has_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run the corrector; returns its logits and the ``[B, L]`` positions it changed."""
-        if self.corrector_cache is not None:  # same xt, deterministic corrector: same result
-            return self.corrector_cache, None
+        """Run the corrector; returns its logits ``[B, L, V]`` and the positions it changed."""
+        corrector = self.corrector
+        cacheable = corrector.deterministic and self.reusable
+        run = region.any(dim=1)  # rows stopped at EOS have nothing to correct
+        if cacheable:  # same xt, same region, deterministic corrector: same result
+            run &= ~self.corrector_fresh
+        if not self.shrink:
+            run = torch.ones_like(run) if bool(run.any()) else run
+        todo, rows = self._rows(run)
+        if not todo:
+            return self.corrector_logits, None
+        logits = self.denoiser_logits(t, run & has_mask)  # drafts read masked positions only
+        if self.caller.drafts_from_conditional and self.conditional is not None:
+            logits = self.conditional
+        if rows is None:
+            xt, draft, reg = self.xt, logits, region
+        else:
+            xt, draft, reg = self.xt[rows], logits[rows], region[rows]
+
+        def call(y: torch.Tensor, sub: torch.Tensor | None = None) -> torch.Tensor:
+            if sub is None:
+                return self.caller.correct(y, t, rows)
+            return self.caller.correct(y, t, sub if rows is None else rows[sub])
+
         result = run_corrector(
-            self.corrector,
-            lambda y: self.caller.correct(y, t),
-            self.xt,
-            self.caller.draft_logits(logits),
-            region,
+            corrector,
+            call,
+            xt,
+            draft,
+            reg,
             mask_id=self.mask_id,
             processor=self.processor,
             generator=self.generator,
+            per_row=self.shrink,
         )
-        self.xt = result.xt
-        if self.corrector.deterministic and not self.caller.time_conditioned:
-            self.corrector_cache = result.logits
-        return result.logits, result.changed
+        if rows is None:
+            self.xt = result.xt
+            self.corrector_logits = result.logits
+            changed = result.changed
+            self.corrector_fresh.fill_(cacheable)
+        else:
+            self.xt[rows] = result.xt
+            self.corrector_logits = _scatter(
+                self.corrector_logits, rows, result.logits, self.xt.shape[0], self.mask_id
+            )
+            changed = torch.zeros_like(region)
+            changed[rows] = result.changed
+            if cacheable:
+                self.corrector_fresh[rows] = True
+        return self.corrector_logits, changed
 
     def step(self, block: int, start: int, end: int, k: int, region: torch.Tensor) -> None:
         """One unmasking step ``k`` of the block ``[start, end)``."""
         self.step_number += 1
         plan = self.plan
         t, s = plan.times[k], plan.times[k + 1]
-        logits = self.denoiser_logits(t)
+        if not self.reusable:
+            self.invalidate()  # a new time: no logits carry over
+        has_mask = (self.xt == self.mask_id).any(dim=1)  # [B]
         fired = self.corrector is not None and self.corrector.fires(self.step_number)
         corrected = None
         if fired:
-            logits, corrected = self.correct(logits, region, t)
+            logits, corrected = self.correct(region, t, has_mask)
+        else:
+            logits = self.denoiser_logits(t, has_mask if self.masked_only else ~self.frozen)
         info = StepInfo(
             index=k,
             num_steps=plan.steps_per_block,
@@ -122,22 +201,25 @@ class _Run:
         )
         reveal = self.strategy(logits[:, start:end], self.xt[:, start:end], info)
         changed = self.apply(reveal, start, end)
-        if corrected is not None and bool(corrected.any()):
-            self.num_corrected += corrected.sum(dim=1)
-            changed = True
-        if changed:
-            self.invalidate()
+        if corrected is not None:
+            rows = corrected.any(dim=1)
+            if bool(rows.any()):
+                self.num_corrected += corrected.sum(dim=1)
+                changed |= rows
+        if bool(changed.any()):
+            self.invalidate(changed)
         self.record("step", block, t, reveal, start, end, corrected, fired)
 
-    def apply(self, reveal: Reveal, start: int, end: int) -> bool:
-        """Write a :class:`Reveal` into ``xt[:, start:end]``; returns whether anything changed."""
+    def apply(self, reveal: Reveal, start: int, end: int) -> torch.Tensor:
+        """Write a :class:`Reveal` into ``xt[:, start:end]``; returns the rows changed ``[B]``."""
         region = self.xt[:, start:end]  # a view: writes go to xt
-        changed = reveal.count > 0
-        if changed:
+        changed = torch.zeros(self.xt.shape[0], dtype=torch.bool, device=self.xt.device)
+        if reveal.count > 0:
             region[reveal.rows, reveal.cols] = reveal.tokens
+            changed[reveal.rows] = True
         if reveal.remask is not None and bool(reveal.remask.any()):
             region.masked_fill_(reveal.remask, self.mask_id)
-            changed = True
+            changed |= reveal.remask.any(dim=1)
         if reveal.scores is not None:
             self.scores[:, start:end] = reveal.scores
         return changed
@@ -145,14 +227,17 @@ class _Run:
     def fill(self, block: int, start: int, end: int) -> None:
         """Fill masks left in ``[start, end)`` after the block's steps (one more call at most)."""
         left = self.editable[:, start:end] & (self.xt[:, start:end] == self.mask_id)
-        if not bool(left.any()):
+        rows = left.any(dim=1)
+        if not bool(rows.any()):
             return
         t = self.plan.times[-1]
-        logits = self.denoiser_logits(t)
+        if not self.reusable:
+            self.invalidate()
+        logits = self.denoiser_logits(t, rows)
         greedy = getattr(self.strategy, "final_fill", "sample") == "argmax"
         reveal = draw_at(logits[:, start:end], left, self.processor, self.generator, greedy)
         self.apply(reveal, start, end)
-        self.invalidate()
+        self.invalidate(rows)
         self.record("fill", block, t, reveal, start, end, None, False)
 
     def stop_rows_at_eos(self, block: int, end: int, eos_id: int) -> None:
@@ -167,7 +252,7 @@ class _Run:
         self.xt[rows, end:] = eos_id
         self.editable[rows] = False
         self.frozen |= ended
-        self.invalidate()
+        self.invalidate(ended)
         if self.history is not None:
             filled = (self.xt != before).cpu()
             self._append("eos", block, self.plan.times[-1], filled, None, None, False)
@@ -209,6 +294,21 @@ class _Run:
                 nfe=self.caller.nfe,
             )
         )
+
+
+def _scatter(
+    buffer: torch.Tensor | None, rows: torch.Tensor, values: torch.Tensor, batch: int, mask_id: int
+) -> torch.Tensor:
+    """Write ``values`` ``[n, L, V]`` into ``buffer[rows]`` (a new ``[B, L, V]`` buffer if None).
+
+    Rows of a new buffer that were never computed hold zeros (mask column ``-inf``); nothing reads
+    them (they belong to rows without masks or stopped rows).
+    """
+    if buffer is None:
+        buffer = values.new_zeros((batch, *values.shape[1:]))
+        exclude_token(buffer, mask_id)
+    buffer[rows] = values
+    return buffer
 
 
 _RUN_ARGS = ("mask_id", "batch_size", "length", "prompt", "prompt_attention_mask", "generator")
@@ -346,6 +446,7 @@ def sample(
     generator: torch.Generator | None = None,
     return_history: bool = False,
     progress: bool = False,
+    shrink_batch: bool = True,
     **overrides: Any,
 ) -> SampleOutput:
     """Generate with a masked diffusion model, optionally with ProSeCo corrector loops.
@@ -366,12 +467,18 @@ def sample(
         generator: ``torch.Generator`` for every random draw (same seed, same tokens).
         return_history: record every step in ``SampleOutput.history``.
         progress: show a tqdm progress bar over steps.
+        shrink_batch: send each model call only the rows whose logits can still matter: a row
+            leaves a corrector loop once its draft is a fixed point (deterministic updates),
+            rows without masks get no denoiser call, rows stopped at EOS none at all, and
+            logits of unchanged rows are reused. The tokens are the same either way (for models
+            whose output for a row does not depend on the other rows); ``False`` sends the
+            whole batch to every call (the earlier behaviour, for comparisons).
         **overrides: fields of :class:`~proseco.SamplingConfig` (``steps``, ``corrector``,
             ``unmasking``, ``guidance``, ``temperature``, ``top_p``, ``block_length`` ...).
 
     Returns:
         :class:`~proseco.SampleOutput` with ``tokens`` ``[B, P + length]`` (no mask left) and exact
-        NFE counts.
+        NFE counts: per sample (means and ``nfe_per_row``) and per call (``model_calls``).
 
     Raises:
         proseco.errors.ConfigError: (a ``ValueError``) on invalid settings, naming the setting
@@ -387,14 +494,15 @@ def sample(
         history = SamplingHistory(plan.xt.cpu().clone(), mask_id, plan.prompt_length)
     strategy = config.unmasking
     run = _Run(
-        plan, caller, strategy, config.corrector, config.processor(), generator, mask_id, history
-    )
+        plan, caller, strategy, config.corrector, config.processor(), generator, mask_id, history,
+        shrink=shrink_batch,
+    )  # fmt: skip
     total_steps = plan.steps_per_block * len(plan.blocks)
     bar = tqdm(total=total_steps, disable=not progress, desc="sampling", leave=False)
     for b, (start, end) in enumerate(plan.blocks):
         region = run.editable.clone()
         region[:, end:] = False
-        run.corrector_cache = None  # the corrector's region changed
+        run.corrector_fresh.zero_()  # the corrector's region changed
         for k in range(plan.steps_per_block):
             run.step(b, start, end, k, region)
             bar.update(1)
@@ -412,10 +520,13 @@ def sample(
         torch.cuda.synchronize(run.xt.device)
     return SampleOutput(
         tokens=run.xt,
-        nfe=caller.nfe,
-        denoiser_nfe=caller.denoiser_nfe,
-        corrector_nfe=caller.corrector_nfe,
+        nfe=float((caller.denoiser_rows + caller.corrector_rows).double().mean()),
+        denoiser_nfe=float(caller.denoiser_rows.double().mean()),
+        corrector_nfe=float(caller.corrector_rows.double().mean()),
         wall_time=time.perf_counter() - started,
+        model_calls=caller.nfe,
+        nfe_per_row=(caller.denoiser_rows + caller.corrector_rows).cpu(),
+        corrector_nfe_per_row=caller.corrector_rows.cpu(),
         prompt_length=plan.prompt_length,
         num_steps=run.step_number,
         num_corrected=run.num_corrected,

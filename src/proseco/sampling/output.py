@@ -33,7 +33,7 @@ class StepRecord:
         corrected: ``[B, L]`` bool, positions the corrector changed in this step.
         remasked: ``[B, L]`` bool, positions turned back into masks (ReMDM).
         corrector_fired: whether the corrector ran in this step.
-        nfe: model evaluations so far, including this step.
+        nfe: model calls so far, including this step (see ``SampleOutput.model_calls``).
     """
 
     step: int
@@ -150,28 +150,52 @@ class SamplingHistory:
 class SampleOutput:
     """Result of :func:`proseco.sample`.
 
+    NFEs are counted per sample: a model call on ``n`` rows adds one evaluation (two when guided)
+    to each of those rows, and ``nfe`` is the mean over the batch, i.e. what one sample cost (as on
+    the paper's NFE axis). With ``sample(shrink_batch=True)`` (the default) rows leave calls whose
+    result cannot change them, so rows differ and the means can be fractional.
+
     Attributes:
         tokens: ``[B, L]`` final tokens (prompt included, no mask token).
-        nfe: model evaluations in total (``denoiser_nfe + corrector_nfe``).
-        denoiser_nfe: evaluations on partially masked inputs (unmasking steps, final fills).
-        corrector_nfe: evaluations inside corrector loops.
+        nfe: model evaluations per sample, mean over the batch (``denoiser_nfe + corrector_nfe``).
+        denoiser_nfe: evaluations on partially masked inputs (unmasking steps, final fills), per
+            sample (mean).
+        corrector_nfe: evaluations inside corrector loops, per sample (mean).
         wall_time: seconds spent in :func:`proseco.sample`.
         prompt_length: ``P``, positions before the generated part (left padding included).
         num_steps: unmasking steps run (fewer than planned when blocks finish early or rows stop).
         num_corrected: ``[B]`` tokens changed by the corrector per row (a position changed twice
             counts twice).
         history: per-step records when ``return_history=True``.
+        model_calls: network evaluations, whatever the number of rows in each (the sequential
+            cost; equals ``nfe`` when every call covers the whole batch).
+        nfe_per_row: ``[B]`` evaluations each row took part in (CPU, int64).
+        corrector_nfe_per_row: ``[B]`` corrector evaluations each row took part in.
     """
 
     tokens: torch.Tensor
-    nfe: int
-    denoiser_nfe: int
-    corrector_nfe: int
+    nfe: float
+    denoiser_nfe: float
+    corrector_nfe: float
     wall_time: float
     prompt_length: int = 0
     num_steps: int = 0
     num_corrected: torch.Tensor | None = None
     history: SamplingHistory | None = None
+    model_calls: int = 0
+    nfe_per_row: torch.Tensor | None = None
+    corrector_nfe_per_row: torch.Tensor | None = None
+
+    @property
+    def row_forwards(self) -> int:
+        """Rows actually run through the network, over all calls (``nfe_per_row.sum()``)."""
+        return int(self.nfe_per_row.sum()) if self.nfe_per_row is not None else 0
+
+    @property
+    def corrector_row_forwards(self) -> int:
+        """Rows actually run through the network by corrector calls."""
+        rows = self.corrector_nfe_per_row
+        return int(rows.sum()) if rows is not None else 0
 
     @property
     def generated(self) -> torch.Tensor:

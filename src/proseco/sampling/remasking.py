@@ -78,6 +78,7 @@ class ReMDM:
 
     stop_when_done = False
     final_fill = "argmax"
+    masked_logits_only = True  # remasking reads no logits
 
     def __post_init__(self) -> None:
         if self.mode not in REMDM_MODES:

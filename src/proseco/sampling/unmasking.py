@@ -118,8 +118,10 @@ class UnmaskingStrategy(Protocol):
     """``strategy(logits [B, Lb, V], xt [B, Lb], step) -> Reveal``.
 
     Class attributes read by the loop: ``stop_when_done`` (end a block as soon as it has no masks
-    left), ``final_fill`` (``"sample"`` or ``"argmax"``: how leftover masks are filled) and
-    ``uses_scores`` (keep :attr:`StepInfo.scores` between steps).
+    left), ``final_fill`` (``"sample"`` or ``"argmax"``: how leftover masks are filled),
+    ``uses_scores`` (keep :attr:`StepInfo.scores` between steps) and, optionally,
+    ``masked_logits_only`` (``True``: the strategy reads ``logits`` at masked positions only, so
+    rows without a mask need no model call; default ``False``).
     """
 
     stop_when_done: bool
@@ -162,6 +164,7 @@ class Ancestral:
     stop_when_done = False
     final_fill = "sample"
     uses_scores = False
+    masked_logits_only = True
 
     def __call__(self, logits: torch.Tensor, xt: torch.Tensor, step: StepInfo) -> Reveal:
         p_unmask = (step.alpha_s - step.alpha_t) / (1.0 - step.alpha_t)
@@ -218,6 +221,7 @@ class Confidence:
     stop_when_done = True
     final_fill = "sample"
     uses_scores = False
+    masked_logits_only = True
 
     def __post_init__(self) -> None:
         if self.counts not in ("even", "schedule"):
@@ -269,6 +273,7 @@ class Threshold:
     stop_when_done = True
     final_fill = "sample"
     uses_scores = False
+    masked_logits_only = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.threshold, (int, float)) or not 0.0 <= self.threshold <= 1.0:
