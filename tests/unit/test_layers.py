@@ -47,6 +47,7 @@ LAYERS: dict[str, int] = {
     "proseco.training": 5,
     "proseco.commands": 6,
     "proseco.cli": 6,
+    "proseco.__main__": 6,
 }
 TOP = max(LAYERS.values())
 ROOT_LAYER = TOP  # ``import proseco`` itself: its __init__ re-exports every layer

@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": ("proseco.commands.train", "train a model from a YAML recipe"),
     "sample": ("proseco.commands.sample", "sample from a trained model directory"),
+    "accelerate-config": (
+        "proseco.commands.accelerate_config",
+        "print the path of a shipped Accelerate config (ddp, fsdp, deepspeed-zero3)",
+    ),
     "eval": (
         "proseco.commands.eval",
         "evaluate samples (e.g. `proseco eval molecules SAMPLES.jsonl`)",

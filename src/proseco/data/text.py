@@ -337,8 +337,13 @@ def _raise_overlong(longest: int, max_length: int, what: str) -> None:
         )
 
 
-def _prompt_ids(tokenizer: Any, prompt: str, bos: int) -> list[int]:
-    if getattr(tokenizer, "chat_template", None):
+CHAT_TEMPLATE_CHOICES = ("auto", "none")
+PAD_WITH_CHOICES = ("pad", "eos")
+
+
+def _prompt_ids(tokenizer: Any, prompt: str, bos: int, chat_template: str = "auto") -> list[int]:
+    """``[BOS] prompt``, or the chat template applied to one user turn (``auto`` and one exists)."""
+    if chat_template == "auto" and getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": prompt}]
         out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
@@ -353,14 +358,22 @@ def encode_sft(
     max_length: int,
     overlong: str = "error",
     train_on_padding: bool = False,
+    chat_template: str = "auto",
+    pad_with: str = "pad",
 ) -> dict[str, torch.Tensor]:
     """Tokenize prompt/response pairs as ``prompt | response EOS | pad``.
 
-    The prompt is ``[BOS] prompt`` or, when the tokenizer has a chat template, the template
-    applied to one user turn with the generation prompt. Prompt positions are never noised and
-    carry no loss; response and EOS positions do (padding too if ``train_on_padding``).
+    The prompt is ``[BOS] prompt`` or, when the tokenizer has a chat template and
+    ``chat_template='auto'``, the template applied to one user turn with the generation prompt
+    (``'none'`` ignores the template). Prompt positions are never noised and carry no loss;
+    response and EOS positions do (padding too if ``train_on_padding``).
     ``overlong='truncate'`` shortens the response (an overlong prompt is always an error or
     dropped).
+
+    ``pad_with='eos'`` fills the padding with EOS instead of PAD: LLaDA's SFT convention
+    (GUIDELINES.md: the response is followed by EOS tokens up to the sequence length, and with
+    ``train_on_padding`` they are noised and carry loss like response tokens), so the model
+    learns the answer's length by predicting EOS.
 
     Returns:
         ``input_ids`` / ``loss_mask`` / ``noise_mask`` / ``prompt_mask`` ``[N, L]``
@@ -368,11 +381,17 @@ def encode_sft(
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    if chat_template not in CHAT_TEMPLATE_CHOICES:
+        raise ValueError(
+            f"chat_template must be one of {CHAT_TEMPLATE_CHOICES}, got {chat_template!r}"
+        )
+    if pad_with not in PAD_WITH_CHOICES:
+        raise ValueError(f"pad_with must be one of {PAD_WITH_CHOICES}, got {pad_with!r}")
     ids = special_ids(tokenizer)
     answers = _tokenize(tokenizer, responses)
     rows, masks, kept, longest = [], [], [], [0]
     for i, (prompt, answer) in enumerate(zip(prompts, answers)):
-        head = _prompt_ids(tokenizer, prompt, ids["bos"])
+        head = _prompt_ids(tokenizer, prompt, ids["bos"], chat_template)
         tail = [*answer, ids["eos"]]
         if len(head) >= max_length:
             if overlong == "drop":
@@ -394,7 +413,7 @@ def encode_sft(
     _raise_overlong(longest[0], max_length, "prompt + response")
     if not rows:
         raise ValueError("no prompt/response pair fits data.max_length; raise it")
-    packed = _pack(rows, masks, ids["pad"], max_length)
+    packed = _pack(rows, masks, ids[pad_with], max_length)
     prompt_mask = packed["attention_mask"] & ~packed["trainable"]
     out = _finish(packed, train_on_padding)
     out["prompt_mask"] = prompt_mask

@@ -27,8 +27,12 @@ __all__ = ["build_tokenizer", "build_model"]
 _ARCH_FIELDS = ("hidden_size", "num_layers", "num_heads", "cond_dim", "dropout")
 
 
-def build_tokenizer(spec: str) -> Any:
-    """A tokenizer with BOS/EOS/PAD/MASK ids: ``char``, ``smiles``, ``gpt2``, a path or hub name."""
+def build_tokenizer(spec: str, *, mask_token: str | None = None) -> Any:
+    """A tokenizer with BOS/EOS/PAD/MASK ids: ``char``, ``smiles``, ``gpt2``, a path or hub name.
+
+    ``mask_token`` names a token of the vocabulary to use as the mask (``data.mask_token``, e.g.
+    LLaDA's ``<|mdm_mask|>``) when the tokenizer does not declare it as its mask token.
+    """
     if spec == "char":
         from proseco.data.char_tokenizer import char_tokenizer
 
@@ -54,6 +58,8 @@ def build_tokenizer(spec: str) -> Any:
                 f"cannot load data.tokenizer {spec!r} ({err}); use 'char', 'smiles', a tokenizer "
                 "directory, or a hub name (needs internet)"
             ) from None
+    if mask_token is not None:
+        _use_mask_token(tokenizer, mask_token)
     added = {}
     if tokenizer.mask_token_id is None:
         added["mask_token"] = "<|mask|>"
@@ -65,6 +71,17 @@ def build_tokenizer(spec: str) -> Any:
         tokenizer.add_special_tokens(added)
     special_ids(tokenizer)  # raises if anything is still missing
     return tokenizer
+
+
+def _use_mask_token(tokenizer: Any, token: str) -> None:
+    if token not in tokenizer.get_vocab():
+        raise ValueError(
+            f"data.mask_token {token!r} is not in the tokenizer's vocabulary; give one of its "
+            "tokens (LLaDA: <|mdm_mask|>) or remove data.mask_token to add a new one"
+        )
+    size = len(tokenizer)
+    tokenizer.add_special_tokens({"mask_token": token})
+    assert len(tokenizer) == size  # an existing token: no new id
 
 
 def _dit_config(section: ModelSection, config: TrainConfig, tokenizer: Any) -> Any:
@@ -118,6 +135,10 @@ def build_model(config: TrainConfig, tokenizer: Any) -> nn.Module:
     else:
         model = _build_fresh(section, config, tokenizer)
     _check_compatible(model, config, tokenizer)
+    if section.lora is not None:
+        from proseco.training.lora import apply_lora
+
+        model = apply_lora(model, section.lora)
     return model
 
 
@@ -155,6 +176,12 @@ def _check_compatible(model: nn.Module, config: TrainConfig, tokenizer: Any) -> 
     if causal and config.model.time_conditioning:
         raise ValueError(
             "model.time_conditioning needs the diffusion loss; remove it for loss.objective: ar"
+        )
+    model_mask = getattr(getattr(model, "config", None), "mask_token_id", None)
+    if isinstance(model_mask, int) and model_mask != tokenizer.mask_token_id:
+        raise ValueError(
+            f"the model's mask token id is {model_mask} but the tokenizer's is "
+            f"{tokenizer.mask_token_id}; set data.mask_token to the token with id {model_mask}"
         )
     num_classes = getattr(getattr(model, "config", None), "num_classes", 0) or 0
     if config.data.num_classes and num_classes != config.data.num_classes:

@@ -42,6 +42,7 @@ from proseco.errors import ConfigError, ModelLoadError, OutputError
 from proseco.training.config import TrainConfig
 from proseco.training.config_io import config_diff, config_to_dict, load_config
 from proseco.training.ema import EMA
+from proseco.training.lora import save_model
 from proseco.training.rundir import RunDirState, inspect_run_dir, refuse_foreign, writing
 
 __all__ = [
@@ -515,10 +516,13 @@ def export_pretrained(
     ema: EMA | None,
     tokenizer: Any,
     out_dir: str | Path,
+    *,
+    lora_save: str = "merged",
 ) -> Path:
     """Save the model with its EMA weights and the tokenizer as a ``from_pretrained`` directory.
 
-    Call on every process (FSDP / DeepSpeed gather the full weights). Written atomically.
+    Call on every process (FSDP / DeepSpeed gather the full weights). Written atomically. A
+    LoRA model is saved as ``lora_save`` says (:func:`proseco.training.lora.save_model`).
 
     Raises:
         OutputError: the disk is full or read-only.
@@ -531,7 +535,8 @@ def export_pretrained(
             try:
                 with writing(out_dir, "the exported model to"):
                     shutil.rmtree(tmp, ignore_errors=True)
-                    accelerator.unwrap_model(model).save_pretrained(str(tmp), state_dict=state_dict)
+                    unwrapped = accelerator.unwrap_model(model)
+                    save_model(unwrapped, tmp, state_dict, lora_save)
                     if tokenizer is not None:
                         tokenizer.save_pretrained(str(tmp))
                     _publish(tmp, out_dir)

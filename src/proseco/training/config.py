@@ -23,6 +23,7 @@ from proseco.errors import ConfigError
 from proseco.losses import LossConfig
 
 __all__ = [
+    "LoraSection",
     "ModelSection",
     "DataSection",
     "LossSection",
@@ -57,6 +58,47 @@ def _positive(section: str, name: str, value: float | None, *, allow_zero: bool 
 
 
 @dataclass(frozen=True)
+class LoraSection:
+    """Low-rank adapters (``peft``, ``pip install "proseco[lora]"``): ``model.lora: {r: 16}``.
+
+    The base weights are frozen; each target ``nn.Linear`` ``W`` becomes
+    ``W + (alpha / r) B A`` with trainable ``A [r, in]`` and ``B [out, r]`` (``B`` starts at 0).
+
+    Attributes:
+        r: the rank.
+        alpha: the scale's numerator (default ``2 r``).
+        dropout: dropout on each adapter's input.
+        target_modules: names of the modules to adapt (a name matches a module whose name ends
+            with it); ``[all-linear]``: every linear layer except the output head.
+        save: what ``OUTPUT/final`` holds: ``merged`` (the full model with the adapters
+            merged into the base weights; loads with :func:`proseco.load_pretrained`) or
+            ``adapter`` (only ``adapter_config.json`` + ``adapter_model.safetensors``; load
+            with :func:`proseco.training.lora.load_adapter`).
+    """
+
+    r: int = 16
+    alpha: float | None = None
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("all-linear",)
+    save: Literal["merged", "adapter"] = "merged"
+
+    def __post_init__(self) -> None:
+        _finite("model.lora", self)
+        _positive("model.lora", "r", self.r)
+        _positive("model.lora", "alpha", self.alpha)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.lora.dropout must lie in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise ConfigError("model.lora.target_modules is empty; list module names or all-linear")
+        _choice("model.lora", "save", self.save, ("merged", "adapter"))
+
+    @property
+    def scale(self) -> float:
+        """``alpha / r``: the factor of ``B A``."""
+        return (2.0 * self.r if self.alpha is None else self.alpha) / self.r
+
+
+@dataclass(frozen=True)
 class ModelSection:
     """The network. ``None`` fields keep the preset's value.
 
@@ -67,6 +109,8 @@ class ModelSection:
         max_length: the longest sequence the model accepts (default ``data.max_length``).
         time_conditioning: feed ``t`` to the model (the paper: False).
         tie_word_embeddings: share input and output embeddings.
+        lora: train low-rank adapters of ``pretrained`` instead of all weights
+            (:class:`LoraSection`); None = full fine-tuning.
     """
 
     preset: str = "cpu-tiny"
@@ -79,13 +123,45 @@ class ModelSection:
     max_length: int | None = None
     time_conditioning: bool = False
     tie_word_embeddings: bool = False
+    lora: LoraSection | None = None
 
     def __post_init__(self) -> None:
         _finite("model", self)
+        if self.lora is not None and self.pretrained is None:
+            raise ConfigError(
+                "model.lora adapts a pretrained model; set model.pretrained (or remove model.lora)"
+            )
         for name in ("hidden_size", "num_layers", "num_heads", "cond_dim", "max_length"):
             _positive("model", name, getattr(self, name))
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must lie in [0, 1), got {self.dropout}")
+
+
+def _check_sft_options(cfg: DataSection) -> None:
+    _choice("data", "chat_template", cfg.chat_template, ("auto", "none"))
+    _choice("data", "pad_with", cfg.pad_with, ("pad", "eos"))
+    if cfg.pad_with == "eos" and (cfg.kind != "sft" or not cfg.train_on_padding):
+        raise ConfigError(
+            "data.pad_with: eos is LLaDA's SFT padding, where the EOS padding is noised and "
+            "carries loss; it needs data.kind: sft and data.train_on_padding: true"
+        )
+    if cfg.mix and cfg.kind != "sft":
+        raise ConfigError(f"data.mix blends SFT datasets; it needs data.kind: sft, not {cfg.kind}")
+    if cfg.kind == "sft" and cfg.source is not None:
+        from proseco.data.sft_sources import check_sft_source, parse_mix
+
+        try:
+            for entry in cfg.mix:
+                parse_mix(entry)
+            check_sft_source(
+                cfg.source,
+                prompt_field=cfg.prompt_field,
+                response_field=cfg.response_field,
+                hub_config=cfg.hub_config,
+                split=cfg.split,
+            )
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -118,6 +194,17 @@ class DataSection:
         max_records: use at most this many records (quick runs).
         cache_dir: where tokenized data is cached (default ``~/.cache/proseco/data``).
         seed: seed of the train/validation split.
+        chat_template: SFT: ``auto`` wraps each prompt in the tokenizer's chat template (one
+            user turn plus the generation prompt) when it has one; ``none`` uses
+            ``[BOS] prompt``.
+        pad_with: SFT: ``pad`` or ``eos``: fill the positions after the response's EOS with EOS
+            tokens, LLaDA's SFT convention (needs ``train_on_padding: true``: the EOS padding
+            is noised and carries loss, so the model learns where an answer ends).
+        mask_token: the tokenizer token to use as the mask, e.g. ``<|mdm_mask|>`` for LLaDA
+            (default: the tokenizer's own mask token, else a new ``<|mask|>``).
+        mix: SFT: more hub datasets of :data:`proseco.data.sft_sources.KNOWN_SFT_DATASETS`
+            (``NAME`` or ``NAME:CONFIG``), read with their own fields and appended to the
+            records of ``source`` (``max_records`` applies to each); needs internet.
     """
 
     kind: Literal["text", "sft", "qm9"] = "text"
@@ -139,9 +226,14 @@ class DataSection:
     max_records: int | None = None
     cache_dir: str | None = None
     seed: int = 42
+    chat_template: Literal["auto", "none"] = "auto"
+    pad_with: Literal["pad", "eos"] = "pad"
+    mask_token: str | None = None
+    mix: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _finite("data", self)
+        _check_sft_options(self)
         _choice("data", "kind", self.kind, ("text", "sft", "qm9"))
         _choice("data", "layout", self.layout, ("wrapped", "padded"))
         _choice("data", "overlong", self.overlong, ("error", "truncate", "drop"))

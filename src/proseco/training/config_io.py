@@ -54,8 +54,16 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value not in choices:
             raise ConfigError(f"{where} must be one of {list(choices)}, got {value!r}")
         return value
+    if dataclasses.is_dataclass(tp):  # a nested section, e.g. model.lora
+        return value if isinstance(value, tp) else _section_from_dict(where, tp, value)
     if origin is tuple:
         args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[str, ...]: any length
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{where} must be a list, got {value!r}")
+            return tuple(_coerce(v, args[0], where) for v in value)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, where) for v, a in zip(value, args))
@@ -119,16 +127,16 @@ def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
     return TrainConfig(**{k: _section_from_dict(k, SECTIONS[k], data.get(k)) for k in SECTIONS})
 
 
+def _plain(value: Any) -> Any:
+    """Tuples as lists and nested sections as dicts."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    return list(value) if isinstance(value, tuple) else value
+
+
 def config_to_dict(config: TrainConfig) -> dict[str, dict[str, Any]]:
     """Plain nested dicts (tuples as lists), ready for YAML or JSON."""
-    out: dict[str, dict[str, Any]] = {}
-    for name in SECTIONS:
-        section = getattr(config, name)
-        out[name] = {
-            f.name: list(v) if isinstance(v := getattr(section, f.name), tuple) else v
-            for f in fields(section)
-        }
-    return out
+    return {name: _plain(getattr(config, name)) for name in SECTIONS}
 
 
 def _recipe_dir() -> Path:
@@ -198,7 +206,13 @@ def apply_overrides(
                 f"override {key!r} must look like SECTION.FIELD with SECTION one of "
                 f"{', '.join(SECTIONS)}"
             )
-        data[section][name] = _parse_value(raw)
+        head, _, sub = name.partition(".")
+        if sub:  # a field of a nested section: --model.lora.r 16
+            nested = data[section].get(head)
+            nested = dict(nested) if isinstance(nested, Mapping) else {}
+            data[section][head] = {**nested, sub: _parse_value(raw)}
+        else:
+            data[section][name] = _parse_value(raw)
     return config_from_dict(data)
 
 

@@ -117,7 +117,7 @@ def _cpu_only_distributed() -> bool:
 
 def _flat(config: TrainConfig) -> dict[str, Any]:
     return {
-        f"{s}.{k}": (str(v) if isinstance(v, list) else v)
+        f"{s}.{k}": (str(v) if isinstance(v, (list, dict)) else v)
         for s, section in config_to_dict(config).items()
         for k, v in section.items()
     }
@@ -228,7 +228,7 @@ def _train(
     model = build_model(config, tokenizer)
     optim = config.optim
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],  # LoRA: the adapters only
         lr=optim.lr,
         betas=optim.betas,
         eps=optim.eps,
@@ -519,9 +519,11 @@ class _Run:
         bar.close()
         if validation is None and start >= cfg.max_steps:
             validation = self.validate()
+        lora = self.config.model.lora
         final = export_pretrained(
-            acc, self.model, self.ema, self.tokenizer, self.output_dir / "final"
-        )
+            acc, self.model, self.ema, self.tokenizer, self.output_dir / "final",
+            lora_save=lora.save if lora is not None else "merged",
+        )  # fmt: skip
         self.logger.close()
         return TrainResult(
             self.output_dir, final, last_checkpoint, cfg.max_steps, train_loss, validation

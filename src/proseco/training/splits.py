@@ -106,6 +106,8 @@ def _encode_records(
             max_length=cfg.max_length,
             overlong=cfg.overlong,
             train_on_padding=cfg.train_on_padding,
+            chat_template=cfg.chat_template,
+            pad_with=cfg.pad_with,
         )
     else:
         layout = "padded" if cfg.label is not None else cfg.layout
@@ -161,6 +163,11 @@ def _encode_all(cfg: DataSection, tokenizer: Any) -> dict[str, torch.Tensor]:
     else:
         read = {"split": cfg.split, "hub_config": cfg.hub_config, "max_records": cfg.max_records}
         records = read_records(cfg.source, **read)
+        if cfg.kind == "sft" and cfg.mix:
+            from proseco.data.sft_sources import read_sft_mix
+
+            fields = {"prompt_field": cfg.prompt_field, "response_field": cfg.response_field}
+            records += read_sft_mix(cfg.mix, max_records=cfg.max_records, **fields)
         if cfg.validation_source is not None:
             val_records = read_records(cfg.validation_source, **{**read, "max_records": None})
         else:

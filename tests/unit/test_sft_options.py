@@ -1,0 +1,167 @@
+"""SFT for hub models: chat template, LLaDA's EOS padding, known hub datasets, LoRA config,
+the LLaDA recipes and the shipped Accelerate configs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from proseco.commands import main
+from proseco.data.char_tokenizer import char_tokenizer
+from proseco.data.sft_sources import check_sft_source, parse_mix
+from proseco.data.text import encode_sft
+from proseco.errors import ConfigError
+from proseco.training.config import LoraSection
+from proseco.training.config_io import (
+    apply_overrides,
+    config_diff,
+    load_config,
+    save_config,
+    update_config,
+)
+from proseco.training.launch import accelerate_config, list_accelerate_configs
+from proseco.training.lora import merged_state_dict
+
+TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def templated():
+    tok = char_tokenizer()
+    tok.chat_template = TEMPLATE
+    return tok
+
+
+def _ids(tok, text):
+    return tok.encode(text, add_special_tokens=False)
+
+
+def test_chat_template_prompt_is_untouched_and_eos_padding_carries_the_loss(templated):
+    tok = templated
+    out = encode_sft(
+        ["2+2?"], ["4"], tok, max_length=25, train_on_padding=True, pad_with="eos"
+    )
+    head = _ids(tok, "<user>2+2?<assistant>")  # 21 tokens, no BOS: the template is the prompt
+    eos = tok.eos_token_id
+    assert out["input_ids"][0].tolist() == head + _ids(tok, "4") + [eos, eos, eos]
+    p = len(head)
+    expected = torch.tensor([False] * p + [True] * 4)  # "4", its EOS, 2 EOS of padding
+    assert torch.equal(out["loss_mask"][0], expected)
+    assert torch.equal(out["noise_mask"][0], expected)  # the prompt is never noised
+    assert torch.equal(out["prompt_mask"][0], ~expected)
+    assert "attention_mask" not in out  # the EOS padding is seen by the model
+
+
+def test_pad_with_pad_keeps_the_pad_token_and_chat_template_none_ignores_the_template(
+    templated,
+):
+    tok = templated
+    out = encode_sft(["hi"], ["yo"], tok, max_length=10, chat_template="none")
+    bos, eos, pad = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+    assert out["input_ids"][0].tolist() == [bos, *_ids(tok, "hiyo"), eos] + [pad] * 4
+    assert out["loss_mask"][0].tolist() == [False] * 3 + [True] * 3 + [False] * 4
+    assert out["attention_mask"][0].tolist() == [True] * 6 + [False] * 4
+    with pytest.raises(ValueError, match="pad_with must be one of"):
+        encode_sft(["hi"], ["yo"], tok, max_length=10, pad_with="zero")
+
+
+def test_sft_pair_recipes_differ_only_in_sc_weight():
+    proseco, vanilla = load_config("sft-llada-8b"), load_config("sft-llada-8b-vanilla")
+    assert config_diff(proseco, vanilla) == ["loss.sc_weight"]
+    assert (proseco.loss.sc_weight, vanilla.loss.sc_weight) == (1.0, 0.0)
+    data = proseco.data
+    assert (data.pad_with, data.train_on_padding, data.mask_token) == (
+        "eos",
+        True,
+        "<|mdm_mask|>",
+    )
+    assert data.mix == ("microsoft/rStar-Coder:synthetic_sft",)
+    # ~40B tokens: steps x global batch x length
+    tokens = proseco.train.max_steps * proseco.train.global_batch_size * data.max_length
+    assert 39.9e9 < tokens < 40.1e9
+
+
+def test_known_hub_datasets_are_checked_offline():
+    check_sft_source(
+        "nvidia/OpenMathInstruct-2",
+        prompt_field="problem",
+        response_field="generated_solution",
+        hub_config=None,
+        split="train_1M",
+    )
+    with pytest.raises(ValueError, match="prompt_field: question, response_field: response"):
+        check_sft_source(
+            "microsoft/rStar-Coder",
+            prompt_field="prompt",
+            response_field="response",
+            hub_config="synthetic_sft",
+            split="train",
+        )
+    check_sft_source("org/other", prompt_field="a", response_field="b", hub_config=None, split="x")
+    assert parse_mix("microsoft/rStar-Coder")[1] == "synthetic_sft"
+    with pytest.raises(ValueError, match="no config 'nope'"):
+        parse_mix("microsoft/rStar-Coder:nope")
+    config = load_config("sft-cpu-tiny")
+    with pytest.raises(ConfigError, match="data.hub_config is None, not one of"):
+        apply_overrides(config, {"data.source": "microsoft/rStar-Coder"})
+    with pytest.raises(ConfigError, match="not a known SFT dataset"):
+        apply_overrides(config, {"data.mix": "[org/unknown]"})
+
+
+def test_pad_with_eos_needs_train_on_padding():
+    config = load_config("sft-cpu-tiny")
+    with pytest.raises(ConfigError, match="needs data.kind: sft and data.train_on_padding"):
+        apply_overrides(config, {"data.pad_with": "eos", "data.train_on_padding": False})
+
+
+def test_lora_section_parses_round_trips_and_takes_dotted_overrides(tmp_path):
+    config = load_config("sft-cpu-tiny")
+    base = {k: None for k in ("hidden_size", "num_layers", "num_heads", "cond_dim", "dropout")}
+    config = update_config(config, model={**base, "pretrained": "runs/x/final"})
+    config = apply_overrides(
+        config, ["--model.lora", "{r: 4, target_modules: [qkv, out]}", "--model.lora.alpha", "8"]
+    )
+    assert config.model.lora == LoraSection(r=4, alpha=8.0, target_modules=("qkv", "out"))
+    assert config.model.lora.scale == 2.0
+    path = save_config(config, tmp_path / "c.yaml")
+    assert yaml.safe_load(path.read_text())["model"]["lora"]["target_modules"] == ["qkv", "out"]
+    assert load_config(path) == config
+    assert LoraSection(r=8).scale == 2.0  # alpha defaults to 2 r
+    with pytest.raises(ConfigError, match="unknown field.*model.lora.rank"):
+        apply_overrides(config, {"model.lora.rank": 3})
+    with pytest.raises(ConfigError, match="model.lora adapts a pretrained model"):
+        apply_overrides(load_config("sft-cpu-tiny"), {"model.lora": "{r: 4}"})
+
+
+def test_merged_state_dict_adds_scaled_b_times_a():
+    a = torch.tensor([[1.0, 0.0, 2.0]])  # [r=1, in=3]
+    b = torch.tensor([[1.0], [-1.0]])  # [out=2, r=1]
+    w = torch.zeros(2, 3)
+    state = {
+        "base_model.model.layer.base_layer.weight": w,
+        "base_model.model.layer.base_layer.bias": torch.tensor([5.0, 6.0]),
+        "base_model.model.layer.lora_A.default.weight": a,
+        "base_model.model.layer.lora_B.default.weight": b,
+        "base_model.model.head.weight": torch.ones(1),
+    }
+    merged = merged_state_dict(state, scale=0.5)
+    assert sorted(merged) == ["head.weight", "layer.bias", "layer.weight"]
+    assert merged["layer.weight"].tolist() == [[0.5, 0.0, 1.0], [-0.5, 0.0, -1.0]]
+    assert merged["layer.bias"].tolist() == [5.0, 6.0]
+
+
+def test_accelerate_config_command_prints_shipped_paths(capsys):
+    assert list_accelerate_configs() == ["ddp", "deepspeed-zero3", "fsdp"]
+    assert main(["accelerate-config", "fsdp"]) == 0
+    path = capsys.readouterr().out.strip()
+    assert path == str(accelerate_config("fsdp"))
+    fsdp = yaml.safe_load(open(path))
+    assert fsdp["distributed_type"] == "FSDP" and fsdp["fsdp_config"]["fsdp_version"] == 2
+    zero3 = yaml.safe_load(accelerate_config("deepspeed-zero3").read_text())
+    assert zero3["deepspeed_config"]["zero_stage"] == 3
+    assert main(["accelerate-config", "zero9"]) == 2
+    assert "choose one of ddp, deepspeed-zero3, fsdp" in capsys.readouterr().err
