@@ -161,6 +161,7 @@ def _convert_smollm2(target: Path) -> None:
     plain.load_state_dict(gguf_model.state_dict(), strict=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
     try:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
