@@ -34,6 +34,7 @@ from proseco.sampling import (
     sample,
     sample_autoregressive,
 )
+from proseco.sampling.presets import PRESETS, preset
 from proseco.schedules import (
     CosineSchedule,
     LinearSchedule,
@@ -91,6 +92,8 @@ __all__ = [
     "Pretrained",
     "load_pretrained",
     "shipped_checkpoints",
+    "PRESETS",
+    "preset",
     "LossOutput",
     "PolynomialSchedule",
     "ProsecoDiT",
