@@ -159,7 +159,7 @@ def test_accelerate_config_command_prints_shipped_paths(capsys):
     assert main(["accelerate-config", "fsdp"]) == 0
     path = capsys.readouterr().out.strip()
     assert path == str(accelerate_config("fsdp"))
-    fsdp = yaml.safe_load(open(path))
+    fsdp = yaml.safe_load(accelerate_config("fsdp").read_text())
     assert fsdp["distributed_type"] == "FSDP" and fsdp["fsdp_config"]["fsdp_version"] == 2
     zero3 = yaml.safe_load(accelerate_config("deepspeed-zero3").read_text())
     assert zero3["deepspeed_config"]["zero_stage"] == 3
