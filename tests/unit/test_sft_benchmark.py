@@ -141,3 +141,13 @@ def test_verdicts_both_ways(tmp_path):
     assert "| ProSeCo SFT | s | 40.0 | 40.0 | 2.00 | 0.00 |" in text
     sft.plot(rows, tmp_path / "sft.png")
     assert (tmp_path / "sft.png").stat().st_size > 1000
+
+
+def test_synth_recipes_differ_only_in_the_corrector_weight():
+    from proseco.training.config_io import config_diff, load_config
+
+    vanilla, proseco = load_config("sft-synth-vanilla-cpu"), load_config("sft-synth-proseco-cpu")
+    assert config_diff(vanilla, proseco) == ["loss.sc_weight"]
+    assert (vanilla.loss.sc_weight, proseco.loss.sc_weight) == (0.0, 1.0)
+    assert vanilla.data.kind == "sft" and vanilla.data.tokenizer == "char"
+    assert vanilla.data.source == "runs/synth/train.jsonl"
