@@ -310,3 +310,34 @@ def test_eval_text_command_errors_are_one_line(tmp_path, capsys):
     assert commands.main(["eval", "text", str(missing)]) == 2
     err = capsys.readouterr().err.strip()
     assert "does not exist" in err and len(err.splitlines()) == 1
+
+
+def test_eval_nelbo_command(tmp_path, capsys):
+    import json
+
+    from proseco import commands
+    from proseco.data.text import encode_pretraining
+    from proseco.models.dit import ProsecoDiT, ProsecoDiTConfig
+
+    tok = word_tokenizer()
+    tok.add_special_tokens({"mask_token": "<mask>"})
+    config = ProsecoDiTConfig(vocab_size=len(tok), hidden_size=16, num_layers=1, num_heads=2,
+                              cond_dim=8, max_length=8, mask_token_id=tok.mask_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    model = ProsecoDiT(config).eval()
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    data = tmp_path / "heldout.jsonl"
+    data.write_text("".join(json.dumps({"text": s}) + "\n" for s in CORPUS))
+    out = tmp_path / "nelbo.json"
+    argv = ["eval", "nelbo", str(tmp_path / "m"), "--data", str(data), "--num-draws", "2",
+            "--output", str(out)]  # fmt: skip
+    assert commands.main(argv) == 0
+    report = json.loads(out.read_text())
+    batch = encode_pretraining(CORPUS, tok, max_length=8)
+    expected = validation_nelbo(model, batch["input_ids"], mask_id=tok.mask_token_id,
+                                loss_mask=batch["loss_mask"], num_draws=2)  # fmt: skip
+    assert report["sequences"] == batch["input_ids"].shape[0] and report["length"] == 8
+    assert report["tokens"] == expected["tokens"] == batch["loss_mask"].sum()
+    assert report["nelbo"] == pytest.approx(expected["nelbo"], rel=1e-6)
+    assert "nelbo" in capsys.readouterr().out

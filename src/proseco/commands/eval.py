@@ -1,10 +1,12 @@
 """``proseco eval TASK ...``: score generated samples.
 
-Tasks: ``molecules`` (validity, uniqueness, novelty, QED, rings; see :mod:`proseco.eval.molecules`)
-and ``text`` (generative perplexity, unigram entropy, MAUVE; see :mod:`proseco.eval.text`)::
+Tasks: ``molecules`` (validity, uniqueness, novelty, QED, rings; see :mod:`proseco.eval.molecules`),
+``text`` (generative perplexity, unigram entropy, MAUVE; see :mod:`proseco.eval.text`) and
+``nelbo`` (a diffusion model's validation NELBO / perplexity bound on held-out text)::
 
     proseco eval molecules samples.jsonl --train-set qm9 --output metrics.json
     proseco eval text samples.jsonl --reference heldout.jsonl --evaluator smollm2-135m
+    proseco eval nelbo runs/text/final --data heldout.jsonl --length 128
 
 The samples file holds one JSON object per line with a ``"smiles"`` or ``"text"`` field (the
 format ``proseco sample`` writes). Heavy imports (RDKit, QM9) happen only when a task runs.
@@ -68,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(_eval_run=run_molecules)
     add_text_arguments(tasks)
+    add_nelbo_arguments(tasks)
     add_humaneval_arguments(tasks)
     add_lm_eval_arguments(tasks)
 
@@ -290,4 +293,69 @@ def run_text(args: argparse.Namespace) -> int:
         f.write(json.dumps(report, indent=2) + "\n")
     print(format_table(metrics))
     print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+# --- nelbo -----------------------------------------------------------------------------------
+
+
+def add_nelbo_arguments(tasks: Any) -> None:
+    """The ``eval nelbo`` task."""
+    p = tasks.add_parser(
+        "nelbo",
+        help="validation NELBO and perplexity bound of a diffusion model on held-out text",
+        description="Tokenize held-out documents with the model's tokenizer (wrapped or padded "
+        "layout) and report the MDLM NELBO per token and exp(NELBO).",
+    )
+    p.add_argument("model_dir", help="a save_pretrained model directory with a tokenizer")
+    p.add_argument("--data", required=True, help="held-out documents (.jsonl/.txt/..., corpus:kjv)")
+    p.add_argument("--field", default="text", help="field of --data records")
+    p.add_argument("--length", type=int, default=None,
+                   help="sequence length L (default: the model's max length)")  # fmt: skip
+    p.add_argument("--layout", choices=["wrapped", "padded"], default="wrapped")
+    p.add_argument("--max-records", type=int, default=None)
+    p.add_argument("--num-draws", type=int, default=1, help="noise draws per sequence")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--output", type=Path, default=None, help="also write the result as JSON")
+    p.set_defaults(_eval_run=run_nelbo)
+
+
+def run_nelbo(args: argparse.Namespace) -> int:
+    """``proseco eval nelbo``: validation NELBO of a model directory."""
+    from proseco.data.text import encode_pretraining, read_records, record_field
+    from proseco.eval.text import validation_nelbo
+    from proseco.models.protocol import model_max_length
+    from proseco.pretrained import load_pretrained
+
+    model, tokenizer, _ = load_pretrained(args.model_dir, device=args.device)
+    if tokenizer is None:
+        raise ConfigError(f"{args.model_dir} has no tokenizer; eval nelbo needs one")
+    mask_id = getattr(model.config, "mask_token_id", None)
+    mask_id = tokenizer.mask_token_id if mask_id is None else mask_id
+    if mask_id is None:
+        raise ConfigError(f"{args.model_dir}: neither the model nor the tokenizer has a mask id")
+    length = args.length or model_max_length(model) or getattr(model.config, "max_length", None)
+    if not length:
+        raise ConfigError("pass --length: the model does not declare its maximum length")
+    try:
+        records = read_records(args.data, max_records=args.max_records)
+        batch = encode_pretraining(
+            record_field(records, args.field), tokenizer, max_length=length, layout=args.layout,
+            overlong="truncate" if args.layout == "padded" else "error",
+        )  # fmt: skip
+    except (OSError, ValueError) as e:
+        raise DataError(f"--data {args.data}: {e}") from None
+    result = validation_nelbo(
+        model, batch["input_ids"], mask_id=int(mask_id), loss_mask=batch["loss_mask"],
+        attention_mask=batch.get("attention_mask"), batch_size=args.batch_size,
+        num_draws=args.num_draws, seed=args.seed,
+    )  # fmt: skip
+    result = {"sequences": int(batch["input_ids"].shape[0]), "length": int(length), **result}
+    if args.output is not None:
+        report = {"model": str(args.model_dir), "data": args.data, "layout": args.layout, **result}
+        with atomic_open(args.output) as f:
+            f.write(json.dumps(report, indent=2) + "\n")
+    print(format_table(result))
     return 0

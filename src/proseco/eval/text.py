@@ -538,6 +538,7 @@ def validation_nelbo(
     *,
     mask_id: int,
     loss_mask: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
     batch_size: int = 16,
     num_draws: int = 1,
     schedule: Any = None,
@@ -555,7 +556,8 @@ def validation_nelbo(
         model: a diffusion model following :mod:`proseco.models.protocol`.
         input_ids: clean held-out tokens ``[N, L]`` (e.g. the wrapped validation split).
         mask_id: the mask token id.
-        loss_mask: ``[N, L]`` bool, positions that count (default all; exclude padding).
+        loss_mask: ``[N, L]`` bool, positions that count and may be masked (default all).
+        attention_mask: ``[N, L]``, 0 at padding, passed to the model (padded layouts).
         batch_size: rows per forward pass.
         num_draws: noise draws per row (more = less variance).
         schedule: noise schedule (default log-linear).
@@ -574,11 +576,15 @@ def validation_nelbo(
     total, tokens = 0.0, 0
     for _ in range(num_draws):
         for start in range(0, input_ids.shape[0], batch_size):
-            x0 = input_ids[start : start + batch_size].to(device)
-            keep = None if loss_mask is None else loss_mask[start : start + batch_size].to(device)
+            rows = slice(start, start + batch_size)
+            x0 = input_ids[rows].to(device)
+            keep = None if loss_mask is None else loss_mask[rows].to(device)
+            pad = None
+            if attention_mask is not None:
+                pad = {"attention_mask": attention_mask[rows].to(device)}
             out = mdm_loss(
                 model, x0, mask_id=mask_id, schedule=schedule, loss_mask=keep,
-                generator=generator, t_min=t_min,
+                conditioning=pad, generator=generator, t_min=t_min,
             )  # fmt: skip
             total += float(out.mdm_terms.double().sum())
             tokens += int(x0.numel() if keep is None else keep.sum())
