@@ -336,3 +336,14 @@ def test_the_training_step_passes_dropped_labels_and_the_padding_mask_to_the_ar_
     assert torch.equal(seen["attention_mask"], batch["attention_mask"])
     assert out.num_tokens.item() == 5  # 3 + 2 targets; the padded one is not a target
     assert out.loss.item() == pytest.approx(math.log(V - 1), abs=1e-6)  # uniform over 11 tokens
+
+
+def test_the_ar_text_recipe_matches_the_mdlm_recipe_but_for_the_objective():
+    from proseco.training.config_io import list_recipes, load_config
+
+    if "text-mdlm-cpu" not in list_recipes():
+        pytest.skip("text-mdlm-cpu is not shipped")
+    ar, mdlm = load_config("text-ar-cpu"), load_config("text-mdlm-cpu")
+    assert ar.model == mdlm.model and ar.data == mdlm.data and ar.optim == mdlm.optim
+    assert ar.loss.objective == "ar" and mdlm.loss.objective == "diffusion"
+    assert ar.train.global_batch_size == mdlm.train.global_batch_size
