@@ -313,9 +313,12 @@ def _sampler(model: Any, args: argparse.Namespace) -> tuple[Any, Any]:
 def run(args: argparse.Namespace) -> int:
     """Generate ``--num-samples`` samples in batches and write them to ``--output``."""
     from proseco.pretrained import load_pretrained
+    from proseco.sampling import SamplingConfig
     from proseco.sampling.presets import apply_preset
 
     _check_run_options(args)
+    if args.preset is not None:
+        apply_preset(SamplingConfig(), args.preset)  # an unknown name fails before loading
     device = _device(args.device)
     model, tokenizer, saved = load_pretrained(
         args.model_dir,
