@@ -42,9 +42,7 @@ def _ids(tok, text):
 
 def test_chat_template_prompt_is_untouched_and_eos_padding_carries_the_loss(templated):
     tok = templated
-    out = encode_sft(
-        ["2+2?"], ["4"], tok, max_length=25, train_on_padding=True, pad_with="eos"
-    )
+    out = encode_sft(["2+2?"], ["4"], tok, max_length=25, train_on_padding=True, pad_with="eos")
     head = _ids(tok, "<user>2+2?<assistant>")  # 21 tokens, no BOS: the template is the prompt
     eos = tok.eos_token_id
     assert out["input_ids"][0].tolist() == head + _ids(tok, "4") + [eos, eos, eos]
@@ -165,3 +163,25 @@ def test_accelerate_config_command_prints_shipped_paths(capsys):
     assert zero3["deepspeed_config"]["zero_stage"] == 3
     assert main(["accelerate-config", "zero9"]) == 2
     assert "choose one of ddp, deepspeed-zero3, fsdp" in capsys.readouterr().err
+
+
+def test_deepspeed_gets_the_recipe_batch_accumulation_and_clipping():
+    from types import SimpleNamespace
+
+    from proseco.training.loop import _configure_deepspeed
+
+    plugin = SimpleNamespace(
+        zero_stage=3, deepspeed_config={"train_micro_batch_size_per_gpu": "auto"}
+    )
+    acc = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=plugin), num_processes=8)
+    config = load_config("sft-llada-8b")  # global 256 = micro 1 x 32 accumulation x 8 GPUs
+    _configure_deepspeed(acc, 1, 32, config)
+    assert plugin.deepspeed_config == {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 32,
+        "train_batch_size": 256,
+        "gradient_clipping": 1.0,
+    }
+    assert acc.gradient_accumulation_steps == 32
+    with pytest.raises(ConfigError, match="ema_decay > 0 does not work with DeepSpeed ZeRO-3"):
+        _configure_deepspeed(acc, 1, 32, apply_overrides(config, {"train.ema_decay": 0.999}))

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from proseco.errors import DataError, ProsecoError
+from proseco.errors import ConfigError, DataError, ProsecoError
 from proseco.schedules import get_schedule
 from proseco.training.batches import BatchOrder, batch_plan, eval_seed, micro_seed
 from proseco.training.build import build_model, build_tokenizer
@@ -215,6 +215,7 @@ def _train(
         log_with=tracker_names(config.train.tensorboard, config.train.wandb_project) or None,
         project_dir=str(output_dir),
     )
+    _warn_if_not_sharded(accelerator)
     set_seed(config.train.seed)
     tokenizer = build_tokenizer(config.data.tokenizer, mask_token=config.data.mask_token)
     with accelerator.main_process_first():
@@ -234,6 +235,7 @@ def _train(
         eps=optim.eps,
         weight_decay=optim.weight_decay,
     )
+    _configure_deepspeed(accelerator, micro, accum, config)
     model, optimizer = accelerator.prepare(model, optimizer)
     install_state_hooks(accelerator)
     bare = accelerator.unwrap_model(model)
@@ -269,6 +271,43 @@ def _train(
     run = _Run(config, accelerator, model, optimizer, ema, tokenizer, logger, output_dir)
     run.setup(ModelView(model, getattr(bare, "config", None)), train_data, val_data, micro, accum)
     return run.loop(state, last_checkpoint=resumed.checkpoint if resumed is not None else None)
+
+
+def _configure_deepspeed(accelerator: Any, micro: int, accum: int, config: TrainConfig) -> None:
+    """Give DeepSpeed the recipe's micro-batch, accumulation and clipping (no dataloader here).
+
+    Raises:
+        ConfigError: EMA with ZeRO-3, where each process only holds placeholders of the weights.
+    """
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    if plugin.zero_stage == 3 and config.train.ema_decay > 0:
+        raise ConfigError(
+            "train.ema_decay > 0 does not work with DeepSpeed ZeRO-3 (each process holds only "
+            "placeholders of the weights); set --train.ema_decay 0 or use the fsdp config"
+        )
+    ds = plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = micro
+    ds["gradient_accumulation_steps"] = accum
+    ds["train_batch_size"] = micro * accum * accelerator.num_processes
+    ds["gradient_clipping"] = config.optim.grad_clip
+    accelerator.gradient_accumulation_steps = accum
+
+
+def _warn_if_not_sharded(accelerator: Any) -> None:
+    """Say so when an FSDP config was launched but Accelerate did not set FSDP up (CPU only)."""
+    from accelerate.utils import DistributedType
+
+    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    fallback = wanted and accelerator.distributed_type != DistributedType.FSDP
+    if fallback and accelerator.is_main_process:
+        log.warning(
+            "proseco train: warning: the Accelerate config asks for FSDP but Accelerate set up "
+            "%s (it enables FSDP only on GPUs and other accelerators); this run runs as plain "
+            "data parallel, every process holding the whole model",
+            accelerator.distributed_type.value,
+        )
 
 
 def _record_resume(output_dir: Path, resumed: Resumed, plan: ResumePlan) -> None:
