@@ -129,16 +129,28 @@ def build_model(config: TrainConfig, tokenizer: Any) -> nn.Module:
         from proseco.pretrained import load_model
 
         try:
-            model = load_model(section.pretrained).train()
+            model = load_model(
+                section.pretrained,
+                adapter=section.adapter,
+                trust_remote_code=section.trust_remote_code,
+                gradient_checkpointing=section.gradient_checkpointing,
+                tokenizer=tokenizer,
+            ).train()
         except ModelLoadError as e:
             raise ModelLoadError(f"model.pretrained: {e}") from None
     else:
         model = _build_fresh(section, config, tokenizer)
+        if section.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
     _check_compatible(model, config, tokenizer)
     if section.lora is not None:
+        from proseco.models.hub import HubDiffusionLM
         from proseco.training.lora import apply_lora
 
-        model = apply_lora(model, section.lora)
+        if isinstance(model, HubDiffusionLM):  # adapt the wrapped network, keep the adapter
+            model.model = apply_lora(model.model, section.lora)
+        else:
+            model = apply_lora(model, section.lora)
     return model
 
 

@@ -111,6 +111,11 @@ class ModelSection:
         tie_word_embeddings: share input and output embeddings.
         lora: train low-rank adapters of ``pretrained`` instead of all weights
             (:class:`LoraSection`); None = full fine-tuning.
+        adapter: how to load ``pretrained`` (``llada``, ``dream``, ``masked_lm``, ``proseco``;
+            default: detected from its ``config.json``, see :mod:`proseco.models.hub`).
+        trust_remote_code: allow a ``pretrained`` hub model that ships its own modelling code
+            (LLaDA, Dream).
+        gradient_checkpointing: recompute activations in the backward pass (less memory).
     """
 
     preset: str = "cpu-tiny"
@@ -124,6 +129,9 @@ class ModelSection:
     time_conditioning: bool = False
     tie_word_embeddings: bool = False
     lora: LoraSection | None = None
+    adapter: str | None = None
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         _finite("model", self)
@@ -131,6 +139,8 @@ class ModelSection:
             raise ConfigError(
                 "model.lora adapts a pretrained model; set model.pretrained (or remove model.lora)"
             )
+        if self.adapter is not None and self.pretrained is None:
+            raise ConfigError("model.adapter says how to load model.pretrained; set it too")
         for name in ("hidden_size", "num_layers", "num_heads", "cond_dim", "max_length"):
             _positive("model", name, getattr(self, name))
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
@@ -267,13 +277,15 @@ class LossSection(LossConfig):
             diffusion fields are then unused.
         schedule: noise schedule name (``loglinear``, ``linear``, ``cosine``, ``polynomial``).
         two_backward: backpropagate the MDLM term before the corrector pass (same gradient,
-            about half the peak activation memory).
+            about half the peak activation memory and no slower; ``benchmarks/loss_step.py``).
+            Default (``None``): on for the diffusion loss, off for the one-pass AR loss;
+            ``false`` keeps both passes' graphs for one backward.
         cond_dropout: probability that an example's class label is replaced by the null label
             ``num_classes`` (classifier-free guidance); the same label is used in both passes.
     """
 
     schedule: str = "loglinear"
-    two_backward: bool = False
+    two_backward: bool | None = None
     cond_dropout: float = 0.0
     objective: Literal["diffusion", "ar"] = "diffusion"
 
@@ -290,6 +302,8 @@ class LossSection(LossConfig):
                 "loss.two_backward splits the two passes of the diffusion loss; the AR loss has "
                 "one pass: remove loss.two_backward or set loss.objective: diffusion"
             )
+        if self.two_backward is None:  # the default: two backwards wherever there are two passes
+            object.__setattr__(self, "two_backward", self.objective == "diffusion")
         if not 0.0 <= self.cond_dropout <= 1.0:
             raise ConfigError(f"loss.cond_dropout must lie in [0, 1], got {self.cond_dropout}")
 

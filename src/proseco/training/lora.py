@@ -108,6 +108,12 @@ def save_model(
         state_dict: its full state dict (gathered under FSDP / DeepSpeed).
         mode: ``merged`` or ``adapter`` (ignored for a plain model).
     """
+    from proseco.models.hub import HubDiffusionLM
+
+    if isinstance(model, HubDiffusionLM):  # save the wrapped network under its own names
+        inner = {k.removeprefix("model."): v for k, v in state_dict.items()}
+        save_model(model.model, out_dir, inner, mode)
+        return
     if not is_lora_model(model):
         model.save_pretrained(str(out_dir), state_dict=state_dict)
         return
@@ -125,6 +131,7 @@ def load_adapter(
     *,
     merge: bool = True,
     device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
 ) -> nn.Module:
     """Load a base model and the adapter saved with ``model.lora.save: adapter``.
 
@@ -133,6 +140,8 @@ def load_adapter(
         base: the base model directory or hub name (default: the one recorded in
             ``adapter_config.json``, i.e. the run's ``model.pretrained``).
         merge: merge the adapters into the weights (a plain model) or keep the ``peft`` model.
+        trust_remote_code: allow a base hub model with its own modelling code (LLaDA, Dream);
+            such a base comes back in its :mod:`proseco.models.hub` adapter.
 
     Raises:
         ModelLoadError: no adapter in ``adapter_dir``.
@@ -150,5 +159,12 @@ def load_adapter(
         base = json.loads(config_file.read_text()).get("base_model_name_or_path")
         if not base:
             raise ModelLoadError(f"{config_file} names no base model; pass base=")
-    model = peft.PeftModel.from_pretrained(load_model(base, device=device), str(adapter_dir))
+    from proseco.models.hub import HubDiffusionLM
+
+    model = load_model(base, device=device, trust_remote_code=trust_remote_code)
+    if isinstance(model, HubDiffusionLM):
+        inner = peft.PeftModel.from_pretrained(model.model, str(adapter_dir))
+        model.model = inner.merge_and_unload() if merge else inner
+        return model.eval()
+    model = peft.PeftModel.from_pretrained(model, str(adapter_dir))
     return (model.merge_and_unload() if merge else model).eval()
