@@ -229,6 +229,8 @@ def test_model_arguments_build_the_sampling_config(tmp_path):
         ProsecoLM(a_model(), tokenizer=TOK, batch_size="auto")
     with pytest.raises(ConfigError, match="unknown decoding preset"):
         ProsecoLM(a_model(), tokenizer=TOK, preset="fastest")
+    with pytest.raises(ConfigError, match="unknown proseco model argument"):
+        ProsecoLM(str(tmp_path / "missing"), stepz=3)  # checked before loading
 
 
 # -- lm-eval end to end ---------------------------------------------------------------------------

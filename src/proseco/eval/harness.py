@@ -26,9 +26,18 @@ continuation greedily to fill lm-eval's ``is_greedy``, default true), ``seed``, 
 ``add_bos`` (start prompts with BOS, as ``proseco`` SFT data does; default true),
 ``trust_remote_code``, any :class:`~proseco.SamplingConfig` field (``steps``, ``block_length``,
 ``temperature``, ``unmasking``, ...) and the shortcuts ``corrector_steps`` /
-``corrector_every`` / ``corrector_update``. A task's ``temperature`` / ``do_sample`` are ignored:
-the sampling config decides (as the paper's harness does); its ``until`` strings and
-``max_gen_toks`` are honoured.
+``corrector_every`` / ``corrector_update`` / ``corrector_start``. A preset is resolved for each
+answer length (its ``steps`` and ``block_length`` depend on it) and turns on ``stop_at_eos``, as
+the paper's harness does; with a ``block_length`` that does not divide ``max_gen_toks``, the
+length is rounded up to whole blocks and the answer cut back. A task's ``temperature`` /
+``do_sample`` are ignored: the sampling config decides (as in the paper's harness); its ``until``
+strings and ``max_gen_toks`` are honoured. ``device=cuda...`` falls back to the CPU with a warning
+when CUDA is missing (lm-eval's command line passes ``cuda:0`` unless told otherwise).
+
+Answers are cut at the first EOS, then at the first ``until`` string. NFE per answer is the number
+of model evaluations each answer took part in (the paper's axis); tokens/s counts decoded
+positions (EOS padding included) per second of sampling; ``answer_tokens_per_second`` counts only
+tokens before the EOS.
 """
 
 from __future__ import annotations
@@ -52,7 +61,6 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
-from proseco.data.text import special_ids
 from proseco.errors import ConfigError, DataError
 from proseco.fileio import atomic_open
 from proseco.models.protocol import call_model, model_max_length
@@ -182,6 +190,20 @@ def elbo_loglikelihood(
     return total / mc_num, passes
 
 
+def _token_ids(tokenizer: Any) -> dict[str, int | None]:
+    """``bos`` (else CLS, else EOS), ``eos`` (else SEP), ``pad`` and ``mask`` ids; ``None`` if absent."""
+    eos = tokenizer.eos_token_id
+    eos = getattr(tokenizer, "sep_token_id", None) if eos is None else eos
+    bos = tokenizer.bos_token_id
+    bos = getattr(tokenizer, "cls_token_id", None) if bos is None else bos
+    return {
+        "bos": eos if bos is None else bos,
+        "eos": eos,
+        "pad": tokenizer.pad_token_id,
+        "mask": getattr(tokenizer, "mask_token_id", None),
+    }
+
+
 def _int_arg(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
@@ -224,6 +246,11 @@ class ProsecoLM(TemplateLM):
     ) -> None:
         super().__init__()
         del max_batch_size  # lm-eval passes it to every model; batches here are fixed-size
+        self._overrides = self._split_overrides(sampling)  # bad arguments fail before loading
+        if preset:
+            from proseco.sampling.presets import preset as preset_config
+
+            preset_config(preset)  # an unknown name fails here, with the closest one suggested
         device = str(device or "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             logger.warning("device %s is not available (no CUDA); using cpu", device)
@@ -247,9 +274,15 @@ class ProsecoLM(TemplateLM):
             )
         self.tokenizer = tokenizer
         self._device = torch.device(device)
-        self.ids = special_ids(tokenizer)
+        self.ids = _token_ids(tokenizer)
         mask_id = getattr(getattr(self.model, "config", None), "mask_token_id", None)
-        self.mask_id = int(self.ids["mask"] if mask_id is None else mask_id)
+        mask_id = self.ids["mask"] if mask_id is None else mask_id
+        if mask_id is None:
+            raise ConfigError(
+                f"{self.pretrained_name}: neither the model config nor the tokenizer names a mask "
+                "token; set model.config.mask_token_id or add one to the tokenizer"
+            )
+        self.mask_id = int(mask_id)
         self.batch_size = self._batch_size(batch_size)
         self.max_gen_toks = _int_arg("max_gen_toks", max_gen_toks, 1)
         self._max_length = None if max_length is None else _int_arg("max_length", max_length, 2)
@@ -261,7 +294,6 @@ class ProsecoLM(TemplateLM):
         self.add_bos = bool(add_bos)
         self.preset = preset
         self._saved = sampling_config or saved
-        self._overrides = self._split_overrides(sampling)
         self._configs: dict[int, SamplingConfig] = {}
         self.sampling_config = self.config_for(self.max_gen_toks)  # raises on bad settings now
         self.stats = EvalStats()
@@ -442,9 +474,10 @@ class ProsecoLM(TemplateLM):
         s.generate_seconds += out.wall_time
         s.generated_positions += len(prompts) * decoded
         texts = []
+        eos = self.ids["eos"]
         for ids in rows:
-            if self.eot_token_id in ids:
-                ids = ids[: ids.index(self.eot_token_id)]
+            if eos is not None and eos in ids:
+                ids = ids[: ids.index(eos)]
             s.answer_tokens += len(ids)
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             for stop in until:
