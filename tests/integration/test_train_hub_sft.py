@@ -88,3 +88,18 @@ def test_lora_proseco_sft_of_a_llada_style_model_exports_a_loadable_llada(tmp_pa
     ids = torch.randint(0, 39, (2, 12), generator=g)
     with torch.no_grad():
         assert model(ids).shape == (2, 12, 40)
+
+
+def test_a_llada_model_refuses_hidden_padding(tmp_path, llada_dir):
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"prompt": "w1", "response": "w2"}) + "\n")
+    recipe = {
+        "model": {"pretrained": str(llada_dir), "trust_remote_code": True},
+        "data": {"kind": "sft", "source": str(tmp_path / "pairs.jsonl"),
+                 "tokenizer": str(_llada_like_tokenizer(tmp_path / "tok")),
+                 "mask_token": "<|mdm_mask|>", "max_length": 8, "validation_fraction": 0.0,
+                 "cache_dir": str(tmp_path / "cache")},
+        "train": {"max_steps": 1, "global_batch_size": 1, "progress_bar": False},
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="pad_with: eos and data.train_on_padding: true"):
+        train(recipe, tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()  # refused before writing

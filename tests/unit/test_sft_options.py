@@ -185,3 +185,38 @@ def test_deepspeed_gets_the_recipe_batch_accumulation_and_clipping():
     assert acc.gradient_accumulation_steps == 32
     with pytest.raises(ConfigError, match="ema_decay > 0 does not work with DeepSpeed ZeRO-3"):
         _configure_deepspeed(acc, 1, 32, apply_overrides(config, {"train.ema_decay": 0.999}))
+
+
+def test_data_mix_appends_known_datasets_under_the_recipe_field_names(monkeypatch, tmp_path):
+    import proseco.data.text as text
+    from proseco.training.build import build_tokenizer
+    from proseco.training.splits import build_splits
+
+    real = text.read_records
+    hub = {"microsoft/rStar-Coder": [{"question": "Q", "response": "R", "code": "c"}]}
+
+    def fake(source, *, split="train", hub_config=None, max_records=None):
+        if source in hub:  # no download: what the hub would return for this split and config
+            assert (split, hub_config) == ("train", "seed_sft")
+            return hub[source][:max_records]
+        return real(source, split=split, hub_config=hub_config, max_records=max_records)
+
+    monkeypatch.setattr(text, "read_records", fake)
+    (tmp_path / "local.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
+    config = load_config("sft-cpu-tiny")
+    data = update_config(
+        config,
+        data={
+            "source": str(tmp_path / "local.jsonl"),
+            "mix": ("microsoft/rStar-Coder:seed_sft",),
+            "validation_fraction": 0.0,
+            "cache_dir": str(tmp_path / "cache"),
+        },
+    ).data
+    train, _ = build_splits(data, build_tokenizer("char"))
+    tok = char_tokenizer()
+    rows = [
+        tok.decode(r[m].tolist())
+        for r, m in zip(train.tensors["input_ids"], train.tensors["loss_mask"])
+    ]
+    assert len(rows) == 2 and rows[1].startswith("R")  # the mix's response, after the local pair
