@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,12 @@ def run_lm_eval(args: argparse.Namespace) -> int:
         forwarded = forwarded[1:]
     if forwarded and not any(a == "--model" or a.startswith("--model=") for a in forwarded):
         forwarded = ["--model", "proseco", *forwarded]
+    log = logging.getLogger("proseco.eval.harness")  # NFE and tokens/s after each request type
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s INFO     [proseco] %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
     saved = sys.argv
     sys.argv = ["lm-eval", *forwarded]
     try:
