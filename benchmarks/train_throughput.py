@@ -8,9 +8,11 @@ Modes are interleaved over ``--repeats`` rounds so that background load hits the
     python benchmarks/train_throughput.py                        # text-cpu-tiny, 1 thread
     python benchmarks/train_throughput.py --recipe qm9-proseco-cpu --steps 30 --window 10 --threads 2
 
-Modes: ``mdlm`` (``loss.sc_weight 0``: one forward/backward), ``proseco`` (two passes, one
-backward) and ``proseco-2bw`` (``loss.two_backward``: backward of the MDLM term before pass 2).
-The table also projects the wall time of the recipe's full ``train.max_steps`` in each mode.
+Modes: ``mdlm`` (``loss.sc_weight 0``: one forward/backward), ``proseco-two-backward``
+(``loss.two_backward: true``, the default: backward of the MDLM term before pass 2) and
+``proseco-one-backward`` (``loss.two_backward: false``: both passes, then one backward). The table
+gives each mode's step time relative to MDLM and projects the wall time of the recipe's full
+``train.max_steps``.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from proseco.training.metrics import read_metrics
 
 MODES = {
     "mdlm": {"sc_weight": 0.0},
-    "proseco": {"sc_weight": 1.0, "two_backward": False},
-    "proseco-2bw": {"sc_weight": 1.0, "two_backward": True},
+    "proseco-two-backward": {"sc_weight": 1.0, "two_backward": True},
+    "proseco-one-backward": {"sc_weight": 1.0, "two_backward": False},
 }
 
 
@@ -54,9 +56,73 @@ def _one_run(config, mode: str, steps: int, window: int, root: Path) -> list[flo
     return [r["tokens_per_s"] for r in read_metrics(out, "train")][1:]
 
 
+def measure(
+    recipe: str,
+    *,
+    steps: int,
+    window: int,
+    repeats: int,
+    modes: list[str] | None = None,
+    source: str | None = None,
+) -> dict:
+    """Train each mode ``repeats`` times; returns ``{"recipe", "batch", "length", "rows"}``.
+
+    Each row: ``mode``, ``tokens_per_s``, ``steps_per_s``, ``step_time_ratio`` (step time over the
+    first mode's), ``full_run_min`` and ``windows`` (timing windows kept).
+    """
+    modes = list(modes or MODES)
+    config = load_config(recipe)
+    if source:
+        config = update_config(config, data={"source": source})
+    full_steps = config.train.max_steps
+    tokens_per_step = config.train.global_batch_size * config.data.max_length
+    samples: dict[str, list[float]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            for mode in modes:
+                samples[mode] += _one_run(config, mode, steps, window, Path(tmp))
+    rows = []
+    base = statistics.median(samples[modes[0]])
+    for mode in modes:
+        tok_s = statistics.median(samples[mode])
+        rows.append(
+            {
+                "mode": mode,
+                "tokens_per_s": tok_s,
+                "steps_per_s": tok_s / tokens_per_step,
+                "step_time_ratio": base / tok_s,
+                "full_run_min": full_steps * tokens_per_step / tok_s / 60,
+                "windows": len(samples[mode]),
+            }
+        )
+    return {
+        "recipe": recipe,
+        "batch": config.train.global_batch_size,
+        "length": config.data.max_length,
+        "max_steps": full_steps,
+        "rows": rows,
+    }
+
+
+def markdown(results: list[dict]) -> str:
+    """One table over recipes and modes."""
+    lines = [
+        "| recipe | mode | tokens/s | steps/s | step time vs MDLM | full run (min) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        for row in r["rows"]:
+            lines.append(
+                f"| {r['recipe']} ({r['max_steps']} steps) | {row['mode']} | "
+                f"{row['tokens_per_s']:,.0f} | {row['steps_per_s']:.2f} | "
+                f"{row['step_time_ratio']:.2f} | {row['full_run_min']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="text-cpu-tiny")
+    parser.add_argument("--recipe", nargs="+", default=["text-cpu-tiny"])
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
     parser.add_argument("--window", type=int, default=10, help="steps per timing window")
     parser.add_argument("--repeats", type=int, default=2)
@@ -67,47 +133,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 2 * args.window:
         parser.error("--steps must cover at least two --window s (the first is warm-up)")
-
     torch.set_num_threads(args.threads)
-    config = load_config(args.recipe)
-    if args.source:
-        config = update_config(config, data={"source": args.source})
-    full_steps = config.train.max_steps
-    tokens_per_step = config.train.global_batch_size * config.data.max_length
-    samples: dict[str, list[float]] = {m: [] for m in args.modes}
-    with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.repeats):
-            for mode in args.modes:
-                samples[mode] += _one_run(config, mode, args.steps, args.window, Path(tmp))
-
-    rows = []
-    base = statistics.median(samples[args.modes[0]])
-    for mode in args.modes:
-        tok_s = statistics.median(samples[mode])
-        rows.append(
-            {
-                "mode": mode,
-                "tokens_per_s": tok_s,
-                "steps_per_s": tok_s / tokens_per_step,
-                "relative": tok_s / base,
-                "full_run_min": full_steps * tokens_per_step / tok_s / 60,
-                "windows": len(samples[mode]),
-            }
-        )
+    results = []
+    for recipe in args.recipe:
+        results.append(
+            measure(
+                recipe, steps=args.steps, window=args.window, repeats=args.repeats,
+                modes=args.modes, source=args.source,
+            )
+        )  # fmt: skip
     print(
-        f"recipe {args.recipe}: batch {config.train.global_batch_size} x length "
-        f"{config.data.max_length}, {args.threads} thread(s), torch {torch.__version__}, "
-        f"{args.steps} steps x {args.repeats} repeats"
+        f"{args.threads} thread(s), torch {torch.__version__}, {args.steps} steps x "
+        f"{args.repeats} repeats per mode"
     )
-    print(f"| mode | tokens/s | steps/s | vs {args.modes[0]} | {full_steps} steps (min) |")
-    print("|---|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['mode']} | {r['tokens_per_s']:,.0f} | {r['steps_per_s']:.2f} | "
-            f"{r['relative']:.2f} | {r['full_run_min']:.1f} |"
-        )
+    print(markdown(results))
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
     return 0
 
 
