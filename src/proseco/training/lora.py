@@ -121,6 +121,10 @@ def save_model(
         model.save_pretrained(str(out_dir), state_dict=state_dict)
         return
     lora = model.peft_config["default"]
+    if lora.fan_in_fan_out or lora.use_dora or lora.use_rslora:
+        raise ConfigError(
+            "merging supports plain LoRA on nn.Linear layers only; set model.lora.save: adapter"
+        )
     merged = merged_state_dict(state_dict, lora.lora_alpha / lora.r)
     model.get_base_model().save_pretrained(str(out_dir), state_dict=merged)
 
