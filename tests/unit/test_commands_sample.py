@@ -222,3 +222,13 @@ def test_the_command_line_prints_one_line_and_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "does not exist" in err and "Traceback" not in err
     assert issubclass(ModelLoadError, ProsecoError)
+
+
+def test_until_eos_keeps_a_sample_that_opens_with_a_bos_equal_to_its_eos():
+    from proseco.commands.sample import _until_eos
+
+    # GPT-2 layout: <|endoftext|> (7) is both BOS and EOS; the first one opens the sample.
+    assert _until_eos([7, 1, 2, 7, 3], eos_id=7, bos_id=7) == [1, 2]
+    # A distinct BOS is left alone (decode drops it as a special token); EOS still cuts.
+    assert _until_eos([5, 1, 2, 7, 3], eos_id=7, bos_id=5) == [5, 1, 2]
+    assert _until_eos([1, 2], eos_id=None, bos_id=None) == [1, 2]

@@ -233,9 +233,15 @@ def _mask_id(args: argparse.Namespace, model: Any, tokenizer: Any) -> int:
     raise ConfigError("no mask id: pass --mask-id, or set config.mask_token_id / a tokenizer mask")
 
 
-def _until_eos(row: list[int], eos_id: int | None) -> list[int]:
-    """``row`` up to (without) its first ``eos_id``: a sample ends at its end token."""
-    return row[: row.index(eos_id)] if eos_id is not None and eos_id in row else row
+def _until_eos(row: list[int], eos_id: int | None, bos_id: int | None = None) -> list[int]:
+    """``row`` up to (without) its first ``eos_id``: a sample ends at its end token.
+
+    When the layout's BOS is the same token as its EOS (GPT-2's ``<|endoftext|>``), a leading one
+    opens the sample rather than ending it, so it is dropped before cutting.
+    """
+    from proseco.eval.text import cut_at_eos
+
+    return cut_at_eos(row, eos_id, bos_id=bos_id if bos_id == eos_id else None)
 
 
 def _preset_length(args: argparse.Namespace, model: Any, prompts: list[list[int]] | None) -> int:
@@ -364,7 +370,8 @@ def run(args: argparse.Namespace) -> int:
                 record: dict[str, Any] = {"index": written + i}
                 if tokenizer is not None:
                     record["text"] = tokenizer.decode(
-                        _until_eos(row, eos_id) if args.eos_rule == "first" else row,
+                        _until_eos(row, eos_id, getattr(tokenizer, "bos_token_id", None))
+                        if args.eos_rule == "first" else row,
                         skip_special_tokens=not args.keep_special_tokens,
                     )
                 record["tokens"] = row
