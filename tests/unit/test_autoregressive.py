@@ -302,11 +302,11 @@ def test_a_diffusion_objective_refuses_a_causal_checkpoint(trained):
     assert build_model(ar, build_tokenizer("char")).config.causal
 
 
-def test_two_backward_is_refused_with_the_ar_objective():
+def test_two_backward_is_off_for_the_ar_objective():
     from proseco.training.config import LossSection
 
-    with pytest.raises(ConfigError, match="two_backward"):
-        LossSection(objective="ar", two_backward=True)
+    assert LossSection(objective="ar", two_backward=True).two_backward is False
+    assert LossSection().two_backward is True
     with pytest.raises(ConfigError, match="objective"):
         LossSection(objective="causal")
 

@@ -278,7 +278,7 @@ class LossSection(LossConfig):
         schedule: noise schedule name (``loglinear``, ``linear``, ``cosine``, ``polynomial``).
         two_backward: backpropagate the MDLM term before the corrector pass (same gradient,
             about half the peak activation memory and no slower; ``benchmarks/loss_step.py``).
-            Default (``None``): on for the diffusion loss, off for the one-pass AR loss;
+            Default (``None``): on for the diffusion loss; always off for the one-pass AR loss;
             ``false`` keeps both passes' graphs for one backward.
         cond_dropout: probability that an example's class label is replaced by the null label
             ``num_classes`` (classifier-free guidance); the same label is used in both passes.
@@ -297,12 +297,9 @@ class LossSection(LossConfig):
             raise ConfigError(f"loss: {err}") from None
         _choice("loss", "schedule", self.schedule, ("loglinear", "linear", "cosine", "polynomial"))
         _choice("loss", "objective", self.objective, ("diffusion", "ar"))
-        if self.objective == "ar" and self.two_backward:
-            raise ConfigError(
-                "loss.two_backward splits the two passes of the diffusion loss; the AR loss has "
-                "one pass: remove loss.two_backward or set loss.objective: diffusion"
-            )
-        if self.two_backward is None:  # the default: two backwards wherever there are two passes
+        # the default: two backwards wherever there are two passes; the AR loss has one, so it
+        # is always off there (also when an override turns a resolved diffusion config into AR)
+        if self.two_backward is None or self.objective == "ar":
             object.__setattr__(self, "two_backward", self.objective == "diffusion")
         if not 0.0 <= self.cond_dropout <= 1.0:
             raise ConfigError(f"loss.cond_dropout must lie in [0, 1], got {self.cond_dropout}")
