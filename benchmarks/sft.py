@@ -29,6 +29,7 @@ Run (after training both models, from the repository root)::
 
     python benchmarks/sft.py                       # writes docs/results/sft.md, sft.png, sft_rows.json
     python benchmarks/sft.py --limit 20 --out /tmp/sft.md   # quick look
+    python benchmarks/sft.py --from-json docs/results/sft_rows.json  # re-render only
 """
 
 from __future__ import annotations
@@ -324,7 +325,8 @@ def write_report(
         "averaged over all answers; sorting answers are twice as long, so cost twice as many "
         "steps). `corr. NFE` is the part spent in corrector loops (S=2 calls every step, early "
         "exit at a fixed point). Presets are `proseco.sampling.presets.preset(name, "
-        "length=8 or 16)`.",
+        "length=8 or 16)`. Training configs, metrics and logs (wall times) are in "
+        "`sft_runs/`.",
         "",
         "## Settings",
         "",
@@ -345,6 +347,10 @@ def write_report(
         "vanilla-SFT model without them.",
         "",
         *verdict_text(a, b),
+        "",
+        "## Observations",
+        "",
+        *observations(rows),
         "",
     ]
     text = "\n".join(lines)
@@ -372,7 +378,37 @@ def _training_summary(path: str) -> str:
     val = [m for m in last if m.get("split") == "validation"]
     steps = max((m.get("step", 0) for m in last), default=0)
     nelbo = f", final validation NELBO {val[-1]['nelbo']:.3f}" if val and "nelbo" in val[-1] else ""
-    return f"{path} ({steps} steps{nelbo})"
+    batch = ""
+    if (run / "config.yaml").is_file():
+        import yaml
+
+        train = yaml.safe_load((run / "config.yaml").read_text()).get("train", {})
+        batch = f" x {train.get('global_batch_size')} sequences"
+    return f"{path} ({steps} steps{batch}{nelbo})"
+
+
+def _preset_summary(name: str) -> str:
+    c = preset(name, length=8)
+    return (f"{name}: steps {c.steps}, block {c.block_length}, corrector S={c.corrector.steps} "
+            f"every {c.corrector.every}")  # fmt: skip
+
+
+def observations(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Plain facts read off the rows: each model's best accuracy with and without correctors."""
+    lines = []
+    for model in (VANILLA, PROSECO):
+        mine = [r for r in rows if r["model"] == model]
+        plain = [r for r in mine if r["kind"] == "plain"]
+        corr = [r for r in mine if r["kind"] != "plain"]
+        if not plain or not corr:
+            continue
+        bp, bc = max(plain, key=lambda r: r["acc"]), max(corr, key=lambda r: r["acc"])
+        lines.append(
+            f"- {model}: best without corrector {_pct(bp['acc'])}% ({bp['setting']}, "
+            f"{bp['nfe']:.2f} NFEs); best with corrector loops {_pct(bc['acc'])}% "
+            f"({bc['setting']}, {bc['nfe']:.2f} NFEs)."
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -384,7 +420,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="docs/results/sft.md", help="markdown page to write")
+    parser.add_argument(
+        "--from-json", help="re-render the page and plot from a saved sft_rows.json (no decoding)"
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        _write_outputs(saved["rows"], saved["settings"], Path(args.out))
+        return 0
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     groups = load_test(args.test, args.limit)
@@ -397,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "test": f"{args.test}: " + ", ".join(f"{t} {len(r)}" for t, r in groups.items()),
         "decoding": f"temperature 0, confidence unmasking, block_length {BLOCK_LENGTH}, "
         f"corrector {CORRECTOR.to_dict()}",
-        "presets": ", ".join(f"{n}: {preset(n, length=8).to_dict()}" for n in PRESETS),
+        "presets (length 8)": "; ".join(_preset_summary(n) for n in PRESETS),
         "seed / threads": f"{args.seed} / {args.threads}",
         "torch": torch.__version__,
     }
@@ -406,14 +449,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     rows = run_grid(_load_models(paths), groups, args.seed)
     meta["benchmark wall time"] = f"{time.perf_counter() - started:.0f} s"
-    out = Path(args.out)
+    _write_outputs(rows, meta, Path(args.out))
+    return 0
+
+
+def _write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> None:
+    """``out`` (markdown), its plot ``.png`` and ``_rows.json`` (rows and settings)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plot(rows, png)
-    out.with_name(out.stem + "_rows.json").write_text(json.dumps(rows, indent=1) + "\n")
+    saved = {"settings": meta, "rows": rows}
+    out.with_name(out.stem + "_rows.json").write_text(json.dumps(saved, indent=1) + "\n")
     text = write_report(rows, out, meta, png.name)
     print(text[text.index("## Verdicts") :])
-    return 0
 
 
 if __name__ == "__main__":
