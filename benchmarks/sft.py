@@ -377,7 +377,11 @@ def _training_summary(path: str) -> str:
     last = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
     val = [m for m in last if m.get("split") == "validation"]
     steps = max((m.get("step", 0) for m in last), default=0)
-    nelbo = f", final validation NELBO {val[-1]['nelbo']:.3f}" if val and "nelbo" in val[-1] else ""
+    nelbo = ""
+    if val and "nelbo" in val[-1]:
+        nelbo = f", final validation NELBO {val[-1]['nelbo']:.3f}"
+        if "corrector_nll" in val[-1]:
+            nelbo += f", corrector NLL on argmax drafts {val[-1]['corrector_nll']:.2f}"
     batch = ""
     if (run / "config.yaml").is_file():
         import yaml
