@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "performance.md"))
     parser.add_argument("--presets", nargs="+", default=["cpu-tiny", "cpu-small", "tiny"])
     parser.add_argument("--recipe", default="qm9-proseco-cpu")
+    parser.add_argument("--spend-repeats", type=int, default=1, help="corrector_spend repeats")
+    parser.add_argument("--loss-batch", type=int, default=32, help="loss_step batch size")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     quick = args.quick
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     print("1/4 corrector spend", flush=True)
     spend = corrector_spend.main(
         ["--threads", str(args.threads), "--batch", "32" if quick else "256",
-         "--repeats", "1" if quick else "3"]
+         "--repeats", str(args.spend_repeats)]
     )  # fmt: skip
     print("2/4 sampler overhead", flush=True)
     overhead_args = dict(batch_size=8, length=128, steps=128, vocab_size=64, device="cpu")
@@ -80,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     print("3/4 loss step", flush=True)
     presets = ["cpu-tiny"] if quick else args.presets
     losses = [
-        loss_step.measure(p, batch=64, length=32, vocab=40, repeats=2 if quick else 7)
+        loss_step.measure(p, batch=args.loss_batch, length=32, vocab=40, repeats=2 if quick else 5)
         for p in presets
     ]
     print("4/4 training throughput", flush=True)
     throughput = train_throughput.measure(
-        args.recipe, steps=10 if quick else 30, window=5 if quick else 10, repeats=1
+        args.recipe, steps=10 if quick else 20, window=5, repeats=1 if quick else 5
     )
 
     worst = max(r["ratio"] for r in overhead)
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Corrector spend: rows leave the batch",
         "",
         "Shipped QM9 ProSeCo checkpoint, `Corrector(S, every=1)`, ancestral unmasking, batch "
-        f"{spend[0]['batch']} x length 32, same seed in both modes. *before* = "
+        f"{spend[0]['batch']} x length 32, same seed in both modes, wall time = median of "
+        f"{args.spend_repeats} run(s) per mode. *before* = "
         "`sample(shrink_batch=False)` (every call covers the whole batch; a loop ends early "
         "only when every row has settled), *after* = the default `shrink_batch=True` (a row "
         "leaves a corrector loop at its own fixed point; rows without masks get no denoiser "
@@ -141,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Training step: ProSeCo vs MDLM",
         "",
         "`benchmarks/loss_step.py`: one training step (loss, backward, AdamW) on random tokens, "
-        "batch 64 x length 32, vocabulary 40. Peak activations = bytes of tensors saved for "
+        f"batch {args.loss_batch} x length 32, vocabulary 40, median of "
+        f"{2 if quick else 5} interleaved steps per mode. Peak activations = bytes of tensors saved for "
         "backward (exact, via saved-tensor hooks). `proseco-two-backward` (backward of the MDLM "
         "term before pass 2; the training default, `loss.two_backward: true`) vs "
         "`proseco-one-backward` (`loss.two_backward: false`): same gradients.",
@@ -152,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`benchmarks/train_throughput.py` on the shipped recipe `{args.recipe}` (batch "
         f"{throughput['batch']} x length {throughput['length']}): the real loop (data, loss, "
-        "backward, clipping, AdamW, EMA); MDLM is the same recipe with `loss.sc_weight: 0`.",
+        "backward, clipping, AdamW, EMA); MDLM is the same recipe with `loss.sc_weight: 0`. "
+        f"{'1 run' if quick else '5 rounds'} of {10 if quick else 20} steps per mode, modes "
+        "interleaved, first 5-step window dropped; the step-time ratio is taken within each "
+        "round (adjacent runs), then the median over rounds.",
         "",
         train_throughput.markdown([throughput]),
         "",

@@ -67,8 +67,9 @@ def measure(
 ) -> dict:
     """Train each mode ``repeats`` times; returns ``{"recipe", "batch", "length", "rows"}``.
 
-    Each row: ``mode``, ``tokens_per_s``, ``steps_per_s``, ``step_time_ratio`` (step time over the
-    first mode's), ``full_run_min`` and ``windows`` (timing windows kept).
+    Each row: ``mode``, ``tokens_per_s`` (median window), ``steps_per_s``, ``step_time_ratio``
+    (step time over the first mode's, within each repeat, median over repeats), ``full_run_min``
+    and ``windows`` (timing windows kept).
     """
     modes = list(modes or MODES)
     config = load_config(recipe)
@@ -76,23 +77,28 @@ def measure(
         config = update_config(config, data={"source": source})
     full_steps = config.train.max_steps
     tokens_per_step = config.train.global_batch_size * config.data.max_length
-    samples: dict[str, list[float]] = {m: [] for m in modes}
+    samples: dict[str, list[list[float]]] = {m: [] for m in modes}  # per repeat, per window
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats):
             for mode in modes:
-                samples[mode] += _one_run(config, mode, steps, window, Path(tmp))
+                samples[mode].append(_one_run(config, mode, steps, window, Path(tmp)))
     rows = []
-    base = statistics.median(samples[modes[0]])
     for mode in modes:
-        tok_s = statistics.median(samples[mode])
+        tok_s = statistics.median(w for run in samples[mode] for w in run)
+        # the runs of one repeat are adjacent in time: compare within a repeat, then take the
+        # median over repeats, so that load drifting between repeats cancels out
+        ratios = [
+            statistics.median(base) / statistics.median(run)
+            for base, run in zip(samples[modes[0]], samples[mode])
+        ]
         rows.append(
             {
                 "mode": mode,
                 "tokens_per_s": tok_s,
                 "steps_per_s": tok_s / tokens_per_step,
-                "step_time_ratio": base / tok_s,
+                "step_time_ratio": statistics.median(ratios),
                 "full_run_min": full_steps * tokens_per_step / tok_s / 60,
-                "windows": len(samples[mode]),
+                "windows": sum(len(run) for run in samples[mode]),
             }
         )
     return {

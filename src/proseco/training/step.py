@@ -81,7 +81,8 @@ def batch_loss(
             ``labels`` ``[B]``).
         step: the optimizer step (for ``loss_config.start_step``).
         generator: the micro-batch's RNG (labels are dropped first, then ``t`` and ``xt``).
-        backward_fn: two-backward memory mode (see :func:`proseco_loss`).
+        backward_fn: two-backward memory mode (see :func:`proseco_loss`); the loop passes it
+            unless ``loss.two_backward`` is false.
         objective: ``"diffusion"`` (the above) or ``"ar"``: the next-token loss
             (:func:`proseco.losses.ar_loss`) of a causal model; no noise is drawn.
     """
