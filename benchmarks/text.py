@@ -323,6 +323,8 @@ def write_report(out: Path, rows: list[dict[str, Any]], info: dict[str, Any]) ->
             if info["ar"]
             else f"AR: no checkpoint at `{info['ar_path']}`, row skipped."
         ),
+        f"- End of training: MDLM {info['validation']['mdlm']}; ProSeCo "
+        f"{info['validation']['proseco']} (the MDLM term of its loss).",
         f"- {info['num_samples']} samples per point, seed {info['seed']}, batch {info['batch_size']}, "
         "nucleus top-p 0.9, float64 draws, 128 tokens (the whole sequence, BOS included, is generated).",
         "- Every sample is cut at its first EOS (after a leading BOS) before every metric.",
@@ -396,6 +398,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], info: dict[str, Any]) ->
             f"{fmt(c['gen_ppl_base'], 1)} | {fmt(c['gen_ppl'], 1)} | {fmt(c['mauve_base'])} | "
             f"{fmt(c['mauve'])} |"
         )
+    lines += info.get("notes", [])
     lines += ["", "## Example samples (first three of each method at the largest T)", ""]
     largest = max((r["steps"] for r in rows if r["steps"] is not None), default=None)
     for r in rows:
@@ -405,7 +408,6 @@ def write_report(out: Path, rows: list[dict[str, Any]], info: dict[str, Any]) ->
             for text in r["examples"]:
                 lines.append("> " + " ".join(text.split())[:400])
                 lines.append("")
-    lines += info.get("notes", [])
     path = out / "text.md"
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return path
@@ -423,6 +425,19 @@ def training_budget(*model_dirs: Path) -> str:
         train = yaml.safe_load(config.read_text(encoding="utf-8"))["train"]
         budgets.add(f"batch {train['global_batch_size']} x {train['max_steps']} steps")
     return " / ".join(sorted(budgets))
+
+
+def final_validation(model_dir: Path) -> str:
+    """The last validation NELBO the run logged (``metrics.jsonl`` beside ``final/``)."""
+    path = model_dir.parent / "metrics.jsonl"
+    if not path.is_file():
+        return "no metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    val = [r for r in rows if r.get("split") == "validation"]
+    if not val:
+        return "no validation rows"
+    last = val[-1]
+    return f"validation NELBO {last['nelbo']:.3f} nats/token (PPL bound {last['ppl']:.0f}) at step {last['step']}"
 
 
 # ------------------------------------------------------------------ main
@@ -446,6 +461,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="text_rows.json files of earlier or parallel runs: their points are reused, not redone",
     )
     p.add_argument("--out", default=str(REPO / "docs" / "results"))
+    p.add_argument("--notes", help="a markdown file appended to the report (observations)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
@@ -461,15 +477,15 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    models = {}
-    for key in ("mdlm", "proseco"):
-        model, tokenizer, _ = load_pretrained(getattr(args, key))
-        models[key] = model
-    ar_path = Path(args.ar)
-    ar_model = load_pretrained(ar_path).model if (ar_path / "config.json").is_file() else None
     grid = settings(args.steps)
     if args.methods:
         grid = [g for g in grid if g.method in args.methods]
+    models = {}
+    for key in dict.fromkeys(g.model for g in grid) or ("mdlm",):
+        model, tokenizer, _ = load_pretrained(getattr(args, key))  # the recipes share one tokenizer
+        models[key] = model
+    ar_path = Path(args.ar)
+    ar_model = load_pretrained(ar_path).model if (ar_path / "config.json").is_file() else None
     print(
         f"settings: {len(grid)} points, {args.num_samples} samples each, seed {args.seed}, "
         f"threads {args.threads}, AR: {ar_path if ar_model is not None else 'skipped'}"
@@ -477,12 +493,21 @@ def main(argv: list[str] | None = None) -> int:
     for g in grid:
         print(f"  {g.method:32s} T={g.config.steps:4d}  {json.dumps(g.config.to_dict())}")
     reference, data_rows = held_out_rows(tokenizer, args.num_samples, args.num_samples, args.seed)
-    evaluator = load_evaluator(args.evaluator)
-    scorer = Scorer(evaluator, tokenizer, reference, mauve=not args.no_mauve)
+    scorers: list[Scorer] = []  # built on first use: a report-only run loads no evaluator
+
+    def scorer(tokens: torch.Tensor, seed: int) -> dict[str, Any]:
+        if not scorers:
+            evaluator = load_evaluator(args.evaluator)
+            scorers.append(Scorer(evaluator, tokenizer, reference, mauve=not args.no_mauve))
+        return scorers[0](tokens, seed)
+
     rows: list[dict[str, Any]] = []
-    for path in args.merge_rows:
-        rows += json.loads(Path(path).read_text(encoding="utf-8"))
-    done = {(r["method"], r["steps"]) for r in rows}
+    done: set[tuple[str, int | None]] = set()
+    for path in args.merge_rows:  # the first row of each point wins
+        for row in json.loads(Path(path).read_text(encoding="utf-8")):
+            if (row["method"], row["steps"]) not in done:
+                rows.append(row)
+                done.add((row["method"], row["steps"]))
 
     def add(method: str, steps: int | None, result: dict[str, Any]) -> None:
         start = time.perf_counter()
@@ -523,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "batch_size": args.batch_size,
         "budget": training_budget(Path(args.mdlm), Path(args.proseco)),
+        "validation": {k: final_validation(Path(getattr(args, k))) for k in ("mdlm", "proseco")},
     }
     order = [DATA, AR, *dict.fromkeys(g.method for g in settings(args.steps))]
     rows.sort(key=lambda r: (order.index(r["method"]) if r["method"] in order else len(order),
@@ -532,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Rows merged from earlier runs of this script: {', '.join(args.merge_rows)}.",
         ]
+    if args.notes:
+        info.setdefault("notes", []).extend(["", Path(args.notes).read_text(encoding="utf-8")])
     print("wrote", write_report(out, rows, info))
     return 0
 
