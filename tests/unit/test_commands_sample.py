@@ -232,3 +232,18 @@ def test_until_eos_keeps_a_sample_that_opens_with_a_bos_equal_to_its_eos():
     # A distinct BOS is left alone (decode drops it as a special token); EOS still cuts.
     assert _until_eos([5, 1, 2, 7, 3], eos_id=7, bos_id=5) == [5, 1, 2]
     assert _until_eos([1, 2], eos_id=None, bos_id=None) == [1, 2]
+
+
+def test_each_record_carries_its_own_rows_model_evaluations():
+    from types import SimpleNamespace
+
+    from proseco.commands.sample import _row_nfe
+
+    out = SimpleNamespace(
+        nfe=5.5, denoiser_nfe=4.0, corrector_nfe=1.5,
+        nfe_per_row=torch.tensor([7, 4]), corrector_nfe_per_row=torch.tensor([3, 0]),
+    )  # fmt: skip
+    assert _row_nfe(out, 0) == {"nfe": 7, "denoiser_nfe": 4, "corrector_nfe": 3}
+    assert _row_nfe(out, 1) == {"nfe": 4, "denoiser_nfe": 4, "corrector_nfe": 0}
+    out.nfe_per_row = None  # a sampler without per-row counts: the batch means
+    assert _row_nfe(out, 1) == {"nfe": 5.5, "denoiser_nfe": 4.0, "corrector_nfe": 1.5}

@@ -233,6 +233,16 @@ def _mask_id(args: argparse.Namespace, model: Any, tokenizer: Any) -> int:
     raise ConfigError("no mask id: pass --mask-id, or set config.mask_token_id / a tokenizer mask")
 
 
+def _row_nfe(out: Any, i: int) -> dict[str, Any]:
+    """Model evaluations row ``i`` took part in (rows that finish early leave the batch), falling
+    back to the batch means when the sampler keeps no per-row counts."""
+    if out.nfe_per_row is None:
+        return {"nfe": out.nfe, "denoiser_nfe": out.denoiser_nfe, "corrector_nfe": out.corrector_nfe}
+    nfe = int(out.nfe_per_row[i])
+    corrector = int(out.corrector_nfe_per_row[i]) if out.corrector_nfe_per_row is not None else 0
+    return {"nfe": nfe, "denoiser_nfe": nfe - corrector, "corrector_nfe": corrector}
+
+
 def _until_eos(row: list[int], eos_id: int | None, bos_id: int | None = None) -> list[int]:
     """``row`` up to (without) its first ``eos_id``: a sample ends at its end token.
 
@@ -378,12 +388,12 @@ def run(args: argparse.Namespace) -> int:
                 if batch_prompts is not None:
                     record["prompt_tokens"] = batch_prompts[i]
                 record.update(
-                    nfe=out.nfe, denoiser_nfe=out.denoiser_nfe, corrector_nfe=out.corrector_nfe,
+                    **_row_nfe(out, i),
                     num_corrected=int(out.num_corrected[i]), batch=batch_index, **record_base,
                 )  # fmt: skip
                 f.write(json.dumps(record) + "\n")
             written += batch
-            total_nfe += out.nfe
+            total_nfe += out.model_calls or out.nfe
             bar.update(batch)
     bar.close()
     elapsed = time.perf_counter() - started
