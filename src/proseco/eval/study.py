@@ -121,7 +121,7 @@ def generate(
                 return_history=return_history and history is None,
             )
         history = history or out.history
-        # NFEs are per batch (every row shares each model call): weight by the batch share.
+        # NFEs are per-sample means of each batch: weight them by the batch size.
         nfe += out.nfe * b
         denoiser_nfe += out.denoiser_nfe * b
         corrector_nfe += out.corrector_nfe * b
