@@ -558,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Rows merged from earlier runs of this script: {', '.join(args.merge_rows)}.",
         ]
+    (out / "text_rows.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
     if args.notes:
         info.setdefault("notes", []).extend(["", Path(args.notes).read_text(encoding="utf-8")])
     print("wrote", write_report(out, rows, info))
