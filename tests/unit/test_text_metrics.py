@@ -341,3 +341,21 @@ def test_eval_nelbo_command(tmp_path, capsys):
     assert report["tokens"] == expected["tokens"] == batch["loss_mask"].sum()
     assert report["nelbo"] == pytest.approx(expected["nelbo"], rel=1e-6)
     assert "nelbo" in capsys.readouterr().out
+
+
+def test_eval_nelbo_refuses_a_causal_model(tmp_path, capsys):
+    from proseco import commands
+    from proseco.models.dit import ProsecoDiT, ProsecoDiTConfig
+
+    tok = word_tokenizer()
+    tok.add_special_tokens({"mask_token": "<mask>"})
+    config = ProsecoDiTConfig(vocab_size=len(tok), hidden_size=16, num_layers=1, num_heads=2,
+                              cond_dim=8, max_length=8, mask_token_id=tok.mask_token_id,
+                              causal=True)  # fmt: skip
+    ProsecoDiT(config).save_pretrained(tmp_path / "ar")
+    tok.save_pretrained(tmp_path / "ar")
+    data = tmp_path / "heldout.jsonl"
+    data.write_text('{"text": "a b"}\n')
+    assert commands.main(["eval", "nelbo", str(tmp_path / "ar"), "--data", str(data)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "causal (AR) model" in err and len(err.splitlines()) == 1

@@ -332,6 +332,11 @@ def run_nelbo(args: argparse.Namespace) -> int:
     model, tokenizer, _ = load_pretrained(args.model_dir, device=args.device)
     if tokenizer is None:
         raise ConfigError(f"{args.model_dir} has no tokenizer; eval nelbo needs one")
+    if getattr(model.config, "causal", False):
+        raise ConfigError(
+            f"{args.model_dir} is a causal (AR) model: a diffusion NELBO means nothing for it; its "
+            "exact validation NLL is the `nll` that `proseco train` logs in metrics.jsonl"
+        )
     mask_id = getattr(model.config, "mask_token_id", None)
     mask_id = tokenizer.mask_token_id if mask_id is None else mask_id
     if mask_id is None:
