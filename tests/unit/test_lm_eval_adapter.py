@@ -315,3 +315,17 @@ def test_proseco_eval_lm_eval_command(tmp_path, tasks_dir):
     report = json.loads(written.read_text())
     assert report["config"]["model"] == "proseco"
     assert report["config"]["proseco"]["stats"]["generate_requests"] == 2
+
+
+def test_lm_eval_command_turns_lm_eval_value_errors_into_one_line(monkeypatch, capsys):
+    import lm_eval.__main__
+
+    from proseco import commands
+
+    def fail():
+        raise ValueError("Tasks not found: nosuchtask")
+
+    monkeypatch.setattr(lm_eval.__main__, "cli_evaluate", fail)
+    assert commands.main(["eval", "lm-eval", "--tasks", "nosuchtask"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["proseco eval: error: lm-eval: Tasks not found: nosuchtask"]

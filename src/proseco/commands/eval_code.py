@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from proseco.errors import ConfigError
+from proseco.errors import ConfigError, ProsecoError
 from proseco.fileio import atomic_open
 
 __all__ = ["add_humaneval_arguments", "add_lm_eval_arguments", "run_humaneval", "run_lm_eval"]
@@ -197,6 +197,10 @@ def run_lm_eval(args: argparse.Namespace) -> int:
         cli_evaluate()
     except SystemExit as e:  # argparse errors and lm-eval's own exits
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except ValueError as e:  # lm-eval reports bad tasks / arguments as ValueError
+        if isinstance(e, ProsecoError):
+            raise
+        raise ConfigError(f"lm-eval: {e}") from None
     finally:
         sys.argv = saved
     return 0
