@@ -15,6 +15,7 @@ by probing the disk).
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import tempfile
@@ -23,7 +24,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
-from proseco.errors import OutputError, ProsecoError
+from proseco.errors import DataError, OutputError, ProsecoError
 
 __all__ = [
     "FAULT_ENV",
@@ -31,6 +32,7 @@ __all__ = [
     "atomic_write_text",
     "fault_point",
     "output_error",
+    "read_jsonl_objects",
     "writing",
 ]
 
@@ -169,3 +171,31 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_jsonl_objects(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a JSONL samples file.
+
+    A missing file, a line that is not JSON or not an object, and a file without any object are
+    each a :class:`~proseco.errors.DataError` naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"samples file {path} does not exist; write one with `proseco sample`")
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    f"{path}:{lineno} is not valid JSON ({e.msg}); expected one object per line"
+                ) from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{lineno} is not a JSON object; expected one per line")
+            records.append((lineno, record))
+    if not records:
+        raise DataError(f"samples file {path} holds no samples; nothing to evaluate")
+    return records

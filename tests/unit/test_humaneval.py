@@ -125,3 +125,18 @@ def test_command_generates_completions_with_a_model(tmp_path, capsys):
     report = json.loads((tmp_path / "samples.humaneval.json").read_text())
     assert report["generation"]["stats"]["generated_positions"] == 2 * 8
     assert report["generation"]["preset"] == "fast"
+
+
+def test_samples_files_share_one_reader_with_line_numbers(tmp_path):
+    from proseco.errors import DataError
+    from proseco.fileio import read_jsonl_objects
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"a": 1}\n\n[1, 2]\n')
+    with pytest.raises(DataError, match=r"s\.jsonl:3 is not a JSON object"):
+        read_jsonl_objects(path)
+    path.write_text('{"a": 1}\n\n{"b": 2}\n')
+    assert read_jsonl_objects(path) == [(1, {"a": 1}), (3, {"b": 2})]
+    path.write_text("\n")
+    with pytest.raises(DataError, match="holds no samples"):
+        read_jsonl_objects(path)

@@ -23,7 +23,7 @@ from typing import Any
 
 from proseco.commands.eval_code import add_humaneval_arguments, add_lm_eval_arguments
 from proseco.errors import ConfigError, DataError
-from proseco.fileio import atomic_open
+from proseco.fileio import atomic_open, read_jsonl_objects
 
 TRAIN_SETS = ("qm9", "qm9-train", "none")
 
@@ -86,28 +86,15 @@ def run(args: argparse.Namespace) -> int:
 
 def read_samples(path: Path) -> list[str]:
     """The ``smiles`` (else ``text``) field of each non-blank line of a JSONL file."""
-    if not path.is_file():
-        raise DataError(f"samples file {path} does not exist; write one with `proseco sample`")
     out = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    f"{path}:{lineno} is not valid JSON ({e.msg}); expected one object per line"
-                ) from e
-            if not isinstance(record, dict) or not isinstance(
-                record.get("smiles", record.get("text")), str
-            ):
-                raise DataError(
-                    f"{path}:{lineno} has no string field 'smiles' or 'text'; got {line.strip()[:80]!r}"
-                )
-            out.append(record.get("smiles", record.get("text")))
-    if not out:
-        raise DataError(f"samples file {path} holds no samples; nothing to evaluate")
+    for lineno, record in read_jsonl_objects(path):
+        value = record.get("smiles", record.get("text"))
+        if not isinstance(value, str):
+            raise DataError(
+                f"{path}:{lineno} has no string field 'smiles' or 'text'; "
+                f"got {json.dumps(record)[:80]!r}"
+            )
+        out.append(value)
     return out
 
 
@@ -201,23 +188,7 @@ def add_text_arguments(tasks: Any) -> None:
 
 def read_sample_records(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of a samples file, one per non-blank line."""
-    if not path.is_file():
-        raise DataError(f"samples file {path} does not exist; write one with `proseco sample`")
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno} is not valid JSON ({e.msg})") from e
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{lineno} is not a JSON object")
-            records.append(record)
-    if not records:
-        raise DataError(f"samples file {path} holds no samples; nothing to evaluate")
-    return records
+    return [record for _, record in read_jsonl_objects(path)]
 
 
 def _layout_eos(records: list[dict[str, Any]], given: int | None) -> int | None:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from proseco.errors import ConfigError, DataError
+from proseco.fileio import read_jsonl_objects
 
 __all__ = [
     "ExecResult",
@@ -161,28 +162,14 @@ def load_problems(path: str | os.PathLike | None = None) -> dict[str, dict[str, 
 
 def read_samples(path: str | os.PathLike) -> list[dict[str, str]]:
     """The ``{"task_id", "completion"}`` records of a JSONL file, in order."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"samples file {path} does not exist")
     samples = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno} is not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict) or not all(
-                isinstance(record.get(k), str) for k in ("task_id", "completion")
-            ):
-                raise DataError(
-                    f"{path}:{lineno} needs string fields 'task_id' and 'completion' "
-                    '(e.g. {"task_id": "HumanEval/0", "completion": "    return 1\\n"})'
-                )
-            samples.append({"task_id": record["task_id"], "completion": record["completion"]})
-    if not samples:
-        raise DataError(f"samples file {path} holds no samples")
+    for lineno, record in read_jsonl_objects(path):
+        if not all(isinstance(record.get(k), str) for k in ("task_id", "completion")):
+            raise DataError(
+                f"{path}:{lineno} needs string fields 'task_id' and 'completion' "
+                '(e.g. {"task_id": "HumanEval/0", "completion": "    return 1\\n"})'
+            )
+        samples.append({"task_id": record["task_id"], "completion": record["completion"]})
     return samples
 
 
