@@ -177,7 +177,9 @@ def test_rows_stop_at_eos_and_are_padded_while_others_continue():
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     assert out.tokens.tolist() == [[0, 4, 1, 2, 2, 2], [5, 5, 5, 5, 5, 5]]
-    assert out.nfe == 5  # one evaluation per generated position until every row stops
+    # Row 0 stops after 2 tokens and leaves the batch; row 1 takes all 5 calls.
+    assert out.nfe_per_row.tolist() == [2, 5]
+    assert out.nfe == 3.5 and out.model_calls == 5
     # without stopping the first row continues past EOS
     free = sample_autoregressive(
         model, prompt=torch.tensor([[0], [5]]), length=5, eos_id=1, pad_id=2, stop_at_eos=False,
@@ -191,7 +193,8 @@ def test_the_loop_ends_when_every_row_has_stopped():
         model, prompt=torch.tensor([[0], [3]]), length=6, eos_id=1, pad_id=2
     )
     assert out.tokens.tolist() == [[0, 4, 1, 2, 2, 2, 2], [3, 1, 2, 2, 2, 2, 2]]
-    assert out.nfe == out.num_steps == 2
+    assert out.model_calls == out.num_steps == 2
+    assert out.nfe_per_row.tolist() == [2, 1] and out.nfe == 1.5  # row 1 left after one
     assert model.calls == [1, 2]  # no KV cache: each call reads the whole prefix
 
 

@@ -224,8 +224,10 @@ def sample_autoregressive(
 
     Returns:
         :class:`~proseco.SampleOutput`: ``tokens`` ``[B, P + length]``, ``prompt_length = P``,
-        ``nfe = denoiser_nfe`` (model evaluations), ``corrector_nfe = 0``, ``num_steps`` =
-        positions generated, ``num_corrected`` zeros ``[B]``.
+        ``nfe = denoiser_nfe`` (model evaluations per sample, mean over the batch: a row stopped
+        at EOS leaves the batch, so it costs one evaluation per token it generated, two when
+        guided), ``model_calls`` (network calls, the sequential cost), ``nfe_per_row`` ``[B]``,
+        ``corrector_nfe = 0``, ``num_steps`` = positions generated, ``num_corrected`` zeros.
 
     Raises:
         proseco.errors.ConfigError: a non-causal DiT, bad lengths, prompts or settings.
@@ -250,13 +252,23 @@ def sample_autoregressive(
     for pos in range(prompt_length, prompt_length + length):
         if attention is not None:
             caller.kwargs["attention_mask"] = attention[:, :pos]
-        logits = caller.denoise(tokens[:, :pos], 1.0)[:, -1]  # [B, V]
+        # Rows that stopped at EOS leave the batch: a row costs one evaluation per token it
+        # generates (two when guided), as in the diffusion sampler's per-row accounting.
+        rows = None if not bool(done.any()) else (~done).nonzero(as_tuple=True)[0]
+        x = tokens[:, :pos] if rows is None else tokens[rows, :pos]
+        logits = caller.denoise(x, 1.0, rows)[:, -1]  # [n, V]
         drawn, _ = processor.sample(logits.clone(), generator)
-        tokens[:, pos] = torch.where(done, pad_id, drawn)
+        if rows is None:
+            tokens[:, pos] = drawn
+        else:
+            tokens[rows, pos] = drawn
         steps += 1
         bar.update(1)
         if stop:
-            done |= drawn == eos_id
+            if rows is None:
+                done |= drawn == eos_id
+            else:
+                done[rows] |= drawn == eos_id
             if bool(done.all()):
                 break
     bar.close()
@@ -264,11 +276,14 @@ def sample_autoregressive(
         torch.cuda.synchronize(tokens.device)
     return SampleOutput(
         tokens=tokens,
-        nfe=caller.nfe,
-        denoiser_nfe=caller.denoiser_nfe,
-        corrector_nfe=0,
+        nfe=float(caller.denoiser_rows.double().mean()),
+        denoiser_nfe=float(caller.denoiser_rows.double().mean()),
+        corrector_nfe=0.0,
         wall_time=time.perf_counter() - started,
         prompt_length=prompt_length,
         num_steps=steps,
         num_corrected=torch.zeros(batch, dtype=torch.long, device=device),
+        model_calls=caller.nfe,
+        nfe_per_row=caller.denoiser_rows.cpu(),
+        corrector_nfe_per_row=torch.zeros(batch, dtype=torch.long),
     )
