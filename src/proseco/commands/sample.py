@@ -31,7 +31,6 @@ place only when every sample is done, so a failed or interrupted run leaves an e
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import shlex
 import sys
@@ -309,21 +308,12 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _sampler(model: Any, args: argparse.Namespace) -> tuple[Any, Any]:
-    """``(check, sample)``: left to right for a causal model (``config.causal``, the AR
-    baseline; rows stop at EOS unless ``--no-stop-at-eos``), else the masked diffusion sampler."""
-    from proseco.sampling.autoregressive import (
-        check_autoregressive_args,
-        is_causal,
-        sample_autoregressive,
-    )
+    """``(check, sample)`` for ``model`` (:func:`proseco.sampling.dispatch.sampler_for`): left to
+    right for a causal model (rows stop at EOS unless ``--no-stop-at-eos``), else the masked
+    diffusion sampler."""
+    from proseco.sampling.dispatch import sampler_for
 
-    if is_causal(model):
-        stop = args.stop_at_eos is not False
-        return check_autoregressive_args, functools.partial(sample_autoregressive, stop_at_eos=stop)
-    from proseco.sampling import sample
-    from proseco.sampling.loop import check_sample_args
-
-    return check_sample_args, sample
+    return sampler_for(model, stop_at_eos=args.stop_at_eos is not False)
 
 
 def run(args: argparse.Namespace) -> int:
