@@ -77,6 +77,10 @@ class ProsecoDiTConfig(PreTrainedConfig):
             label used for classifier-free guidance (``config.null_label``).
         tie_word_embeddings: share the output projection's weight with the token embedding.
         causal: causal attention (position ``i`` sees positions ``<= i``), for an AR baseline.
+        diffusion: the noise process the model was trained for: ``"masked"`` (MDLM / ProSeCo,
+            the default, also for configs saved before this field) or ``"uniform"`` (UDLM: tokens
+            are replaced by uniform draws, never masked; sample with
+            :func:`proseco.sampling.uniform.sample_uniform`).
         mask_token_id: id of the mask token, if the vocabulary has one.
         initializer_range: std of the normal init of embeddings and linear layers.
         pad_token_id, bos_token_id, eos_token_id: standard special-token ids (or None).
@@ -100,6 +104,7 @@ class ProsecoDiTConfig(PreTrainedConfig):
     num_classes: int = 0
     tie_word_embeddings: bool = False
     causal: bool = False
+    diffusion: str = "masked"
     mask_token_id: int | None = None
     initializer_range: float = 0.02
     pad_token_id: int | None = None
@@ -135,6 +140,10 @@ class ProsecoDiTConfig(PreTrainedConfig):
         for name in ("time_conditioning", "tie_word_embeddings", "causal"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.diffusion not in ("masked", "uniform"):
+            raise ValueError(
+                f"diffusion must be 'masked' or 'uniform', got {self.diffusion!r}"
+            )
         dropout = self.dropout
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
             raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")

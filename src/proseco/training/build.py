@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from proseco.data.text import resolve_source, special_ids
-from proseco.models.protocol import model_max_length, model_vocab_size
+from proseco.models.protocol import is_time_conditioned, model_max_length, model_vocab_size
 from proseco.training.config import ModelSection, TrainConfig
 
 __all__ = ["build_tokenizer", "build_model"]
@@ -102,6 +102,7 @@ def _dit_config(section: ModelSection, config: TrainConfig, tokenizer: Any) -> A
         time_conditioning=section.time_conditioning,
         tie_word_embeddings=section.tie_word_embeddings,
         causal=config.loss.objective == "ar",
+        diffusion="uniform" if config.loss.objective == "udlm" else "masked",
         **overrides,
     )
 
@@ -189,6 +190,7 @@ def _check_compatible(model: nn.Module, config: TrainConfig, tokenizer: Any) -> 
         raise ValueError(
             "model.time_conditioning needs the diffusion loss; remove it for loss.objective: ar"
         )
+    _check_uniform(model, config)
     data = config.data
     padded = data.kind != "text" or data.layout == "padded" or data.label is not None
     adapter = getattr(getattr(model, "config", None), "adapter", None)
@@ -207,4 +209,26 @@ def _check_compatible(model: nn.Module, config: TrainConfig, tokenizer: Any) -> 
     if config.data.num_classes and num_classes != config.data.num_classes:
         raise ValueError(
             f"data.num_classes={config.data.num_classes} but the model has {num_classes} classes"
+        )
+
+
+def _check_uniform(model: nn.Module, config: TrainConfig) -> None:
+    """UDLM needs a time-conditioned model marked ``diffusion: uniform`` (and only UDLM does)."""
+    model_config = getattr(model, "config", None)
+    uniform = getattr(model_config, "diffusion", "masked") == "uniform"
+    if config.loss.objective == "udlm":
+        if not is_time_conditioned(model):
+            raise ValueError(
+                "loss.objective: udlm needs a time-conditioned model (the UDLM denoiser depends "
+                "on t); set model.time_conditioning: true"
+            )
+        if model_config is not None and not uniform:
+            raise ValueError(
+                "model.pretrained is a masked diffusion model but loss.objective is 'udlm'; "
+                "start UDLM from a uniform-noise model or from scratch (remove model.pretrained)"
+            )
+    elif uniform:
+        raise ValueError(
+            f"model.pretrained is a uniform-noise (UDLM) model but loss.objective is "
+            f"{config.loss.objective!r}; set loss.objective: udlm"
         )

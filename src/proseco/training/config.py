@@ -269,12 +269,16 @@ class DataSection:
 class LossSection(LossConfig):
     """The loss: every :class:`proseco.LossConfig` field, plus how the trainer applies it.
 
-    ``sc_weight: 0`` trains plain MDLM; ``objective: ar`` trains the autoregressive baseline.
+    ``sc_weight: 0`` trains plain MDLM; ``objective: ar`` trains the autoregressive baseline;
+    ``objective: udlm`` trains uniform-noise diffusion (UDLM).
 
     Attributes:
         objective: ``diffusion`` (the MDLM / ProSeCo loss) or ``ar``: a causal model
             (``causal=True``) with the next-token loss (:func:`proseco.losses.ar_loss`); the
-            diffusion fields are then unused.
+            diffusion fields are then unused. ``udlm``: uniform-noise diffusion (Schiff et al.)
+            with its continuous-time NELBO (:func:`proseco.losses.udlm_loss`); needs
+            ``model.time_conditioning: true``; ``t_min``, ``antithetic`` and ``schedule`` apply,
+            the corrector fields do not.
         schedule: noise schedule name (``loglinear``, ``linear``, ``cosine``, ``polynomial``).
         two_backward: backpropagate the MDLM term before the corrector pass (same gradient,
             about half the peak activation memory and no slower; ``benchmarks/loss_step.py``).
@@ -287,7 +291,7 @@ class LossSection(LossConfig):
     schedule: str = "loglinear"
     two_backward: bool | None = None
     cond_dropout: float = 0.0
-    objective: Literal["diffusion", "ar"] = "diffusion"
+    objective: Literal["diffusion", "ar", "udlm"] = "diffusion"
 
     def __post_init__(self) -> None:
         _finite("loss", self)
@@ -296,10 +300,10 @@ class LossSection(LossConfig):
         except ValueError as err:
             raise ConfigError(f"loss: {err}") from None
         _choice("loss", "schedule", self.schedule, ("loglinear", "linear", "cosine", "polynomial"))
-        _choice("loss", "objective", self.objective, ("diffusion", "ar"))
-        # the default: two backwards wherever there are two passes; the AR loss has one, so it
-        # is always off there (also when an override turns a resolved diffusion config into AR)
-        if self.two_backward is None or self.objective == "ar":
+        _choice("loss", "objective", self.objective, ("diffusion", "ar", "udlm"))
+        # the default: two backwards wherever there are two passes; the AR and UDLM losses have
+        # one, so it is always off there (also when an override changes a resolved config)
+        if self.two_backward is None or self.objective in ("ar", "udlm"):
             object.__setattr__(self, "two_backward", self.objective == "diffusion")
         if not 0.0 <= self.cond_dropout <= 1.0:
             raise ConfigError(f"loss.cond_dropout must lie in [0, 1], got {self.cond_dropout}")

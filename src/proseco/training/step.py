@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from proseco.losses import LossConfig, LossOutput, ar_loss, proseco_loss
+from proseco.losses import LossConfig, LossOutput, ar_loss, proseco_loss, udlm_loss
 from proseco.schedules import Schedule
 
 __all__ = ["ModelView", "conditioning", "batch_loss", "evaluate"]
@@ -83,8 +83,10 @@ def batch_loss(
         generator: the micro-batch's RNG (labels are dropped first, then ``t`` and ``xt``).
         backward_fn: two-backward memory mode (see :func:`proseco_loss`); the loop passes it
             unless ``loss.two_backward`` is false.
-        objective: ``"diffusion"`` (the above) or ``"ar"``: the next-token loss
-            (:func:`proseco.losses.ar_loss`) of a causal model; no noise is drawn.
+        objective: ``"diffusion"`` (the above), ``"ar"``: the next-token loss
+            (:func:`proseco.losses.ar_loss`) of a causal model (no noise is drawn), or
+            ``"udlm"``: the uniform-noise NELBO (:func:`proseco.losses.udlm_loss`; ``t_min``
+            and ``antithetic`` from ``loss_config``).
     """
     cond = conditioning(
         batch, num_classes=num_classes, cond_dropout=cond_dropout, generator=generator
@@ -93,6 +95,12 @@ def batch_loss(
         return ar_loss(
             model, batch["input_ids"], mask_id=mask_id, loss_mask=batch["loss_mask"],
             conditioning=cond,
+        )  # fmt: skip
+    if objective == "udlm":
+        return udlm_loss(
+            model, batch["input_ids"], mask_id=mask_id, schedule=schedule,
+            loss_mask=batch["loss_mask"], noise_mask=batch["noise_mask"], conditioning=cond,
+            generator=generator, t_min=loss_config.t_min, antithetic=loss_config.antithetic,
         )  # fmt: skip
     return proseco_loss(
         model,
@@ -134,7 +142,9 @@ def evaluate(
         ``corrector_nll`` (the ``w(t)``-weighted corrector term per token) and
         ``proposal_error_rate`` (share of argmax proposals that differ from ``x0``). With
         ``objective="ar"``: ``nelbo`` is the exact next-token NLL per target token (also as
-        ``nll``), with ``ppl``, ``bpd`` and ``tokens``.
+        ``nll``), with ``ppl``, ``bpd`` and ``tokens``. With ``objective="udlm"``: ``nelbo`` is
+        the UDLM continuous-time NELBO per loss token (``t`` on ``[0.001, 1]``), with ``ppl``,
+        ``bpd`` and ``tokens``.
     """
     config = LossConfig(
         **{**loss_config.__dict__, "mdm_weight": 1.0, "sc_weight": 1.0, "start_step": 0}
@@ -174,6 +184,9 @@ def evaluate(
     sums = accelerator.reduce(sums, reduction="sum")
     tokens = float(sums[2].clamp(min=1))
     nelbo = float(sums[0]) / tokens
+    if objective == "udlm":
+        return {"nelbo": nelbo, "ppl": math.exp(min(nelbo, 700.0)),
+                "bpd": nelbo / math.log(2.0), "tokens": int(sums[2])}  # fmt: skip
     if objective == "ar":
         ppl = math.exp(min(nelbo, 700.0))
         return {"nelbo": nelbo, "nll": nelbo, "ppl": ppl, "bpd": nelbo / math.log(2.0),
