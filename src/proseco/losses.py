@@ -13,6 +13,15 @@ ProSeCo (paper, Algorithm 1)::
     logits2 = model(y)                        # mask logit -inf, no carry-over
     L_sc    = sum_l w(t) -log p2(x0_l)        # at every loss position
     loss    = (mdm_weight L_mdm + sc_weight L_sc) / (number of loss positions)
+
+PRISM (Kim et al., 2025; :func:`prism_loss`) fine-tunes a model with a quality head::
+
+    logits1 = model(xt)                       # pass 1: MDLM term as above
+    F       = prism_fill random masked positions per row
+    y       = xt with y_F ~ p1 (stop_grad)     # the model's own samples
+    q       = model(y).quality_logits         # pass 2: the head scores every position
+    L_q     = mean_{i in F} BCE(q_i, 1[y_i == x0_i])
+    loss    = L_q + mdm_weight L_mdm / (number of loss positions)
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from proseco.errors import ConfigError
-from proseco.models.protocol import call_model, model_vocab_size
+from proseco.models.protocol import call_model, call_model_with_quality, model_vocab_size
 from proseco.noising import mask_tokens, sample_t, uniform_noise_tokens
 from proseco.schedules import Schedule, get_schedule
 
@@ -35,6 +44,7 @@ __all__ = [
     "LossOutput",
     "ar_loss",
     "mdm_loss",
+    "prism_loss",
     "proseco_loss",
     "udlm_loss",
     "udlm_terms",
@@ -62,6 +72,9 @@ class LossConfig:
         start_step: the corrector term is used only when ``step >= start_step``.
         t_min: smallest training time when ``t`` is drawn (the paper's scripts use 0.1).
         antithetic: stratified time draws over the batch.
+        prism_fill: PRISM only (:func:`prism_loss`): masked positions per example filled with
+            the model's own samples and scored by the quality head (the public code's
+            ``num_demasking_tokens_per_step``: 8 of 1024 on OpenWebText).
     """
 
     proposal: Literal["argmax", "sample"] = "argmax"
@@ -73,6 +86,7 @@ class LossConfig:
     start_step: int = 0
     t_min: float = 1e-3
     antithetic: bool = True
+    prism_fill: int = 8
 
     def __post_init__(self) -> None:
         if self.proposal not in _PROPOSALS:
@@ -89,6 +103,9 @@ class LossConfig:
                 )
         if not 0.0 <= self.t_min < 1.0:  # (False for NaN too)
             raise ValueError(f"t_min must lie in [0, 1), got {self.t_min}")
+        fill = self.prism_fill
+        if isinstance(fill, bool) or not isinstance(fill, int) or fill < 1:
+            raise ConfigError(f"loss.prism_fill must be an int >= 1, got {self.prism_fill!r}")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -108,7 +125,15 @@ class LossOutput:
         num_tokens: ``N``, the number of loss positions.
         num_masked: masked loss positions.
         t: the times used ``[B]``; xt: the noised input ``[B, L]``; y: the corrector input or None.
-        proposal_error_rate: fraction of loss positions where ``y != x0`` (None without pass 2).
+        proposal_error_rate: fraction of loss positions where ``y != x0`` (None without pass 2);
+            PRISM: fraction of the filled positions whose sample differs from ``x0``.
+        quality_accuracy: PRISM: share of filled positions where ``quality_logit > 0`` agrees
+            with the target ``y == x0``; None otherwise.
+        num_filled: PRISM: number of filled (scored) positions; None otherwise.
+
+    PRISM (:func:`prism_loss`) reuses the corrector fields: ``corrector_loss`` is the head's mean
+    BCE over the filled positions, ``corrector_terms`` its per-position terms, ``y`` the filled
+    input.
     """
 
     loss: torch.Tensor
@@ -122,6 +147,8 @@ class LossOutput:
     xt: torch.Tensor
     y: torch.Tensor | None
     proposal_error_rate: torch.Tensor | None
+    quality_accuracy: torch.Tensor | None = None
+    num_filled: torch.Tensor | None = None
 
 
 def _check_inputs(
@@ -460,13 +487,11 @@ def _drop_column(values: torch.Tensor, column: int | None) -> torch.Tensor:
     return torch.cat([values[..., :column], values[..., column + 1 :]], dim=-1)
 
 
-
 def _reduced_ids(ids: torch.Tensor, mask_id: int | None) -> torch.Tensor:
     """Token ids in the ``N``-column space without the mask column."""
     if mask_id is None:
         return ids.long()
     return ids.long() - (ids > mask_id).long()
-
 
 
 def udlm_terms(
@@ -516,7 +541,6 @@ def udlm_terms(
     u = log_rtheta - log_r
     inner = (log_r.exp() * (torch.expm1(u) - u)).sum(-1)  # [B, L], >= 0
     return -da / (n * a.view(-1, 1)) * inner
-
 
 
 def udlm_loss(
@@ -609,7 +633,6 @@ def udlm_loss(
     )
 
 
-
 def _check_uniform_zt(
     x0: torch.Tensor, zt: torch.Tensor, mask_id: int | None, noise_mask: torch.Tensor
 ) -> None:
@@ -619,3 +642,140 @@ def _check_uniform_zt(
         raise ValueError(f"zt contains the mask id {mask_id}; uniform noise never draws it")
     if bool(((zt != x0) & ~noise_mask).any()):
         raise ValueError("zt differs from x0 at positions noise_mask keeps clean")
+
+
+def fill_positions(
+    candidates: torch.Tensor, count: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``count`` positions per row chosen uniformly among ``candidates`` ``[B, L]`` (all of
+    them when a row has fewer); returns a ``[B, L]`` bool mask."""
+    u = torch.rand(candidates.shape, generator=generator, device=candidates.device)
+    u = u.masked_fill(~candidates, -1.0)
+    k = min(count, candidates.shape[1])
+    top = torch.topk(u, k, dim=1).indices
+    chosen = torch.zeros_like(candidates).scatter_(1, top, True)
+    return chosen & candidates
+
+
+def prism_loss(
+    model: Any,
+    x0: torch.Tensor,
+    *,
+    mask_id: int,
+    schedule: Schedule | str | None = None,
+    config: LossConfig | None = None,
+    t: torch.Tensor | None = None,
+    xt: torch.Tensor | None = None,
+    fill: torch.Tensor | None = None,
+    loss_mask: torch.Tensor | None = None,
+    noise_mask: torch.Tensor | None = None,
+    conditioning: Mapping[str, Any] | None = None,
+    generator: torch.Generator | None = None,
+    backward_fn: Callable[[torch.Tensor], None] | None = None,
+    **options: Any,
+) -> LossOutput:
+    """PRISM fine-tuning loss: the head learns whether each filled token equals the clean token.
+
+    Pass 1 runs the model on ``xt`` (the MDLM term, weight ``config.mdm_weight``; PRISM's
+    ``reg_lambda``) and, without gradient, draws a token from its distribution (mask excluded,
+    no temperature) at ``config.prism_fill`` random masked loss positions per row. Pass 2 runs
+    the model on that filled input ``y`` and takes the binary cross-entropy of its
+    ``quality_logits`` against ``1[y_i == x0_i]`` at the filled positions only, averaged over
+    them. Gradients of both terms reach the whole network (PRISM tunes the backbone too).
+
+    Args:
+        model: a model with a quality head (its output has ``quality_logits`` ``[B, L]``).
+        x0, mask_id, schedule, t, xt, loss_mask, noise_mask, conditioning, generator,
+        backward_fn: as in :func:`proseco_loss` (``backward_fn`` receives the MDLM part after
+            pass 1 and the head part after pass 2).
+        config: :class:`LossConfig` (``mdm_weight``, ``prism_fill``, ``t_min``, ``antithetic``);
+            ``**options`` override its fields.
+        fill: ``[B, L]`` bool, the positions to fill (must be masked in ``xt``); drawn when
+            omitted.
+
+    Returns:
+        :class:`LossOutput` with ``loss = L_q + mdm_weight * mdm_loss``; ``corrector_loss`` =
+        ``L_q`` (mean BCE per filled position), ``y`` = the filled input,
+        ``proposal_error_rate`` = share of filled tokens that are wrong, ``quality_accuracy``
+        and ``num_filled``.
+
+    Raises:
+        ConfigError: if the model returns no ``quality_logits``.
+    """
+    if config is None:
+        config = LossConfig(**options)
+    elif options:
+        config = LossConfig(**{**config.__dict__, **options})
+    schedule = get_schedule(schedule)
+    _check_inputs(model, x0, mask_id, t, xt, loss_mask, noise_mask)
+    conditioning = dict(conditioning or {})
+    loss_mask = torch.ones_like(x0, dtype=torch.bool) if loss_mask is None else loss_mask.bool()
+    noise_mask = loss_mask if noise_mask is None else noise_mask
+    if t is None:
+        t = sample_t(x0.shape[0], t_min=config.t_min, antithetic=config.antithetic,
+                     generator=generator, device=x0.device)  # fmt: skip
+    t = t.to(device=x0.device, dtype=torch.float32)
+    if xt is None:
+        xt = mask_tokens(
+            x0, t, mask_id=mask_id, schedule=schedule, noise_mask=noise_mask, generator=generator
+        )
+    weight = schedule.weight(t).view(-1, 1)
+    num_tokens = loss_mask.sum().clamp(min=1)
+    target = x0.long().unsqueeze(-1)
+
+    logits1, quality1 = call_model_with_quality(model, xt, t, **conditioning)
+    if quality1 is None:
+        raise ConfigError(
+            "loss.objective: prism needs a model with a quality head (its output has "
+            "quality_logits); build the DiT with quality_head=True or call "
+            "model.add_quality_head() (the trainer does this for loss.objective: prism)"
+        )
+    logp1 = _log_probs_without_mask(logits1.float(), mask_id)
+    masked = (xt == mask_id) & loss_mask
+    mdm_terms = torch.where(masked, -logp1.gather(-1, target).squeeze(-1) * weight, 0.0)
+    mdm_sum = mdm_terms.sum()
+    with torch.no_grad():
+        if fill is None:
+            fill = fill_positions(masked, config.prism_fill, generator)
+        elif bool((fill.bool() & (xt != mask_id)).any()):
+            raise ValueError("fill marks positions that are not masked in xt; fill masks only")
+        fill = fill.bool()
+        probs = logp1.detach().exp()[fill]  # [N, V]
+        y = xt.clone()
+        if len(probs):
+            y[fill] = torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(y.dtype)
+    mdm_part = config.mdm_weight * mdm_sum / num_tokens
+    if backward_fn is not None:
+        backward_fn(mdm_part)
+        mdm_part, mdm_sum, mdm_terms = mdm_part.detach(), mdm_sum.detach(), mdm_terms.detach()
+    del logits1, logp1, quality1
+
+    _, quality = call_model_with_quality(model, y, t, **conditioning)
+    labels = (y == x0).float()
+    bce = F.binary_cross_entropy_with_logits(quality.float(), labels, reduction="none")
+    quality_terms = torch.where(fill, bce, 0.0)
+    num_filled = fill.sum()
+    quality_loss = quality_terms.sum() / num_filled.clamp(min=1)
+    if backward_fn is not None:
+        backward_fn(quality_loss)
+        quality_loss = quality_loss.detach()
+    loss = quality_loss + mdm_part
+    with torch.no_grad():
+        denom = num_filled.clamp(min=1)
+        wrong = ((y != x0) & fill).sum() / denom
+        agree = (((quality.detach() > 0).float() == labels) & fill).sum() / denom
+    return LossOutput(
+        loss=loss.detach() if backward_fn is not None else loss,
+        mdm_loss=(mdm_sum / num_tokens).detach(),
+        corrector_loss=quality_loss.detach(),
+        mdm_terms=mdm_terms.detach(),
+        corrector_terms=quality_terms.detach(),
+        num_tokens=num_tokens,
+        num_masked=masked.sum(),
+        t=t,
+        xt=xt,
+        y=y,
+        proposal_error_rate=wrong,
+        quality_accuracy=agree,
+        num_filled=num_filled,
+    )

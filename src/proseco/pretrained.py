@@ -56,8 +56,14 @@ def _register() -> None:
 
 
 def _resolve(path: str | os.PathLike) -> tuple[str, bool]:
-    """``(location, is_local)``; a missing local-looking path is an error."""
-    text = os.fspath(path)
+    """``(location, is_local)``; a missing local-looking path is an error.
+
+    ``package:REL/PATH`` names a directory shipped inside proseco (e.g.
+    ``package:assets/qm9/mdlm``), as for tokenizers and data sources.
+    """
+    from proseco.data.text import resolve_source
+
+    text = resolve_source(os.fspath(path))
     local = Path(text).expanduser()
     if local.exists():
         if not local.is_dir():

@@ -8,12 +8,17 @@ mask; a 4x tanh-GELU MLP; a final adaLN-modulated LayerNorm and a linear map to 
 ``c = SiLU(time_embedding(t)) + SiLU(label_embedding(y))``; without time conditioning (the paper)
 the time term is a learned constant vector, and without classes the label term is absent.
 
+With ``config.quality_head`` (PRISM) a small head -- one more adaLN DiT block on the final hidden
+states, a LayerNorm and a linear map to one logit -- scores every position in the same call, and
+``forward`` returns :class:`ProsecoDiTOutput` (``logits`` first, then ``quality_logits``).
+
 Importing this module registers the model with ``AutoConfig`` and ``AutoModelForMaskedLM``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +27,19 @@ from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MaskedLMOutput
+from transformers.utils import ModelOutput
 
 from proseco.models.dit_config import DIT_PRESETS, ProsecoDiTConfig
 
-__all__ = ["ProsecoDiT", "ProsecoDiTConfig", "DIT_PRESETS", "rotary_tables", "apply_rotary"]
+__all__ = [
+    "ProsecoDiT",
+    "ProsecoDiTConfig",
+    "ProsecoDiTOutput",
+    "QualityHead",
+    "DIT_PRESETS",
+    "rotary_tables",
+    "apply_rotary",
+]
 
 ROPE_BASE = 10_000.0
 TIME_FREQ_DIM = 256  # width of the sinusoidal time features fed to the time MLP
@@ -177,6 +191,39 @@ class DiTConditioning(nn.Module):
         return c
 
 
+@dataclass
+class ProsecoDiTOutput(ModelOutput):
+    """Output of a DiT with a quality head: ``logits`` ``[B, L, V]`` (first, so every caller that
+    reads ``.logits`` or ``[0]`` is unchanged) and ``quality_logits`` ``[B, L]`` float32:
+    ``sigmoid(quality_logits[b, i])`` estimates the probability that token ``input_ids[b, i]`` is
+    right given the rest of the sequence (PRISM)."""
+
+    logits: torch.FloatTensor | None = None
+    quality_logits: torch.FloatTensor | None = None
+
+
+class QualityHead(nn.Module):
+    """PRISM's per-token quality head: ``Linear(modulate(norm(block(h, c))))`` -> ``[B, L]``.
+
+    One adaLN DiT block (zero-initialised modulation, so it starts as the identity) over the
+    backbone's final hidden states ``h`` ``[B, L, H]`` and conditioning ``c`` ``[B, cond_dim]``.
+    The output bias starts at 0 and the weights at ``N(0, initializer_range)``: initial scores are
+    near 0 logits (probability ~0.5).
+    """
+
+    def __init__(self, config: ProsecoDiTConfig) -> None:
+        super().__init__()
+        self.block = DiTBlock(config)
+        self.norm = DiTLayerNorm(config.hidden_size)
+        self.modulation = AdaLNModulation(config.cond_dim, 2 * config.hidden_size)
+        self.out = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, h, c, cos, sin, attn_mask, is_causal: bool) -> torch.Tensor:
+        h = self.block(h, c, cos, sin, attn_mask, is_causal)
+        shift, scale = self.modulation(c)[:, None].chunk(2, dim=-1)
+        return self.out(_modulate(self.norm(h), shift, scale)).squeeze(-1).float()
+
+
 class ProsecoDiT(PreTrainedModel):
     """The DiT backbone of MDLM / ProSeCo as a Hugging Face masked LM.
 
@@ -201,6 +248,9 @@ class ProsecoDiT(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["DiTBlock"]
     _tied_weights_keys = {"lm_head.weight": "embed_tokens.weight"}
+    # An MDM checkpoint loaded with ``quality_head=True`` has no head weights: they are new by
+    # design (PRISM fine-tuning), so transformers should not warn about them.
+    _keys_to_ignore_on_load_missing = [r"^quality_head\."]
 
     def __init__(self, config: ProsecoDiTConfig) -> None:
         super().__init__(config)
@@ -210,7 +260,22 @@ class ProsecoDiT(PreTrainedModel):
         self.norm_final = DiTLayerNorm(config.hidden_size)
         self.final_modulation = AdaLNModulation(config.cond_dim, 2 * config.hidden_size)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.quality_head = QualityHead(config) if config.quality_head else None
         self.post_init()
+
+    def add_quality_head(self) -> ProsecoDiT:
+        """Give this model a freshly initialised PRISM quality head (a no-op if it has one).
+
+        Sets ``config.quality_head = True`` so that ``save_pretrained`` records it; the head is
+        created on the model's device and dtype. Returns ``self``.
+        """
+        if self.quality_head is None:
+            ref = self.lm_head.weight
+            head = QualityHead(self.config)
+            head.apply(self._init_weights)
+            self.quality_head = head.to(device=ref.device, dtype=ref.dtype)
+            self.config.quality_head = True
+        return self
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -247,8 +312,8 @@ class ProsecoDiT(PreTrainedModel):
         class_labels: torch.LongTensor | int | None = None,
         timesteps: torch.Tensor | float | None = None,
         return_dict: bool | None = None,
-    ) -> MaskedLMOutput | tuple[torch.Tensor]:
-        """Logits of the clean tokens at every position.
+    ) -> MaskedLMOutput | ProsecoDiTOutput | tuple[torch.Tensor, ...]:
+        """Logits of the clean tokens at every position (and quality logits with a head).
 
         Args:
             input_ids: token ids ``[B, L]`` in ``[0, vocab_size)``, ``L <= max_length``.
@@ -262,6 +327,8 @@ class ProsecoDiT(PreTrainedModel):
 
         Returns:
             ``MaskedLMOutput`` with float32 ``logits`` ``[B, L, V]`` (or the tuple ``(logits,)``).
+            With ``config.quality_head``: :class:`ProsecoDiTOutput` with ``logits`` and float32
+            ``quality_logits`` ``[B, L]`` (or ``(logits, quality_logits)``), one forward pass.
 
         Raises:
             ValueError: on ids outside the vocabulary, sequences longer than ``max_length``,
@@ -283,11 +350,16 @@ class ProsecoDiT(PreTrainedModel):
             x = block(x, c, cos, sin, attn_mask, is_causal)
         shift, scale = self.final_modulation(c)[:, None].chunk(2, dim=-1)
         logits = self.lm_head(_modulate(self.norm_final(x), shift, scale)).float()
+        quality = None
+        if self.quality_head is not None:
+            quality = self.quality_head(x, c, cos, sin, attn_mask, is_causal)
 
         return_dict = return_dict if return_dict is not None else config.return_dict
         if not return_dict:
-            return (logits,)
-        return MaskedLMOutput(logits=logits)
+            return (logits,) if quality is None else (logits, quality)
+        if quality is None:
+            return MaskedLMOutput(logits=logits)
+        return ProsecoDiTOutput(logits=logits, quality_logits=quality)
 
 
 def _check_input_ids(input_ids: torch.Tensor, config: ProsecoDiTConfig) -> None:

@@ -84,6 +84,10 @@ class ProsecoDiTConfig(PreTrainedConfig):
         mask_token_id: id of the mask token, if the vocabulary has one.
         initializer_range: std of the normal init of embeddings and linear layers.
         pad_token_id, bos_token_id, eos_token_id: standard special-token ids (or None).
+        quality_head: add PRISM's per-token quality head (one adaLN DiT block on the final
+            hidden states, then a linear map to one logit per position); ``forward`` then also
+            returns ``quality_logits`` ``[B, L]`` from the same call. Configs saved before this
+            field existed load with ``False``.
     """
 
     model_type = "proseco-dit"
@@ -110,6 +114,7 @@ class ProsecoDiTConfig(PreTrainedConfig):
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+    quality_head: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         self._validate()
@@ -137,7 +142,7 @@ class ProsecoDiTConfig(PreTrainedConfig):
                 f"head dimension hidden_size / num_heads = {head_dim} is odd; rotary embeddings "
                 "need an even head dimension"
             )
-        for name in ("time_conditioning", "tie_word_embeddings", "causal"):
+        for name in ("time_conditioning", "tie_word_embeddings", "causal", "quality_head"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.diffusion not in ("masked", "uniform"):

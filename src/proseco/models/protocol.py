@@ -7,6 +7,10 @@ first item is the logits — is a model. The bundled DiT, a hub masked LM and a 
 Time conditioning: if ``model.config.time_conditioning`` (or ``model.time_conditioning``) is true,
 :func:`call_model` passes ``timesteps=t`` (``[B]`` floats); otherwise ``t`` is never sent, so models
 that take no time input keep working.
+
+Quality scores (PRISM): a model whose output object also has ``quality_logits`` ``[B, L]``
+(:class:`proseco.models.dit.ProsecoDiTOutput`) gives them with the logits of the same call;
+:func:`call_model_with_quality` returns both.
 """
 
 from __future__ import annotations
@@ -15,7 +19,20 @@ from typing import Any
 
 import torch
 
-__all__ = ["call_model", "is_time_conditioned", "model_vocab_size", "model_max_length"]
+__all__ = [
+    "call_model",
+    "call_model_with_quality",
+    "has_quality_head",
+    "is_time_conditioned",
+    "model_vocab_size",
+    "model_max_length",
+]
+
+
+def has_quality_head(model: Any) -> bool:
+    """Whether the model declares a PRISM quality head (``config.quality_head``)."""
+    config = getattr(model, "config", None)
+    return bool(getattr(config, "quality_head", False))
 
 
 def is_time_conditioned(model: Any) -> bool:
@@ -54,6 +71,21 @@ def call_model(
 ) -> torch.Tensor:
     """Run ``model`` on ``input_ids`` ``[B, L]`` and return float logits ``[B, L, V]``.
 
+    Same arguments as :func:`call_model_with_quality`, which also returns quality logits.
+    """
+    return call_model_with_quality(model, input_ids, t, **conditioning)[0]
+
+
+def call_model_with_quality(
+    model: Any,
+    input_ids: torch.Tensor,
+    t: torch.Tensor | None = None,
+    **conditioning: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One model call: ``(logits [B, L, V], quality_logits [B, L] or None)``.
+
+    ``quality_logits`` is the output's ``quality_logits`` attribute (a PRISM head), else None.
+
     Args:
         model: any callable following the protocol above.
         input_ids: token ids ``[B, L]``.
@@ -65,6 +97,7 @@ def call_model(
     if t is not None and is_time_conditioned(model):
         kwargs["timesteps"] = t
     out = model(input_ids, **kwargs)
+    quality = getattr(out, "quality_logits", None)
     if isinstance(out, torch.Tensor):
         logits = out
     elif hasattr(out, "logits"):
@@ -82,4 +115,9 @@ def call_model(
             f"{tuple(input_ids.shape)}; expected [B, L, V] = [{input_ids.shape[0]}, "
             f"{input_ids.shape[1]}, V]"
         )
-    return logits
+    if quality is not None and tuple(quality.shape) != tuple(input_ids.shape):
+        raise ValueError(
+            f"model returned quality_logits of shape {tuple(quality.shape)} for input_ids of "
+            f"shape {tuple(input_ids.shape)}; expected [B, L]"
+        )
+    return logits, quality

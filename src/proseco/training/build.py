@@ -102,6 +102,7 @@ def _dit_config(section: ModelSection, config: TrainConfig, tokenizer: Any) -> A
         time_conditioning=section.time_conditioning,
         tie_word_embeddings=section.tie_word_embeddings,
         causal=config.loss.objective == "ar",
+        quality_head=config.loss.objective == "prism",
         diffusion="uniform" if config.loss.objective == "udlm" else "masked",
         **overrides,
     )
@@ -143,6 +144,8 @@ def build_model(config: TrainConfig, tokenizer: Any) -> nn.Module:
         model = _build_fresh(section, config, tokenizer)
         if section.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+    if config.loss.objective == "prism":
+        model = _with_quality_head(model)
     _check_compatible(model, config, tokenizer)
     if section.lora is not None:
         from proseco.models.hub import HubDiffusionLM
@@ -153,6 +156,19 @@ def build_model(config: TrainConfig, tokenizer: Any) -> nn.Module:
         else:
             model = apply_lora(model, section.lora)
     return model
+
+
+def _with_quality_head(model: nn.Module) -> nn.Module:
+    """PRISM: the model with a quality head; an MDM without one gets a new one (initialised)."""
+    if getattr(getattr(model, "config", None), "quality_head", False):
+        return model
+    add = getattr(model, "add_quality_head", None)
+    if add is None:
+        raise ValueError(
+            f"loss.objective: prism adds a quality head to the model, which {type(model).__name__} "
+            "does not support; fine-tune a proseco DiT checkpoint (model.pretrained) instead"
+        )
+    return add()
 
 
 def _build_fresh(section: ModelSection, config: TrainConfig, tokenizer: Any) -> nn.Module:

@@ -278,7 +278,11 @@ class LossSection(LossConfig):
             diffusion fields are then unused. ``udlm``: uniform-noise diffusion (Schiff et al.)
             with its continuous-time NELBO (:func:`proseco.losses.udlm_loss`); needs
             ``model.time_conditioning: true``; ``t_min``, ``antithetic`` and ``schedule`` apply,
-            the corrector fields do not.
+            the corrector fields do not. ``prism``: PRISM fine-tuning
+            (:func:`proseco.losses.prism_loss`) of a model with a quality head (added, newly
+            initialised, to a ``model.pretrained`` MDM that lacks one): the head's BCE on
+            ``prism_fill`` positions filled with the model's own samples plus ``mdm_weight``
+            times the MDLM term (PRISM: 0.5); the corrector fields are unused.
         schedule: noise schedule name (``loglinear``, ``linear``, ``cosine``, ``polynomial``).
         two_backward: backpropagate the MDLM term before the corrector pass (same gradient,
             about half the peak activation memory and no slower; ``benchmarks/loss_step.py``).
@@ -291,7 +295,7 @@ class LossSection(LossConfig):
     schedule: str = "loglinear"
     two_backward: bool | None = None
     cond_dropout: float = 0.0
-    objective: Literal["diffusion", "ar", "udlm"] = "diffusion"
+    objective: Literal["diffusion", "ar", "udlm", "prism"] = "diffusion"
 
     def __post_init__(self) -> None:
         _finite("loss", self)
@@ -300,11 +304,11 @@ class LossSection(LossConfig):
         except ValueError as err:
             raise ConfigError(f"loss: {err}") from None
         _choice("loss", "schedule", self.schedule, ("loglinear", "linear", "cosine", "polynomial"))
-        _choice("loss", "objective", self.objective, ("diffusion", "ar", "udlm"))
+        _choice("loss", "objective", self.objective, ("diffusion", "ar", "udlm", "prism"))
         # the default: two backwards wherever there are two passes; the AR and UDLM losses have
         # one, so it is always off there (also when an override changes a resolved config)
         if self.two_backward is None or self.objective in ("ar", "udlm"):
-            object.__setattr__(self, "two_backward", self.objective == "diffusion")
+            object.__setattr__(self, "two_backward", self.objective in ("diffusion", "prism"))
         if not 0.0 <= self.cond_dropout <= 1.0:
             raise ConfigError(f"loss.cond_dropout must lie in [0, 1], got {self.cond_dropout}")
 

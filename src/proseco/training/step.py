@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from proseco.losses import LossConfig, LossOutput, ar_loss, proseco_loss, udlm_loss
+from proseco.losses import LossConfig, LossOutput, ar_loss, prism_loss, proseco_loss, udlm_loss
 from proseco.schedules import Schedule
 
 __all__ = ["ModelView", "conditioning", "batch_loss", "evaluate"]
@@ -85,6 +85,7 @@ def batch_loss(
             unless ``loss.two_backward`` is false.
         objective: ``"diffusion"`` (the above), ``"ar"``: the next-token loss
             (:func:`proseco.losses.ar_loss`) of a causal model (no noise is drawn), or
+            ``"prism"``: the PRISM quality-head loss (:func:`proseco.losses.prism_loss`), or
             ``"udlm"``: the uniform-noise NELBO (:func:`proseco.losses.udlm_loss`; ``t_min``
             and ``antithetic`` from ``loss_config``).
     """
@@ -101,6 +102,12 @@ def batch_loss(
             model, batch["input_ids"], mask_id=mask_id, schedule=schedule,
             loss_mask=batch["loss_mask"], noise_mask=batch["noise_mask"], conditioning=cond,
             generator=generator, t_min=loss_config.t_min, antithetic=loss_config.antithetic,
+        )  # fmt: skip
+    if objective == "prism":  # the quality head's BCE on the model's own samples (PRISM)
+        return prism_loss(
+            model, batch["input_ids"], mask_id=mask_id, schedule=schedule, config=loss_config,
+            loss_mask=batch["loss_mask"], noise_mask=batch["noise_mask"], conditioning=cond,
+            generator=generator, backward_fn=backward_fn,
         )  # fmt: skip
     return proseco_loss(
         model,
@@ -144,7 +151,10 @@ def evaluate(
         ``objective="ar"``: ``nelbo`` is the exact next-token NLL per target token (also as
         ``nll``), with ``ppl``, ``bpd`` and ``tokens``. With ``objective="udlm"``: ``nelbo`` is
         the UDLM continuous-time NELBO per loss token (``t`` on ``[0.001, 1]``), with ``ppl``,
-        ``bpd`` and ``tokens``.
+        ``bpd`` and ``tokens``. With ``objective="prism"``: the MDLM ``nelbo`` / ``ppl`` / ``bpd``
+        plus the quality head's ``quality_bce`` (mean BCE per filled position),
+        ``quality_accuracy`` (sign of the quality logit vs. ``y == x0``), ``fill_error_rate``
+        (share of filled samples that are wrong), ``filled`` and ``tokens``.
     """
     config = LossConfig(
         **{**loss_config.__dict__, "mdm_weight": 1.0, "sc_weight": 1.0, "start_step": 0}
@@ -155,6 +165,7 @@ def evaluate(
         n_batches = min(n_batches, max_batches)
     device = accelerator.device
     sums = torch.zeros(4, dtype=torch.float64, device=device)
+    quality_sums = torch.zeros(4, dtype=torch.float64, device=device)  # PRISM head
     for b in range(accelerator.process_index, n_batches, accelerator.num_processes):
         idx = torch.arange(b * micro_batch_size, min((b + 1) * micro_batch_size, len(dataset)))
         batch = dataset.batch(idx, device)
@@ -171,6 +182,11 @@ def evaluate(
                 objective=objective,
             )
         n = out.num_tokens.double()
+        if out.num_filled is not None:
+            f = out.num_filled.double()
+            quality_sums += torch.stack([out.corrector_loss.double() * f,
+                                         out.quality_accuracy.double() * f,
+                                         out.proposal_error_rate.double() * f, f])  # fmt: skip
         err = out.proposal_error_rate
         err = torch.zeros((), device=n.device) if err is None else err
         sums += torch.stack(
@@ -184,6 +200,14 @@ def evaluate(
     sums = accelerator.reduce(sums, reduction="sum")
     tokens = float(sums[2].clamp(min=1))
     nelbo = float(sums[0]) / tokens
+    if objective == "prism":
+        quality_sums = accelerator.reduce(quality_sums, reduction="sum")
+        filled = float(quality_sums[3].clamp(min=1))
+        return {"nelbo": nelbo, "ppl": math.exp(min(nelbo, 700.0)), "bpd": nelbo / math.log(2.0),
+                "quality_bce": float(quality_sums[0]) / filled,
+                "quality_accuracy": float(quality_sums[1]) / filled,
+                "fill_error_rate": float(quality_sums[2]) / filled,
+                "filled": int(quality_sums[3]), "tokens": int(sums[2])}  # fmt: skip
     if objective == "udlm":
         return {"nelbo": nelbo, "ppl": math.exp(min(nelbo, 700.0)),
                 "bpd": nelbo / math.log(2.0), "tokens": int(sums[2])}  # fmt: skip

@@ -1,0 +1,164 @@
+"""PRISM: the quality head, its fine-tuning target and loss, the remasking sampler, NFEs."""
+
+from __future__ import annotations
+
+import json
+import math
+import types
+
+import pytest
+import torch
+
+from proseco.losses import LossConfig, fill_positions, prism_loss
+from proseco.models.dit import ProsecoDiT, ProsecoDiTConfig, ProsecoDiTOutput
+
+MASK = 5  # toy vocabulary 0..4 plus the mask
+
+
+class ToyQuality(torch.nn.Module):
+    """A "model" with a quality head whose outputs are set by hand.
+
+    ``logits[b, i]`` puts (nearly) all mass on ``answer[b, i]``; ``quality_logits`` is ``quality``
+    ``[B, L]`` for every input. Every call is counted.
+    """
+
+    def __init__(self, answer: torch.Tensor, quality: torch.Tensor, vocab: int = 6) -> None:
+        super().__init__()
+        self.answer, self.quality = answer, quality
+        self.config = types.SimpleNamespace(
+            vocab_size=vocab, quality_head=True, mask_token_id=vocab - 1, max_length=64
+        )
+        self.calls = 0
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, input_ids: torch.Tensor, **_: object) -> ProsecoDiTOutput:
+        self.calls += 1
+        self.inputs.append(input_ids.clone())
+        logits = torch.full((*input_ids.shape, self.config.vocab_size), -50.0)
+        rows = self.answer[: input_ids.shape[0], : input_ids.shape[1]]
+        logits.scatter_(-1, rows.unsqueeze(-1), 50.0)
+        quality = self.quality[: input_ids.shape[0], : input_ids.shape[1]]
+        return ProsecoDiTOutput(logits=logits, quality_logits=quality.clone())
+
+
+def _bce(logit: float, target: int) -> float:
+    """-log sigmoid(logit) for target 1, -log(1 - sigmoid(logit)) for target 0."""
+    return math.log1p(math.exp(-logit)) if target else math.log1p(math.exp(logit))
+
+
+# --- (a) the head's target and the loss ---------------------------------------------------------
+
+
+def test_target_is_token_equals_clean_token_and_bce_matches_hand_value() -> None:
+    x0 = torch.tensor([[0, 1, 2, 3], [1, 1, 2, 2]])
+    xt = torch.tensor([[MASK, MASK, MASK, 3], [1, MASK, 2, MASK]])
+    # the model's samples: right at (0, 0), (0, 2), (1, 3); wrong at (0, 1) and (1, 1)
+    answer = torch.tensor([[0, 4, 2, 3], [1, 0, 2, 2]])
+    quality = torch.tensor([[2.0, -1.0, 0.5, 0.3], [0.1, 0.7, -0.2, -3.0]])
+    fill = torch.tensor([[True, True, False, False], [False, True, False, True]])
+    model = ToyQuality(answer, quality)
+    out = prism_loss(model, x0, mask_id=MASK, t=torch.tensor([0.5, 0.5]), xt=xt, fill=fill,
+                     config=LossConfig(mdm_weight=0.5))  # fmt: skip
+    # filled input: samples at the filled positions only; (0, 2) stays masked
+    assert out.y.tolist() == [[0, 4, MASK, 3], [1, 0, 2, 2]]
+    targets = (out.y == x0) & fill
+    assert targets.tolist() == [[True, False, False, False], [False, False, False, True]]
+    hand = [_bce(2.0, 1), _bce(-1.0, 0), _bce(0.7, 0), _bce(-3.0, 1)]
+    assert out.corrector_terms[fill].tolist() == pytest.approx(hand, rel=1e-5)
+    assert float(out.corrector_loss) == pytest.approx(sum(hand) / 4, rel=1e-5)
+    assert float(out.corrector_loss) == pytest.approx(1.1479908, rel=1e-5)
+    assert bool((out.corrector_terms[~fill] == 0).all())  # unfilled positions carry no BCE
+    assert float(out.loss) == pytest.approx(float(out.corrector_loss) + 0.5 * float(out.mdm_loss))
+    assert float(out.quality_accuracy) == 0.5  # (0,0), (0,1) right; (1,1), (1,3) wrong
+    assert float(out.proposal_error_rate) == 0.5  # 2 of 4 samples wrong
+    assert int(out.num_filled) == 4
+    assert model.calls == 2  # pass 1 on xt, pass 2 on the filled input
+    assert torch.equal(model.inputs[0], xt) and torch.equal(model.inputs[1], out.y)
+
+
+def test_drawn_fill_positions_are_masked_loss_positions() -> None:
+    masked = torch.tensor([[1, 1, 0, 1, 1, 0], [0, 0, 1, 0, 0, 0], [0] * 6], dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    chosen = fill_positions(masked, 2, gen)
+    assert chosen.sum(dim=1).tolist() == [2, 1, 0]  # min(fill, masked) per row
+    assert not bool((chosen & ~masked).any())
+
+
+def test_prism_loss_refuses_a_model_without_head() -> None:
+    from proseco.errors import ConfigError
+
+    cfg = ProsecoDiTConfig.from_preset("cpu-tiny", vocab_size=6, max_length=8, mask_token_id=MASK,
+                                       hidden_size=32, num_heads=2, num_layers=1, cond_dim=16)  # fmt: skip
+    with pytest.raises(ConfigError, match="quality head"):
+        prism_loss(ProsecoDiT(cfg), torch.zeros(2, 8, dtype=torch.long), mask_id=MASK)
+
+
+def _tiny_config(**kw: object) -> ProsecoDiTConfig:
+    return ProsecoDiTConfig.from_preset(
+        "cpu-tiny", vocab_size=6, max_length=8, mask_token_id=MASK, hidden_size=32,
+        num_heads=2, num_layers=1, cond_dim=16, dropout=0.0, **kw,
+    )  # fmt: skip
+
+
+def test_gradients_reach_head_and_backbone_and_two_backward_matches() -> None:
+    torch.manual_seed(0)
+    model = ProsecoDiT(_tiny_config(quality_head=True))
+    x0 = torch.randint(0, 5, (4, 8))
+
+    def grads(two: bool) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        gen = torch.Generator().manual_seed(1)
+        out = prism_loss(model, x0, mask_id=MASK, generator=gen, prism_fill=3,
+                         backward_fn=(lambda v: v.backward()) if two else None)  # fmt: skip
+        if not two:
+            out.loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    one, two = grads(False), grads(True)
+    assert one.keys() == two.keys()
+    assert any(n.startswith("quality_head.out") for n in one)
+    assert any(n.startswith("embed_tokens") for n in one)
+    for name in one:
+        assert torch.allclose(one[name], two[name], atol=1e-6), name
+
+
+# --- (d) checkpoints -------------------------------------------------------------------------------
+
+
+def test_head_output_is_one_call_with_logits_first() -> None:
+    torch.manual_seed(0)
+    model = ProsecoDiT(_tiny_config(quality_head=True)).eval()
+    x = torch.randint(0, 6, (2, 8))
+    out = model(x)
+    assert out.logits.shape == (2, 8, 6) and out.quality_logits.shape == (2, 8)
+    assert out[0] is out.logits  # every caller that reads [0] / .logits is unchanged
+    logits, quality = model(x, return_dict=False)
+    assert torch.equal(logits, out.logits) and torch.equal(quality, out.quality_logits)
+
+
+def test_old_checkpoint_loads_and_mdm_checkpoint_loads_into_head_config(tmp_path, caplog) -> None:
+    import logging
+
+    from proseco.pretrained import load_model
+    from proseco.sampling import sample
+
+    torch.manual_seed(0)
+    mdm = ProsecoDiT(_tiny_config()).eval()
+    mdm.save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    raw = json.loads(config_file.read_text())
+    raw.pop("quality_head")  # a config written before the field existed
+    config_file.write_text(json.dumps(raw))
+    old = load_model(tmp_path)
+    assert old.config.quality_head is False and old.quality_head is None
+    assert sample(old, steps=4, length=8, batch_size=2).tokens.shape == (2, 8)
+
+    with caplog.at_level(logging.WARNING):
+        headed = ProsecoDiT.from_pretrained(tmp_path, quality_head=True).eval()
+    assert not [r for r in caplog.records if "quality_head" in r.getMessage()]
+    x = torch.randint(0, 6, (2, 8))
+    out = headed(x)
+    assert torch.allclose(out.logits, mdm(x).logits)  # the backbone is the MDM's
+    assert out.quality_logits.shape == (2, 8)
+    added = load_model(tmp_path).add_quality_head()
+    assert added.config.quality_head is True and added(x).quality_logits.shape == (2, 8)
