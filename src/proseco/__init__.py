@@ -33,6 +33,7 @@ from proseco.sampling import (
     draw_at,
     sample,
     sample_autoregressive,
+    sample_uniform,
 )
 from proseco.sampling.presets import PRESETS, preset
 from proseco.schedules import (
@@ -84,6 +85,7 @@ __all__ = [
     "load_config",
     "sample",
     "sample_autoregressive",
+    "sample_uniform",
     "train",
     "CosineSchedule",
     "LinearSchedule",

@@ -245,3 +245,129 @@ def test_the_udlm_recipes_copy_the_mdlm_recipes_but_for_the_objective(name: str)
     assert dataclasses.replace(udlm.model, time_conditioning=False) == mdlm.model
     assert udlm.data == mdlm.data and udlm.optim == mdlm.optim and udlm.train == mdlm.train
     assert udlm.loss.cond_dropout == mdlm.loss.cond_dropout
+
+
+# --- (d) the sampler ----------------------------------------------------------------------------
+
+
+def _tiny_udlm(mask_id: int = 7, vocab: int = 8, num_classes: int = 2, seed: int = 0):
+    from proseco.models.dit import ProsecoDiT, ProsecoDiTConfig
+
+    torch.manual_seed(seed)
+    cfg = ProsecoDiTConfig(
+        vocab_size=vocab, hidden_size=16, num_layers=1, num_heads=2, cond_dim=8, max_length=12,
+        dropout=0.0, time_conditioning=True, num_classes=num_classes, mask_token_id=mask_id,
+        diffusion="uniform", eos_token_id=1, pad_token_id=1,
+    )  # fmt: skip
+    model = ProsecoDiT(cfg).eval()
+    with torch.no_grad():  # make the mask column the model's favourite: it must still never win
+        model.lm_head.bias[mask_id] = 50.0
+    return model
+
+
+class MaskLover(torch.nn.Module):
+    """Time-conditioned dummy: logits favour the mask id hugely, then ``favourite``."""
+
+    def __init__(self, vocab: int, mask_id: int, favourite: int) -> None:
+        super().__init__()
+        self.config = type("C", (), {"vocab_size": vocab, "mask_token_id": mask_id,
+                                     "time_conditioning": True, "diffusion": "uniform",
+                                     "null_label": 2, "max_position_embeddings": 16})()  # fmt: skip
+        self.calls: list[tuple[float, object]] = []
+        self.mask_id, self.favourite = mask_id, favourite
+
+    def forward(self, input_ids, timesteps, class_labels=None, attention_mask=None):
+        self.calls.append((float(timesteps[0]), class_labels))
+        logits = torch.randn(*input_ids.shape, self.config.vocab_size)
+        logits[..., self.mask_id] = 1e4
+        logits[..., self.favourite] += 3.0
+        return logits
+
+
+def test_the_posterior_is_the_papers_product_form() -> None:
+    from proseco.sampling.uniform import uniform_posterior
+
+    x_theta = [0.2, 0.5, 0.3]
+    log_x = torch.log(torch.tensor([[[0.2, 0.0, 0.5, 0.3]]], dtype=torch.float64))  # mask id 1
+    post = uniform_posterior(log_x, torch.tensor([[2]]), 0.4, 0.7, mask_id=1).exp()[0, 0]
+    expected = _posterior(1, x_theta, 0.4, 0.7)  # z_t = id 2 = index 1 in N-space
+    assert post[1] == 0.0
+    assert torch.allclose(post[[0, 2, 3]], torch.tensor(expected, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("gamma", [None, 0.0, 1.0, 3.0])
+@pytest.mark.parametrize("final", ["argmax", "sample"])
+def test_the_sampler_never_emits_the_mask_and_counts_nfes(seed, gamma, final) -> None:
+    from proseco.sampling import Guidance, SamplingConfig
+    from proseco.sampling.uniform import sample_uniform
+
+    mask_id = 3
+    model = MaskLover(vocab=6, mask_id=mask_id, favourite=4)
+    guidance = None if gamma is None else Guidance(gamma=gamma, condition=1)
+    config = SamplingConfig(steps=5, guidance=guidance)
+    out = sample_uniform(model, config, batch_size=4, length=10, final=final,
+                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    assert out.tokens.shape == (4, 10)
+    assert not bool((out.tokens == mask_id).any())
+    passes = 2 if gamma not in (None, 0.0, 1.0) else 1
+    assert out.nfe == out.denoiser_nfe == 5 * passes and out.corrector_nfe == 0
+    assert out.model_calls == len(model.calls) == 5 * passes
+    assert out.nfe_per_row.tolist() == [5 * passes] * 4 and out.num_steps == 5
+    times = sorted({round(t, 6) for t, _ in model.calls}, reverse=True)
+    assert times == [1.0, 0.8, 0.6, 0.4, 0.2]  # t = 1 ... 1/T; the last step lands on 0
+    if passes == 2:
+        labels = [int(lab[0]) for _, lab in model.calls]
+        assert labels == [1, 2] * 5  # conditional, then the null label, every step
+
+
+def test_a_tiny_dit_samples_without_masks_and_keeps_the_prompt() -> None:
+    from proseco.sampling import SamplingConfig
+    from proseco.sampling.dispatch import sampler_for, sampler_kind
+    from proseco.sampling.uniform import check_uniform_args, sample_uniform
+
+    model = _tiny_udlm(mask_id=0)
+    assert sampler_kind(model) == "uniform"
+    check, sampler = sampler_for(model)
+    assert check is check_uniform_args and sampler is sample_uniform
+    prompt = torch.tensor([[5, 6, 2], [2, 2, 3]])
+    for seed in range(3):
+        out = sampler(model, SamplingConfig(steps=4, temperature=0.7, top_k=5), prompt=prompt,
+                      length=7, mask_id=0, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(out.tokens[:, :3], prompt) and out.prompt_length == 3
+        assert out.generated.shape == (2, 7) and not bool((out.tokens == 0).any())
+    a = sample_uniform(model, steps=3, batch_size=2, generator=torch.Generator().manual_seed(5))
+    b = sample_uniform(model, steps=3, batch_size=2, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a.tokens, b.tokens) and a.tokens.shape == (2, 12)  # default: max length
+
+
+def test_a_perfect_denoiser_is_reproduced() -> None:
+    from proseco.sampling.uniform import sample_uniform
+
+    class Perfect(MaskLover):
+        def forward(self, input_ids, timesteps, class_labels=None, attention_mask=None):
+            logits = torch.full((*input_ids.shape, 6), -30.0)
+            logits[..., 5] = 30.0
+            return logits
+
+    for final in ("argmax", "sample"):
+        out = sample_uniform(Perfect(6, 3, 5), steps=3, batch_size=3, length=8, final=final,
+                             generator=torch.Generator().manual_seed(0))  # fmt: skip
+        assert bool((out.tokens == 5).all())
+
+
+def test_the_uniform_sampler_refuses_what_needs_masks() -> None:
+    from proseco.errors import ConfigError
+    from proseco.sampling import Corrector, SamplingConfig
+    from proseco.sampling.uniform import check_uniform_args
+
+    model = MaskLover(6, 3, 4)
+    with pytest.raises(ConfigError, match="corrector"):
+        check_uniform_args(model, SamplingConfig(corrector=Corrector(steps=1)), length=4)
+    with pytest.raises(ConfigError, match="unmasking"):
+        check_uniform_args(model, SamplingConfig(unmasking="remdm"), length=4)
+    with pytest.raises(ConfigError, match="maximum"):
+        check_uniform_args(model, length=17)
+    model.config.diffusion = "masked"
+    with pytest.raises(ConfigError, match="proseco.sample"):
+        check_uniform_args(model, length=4)

@@ -18,6 +18,7 @@ from proseco.sampling.loop import sample
 from proseco.sampling.output import SampleOutput, SamplingHistory, StepRecord
 from proseco.sampling.processors import LogitsProcessor
 from proseco.sampling.remasking import ReMDM
+from proseco.sampling.uniform import sample_uniform
 from proseco.sampling.unmasking import (
     UNMASKING,
     Ancestral,
@@ -57,4 +58,5 @@ __all__ = [
     "run_corrector",
     "sample",
     "sample_autoregressive",
+    "sample_uniform",
 ]

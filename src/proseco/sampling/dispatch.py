@@ -2,7 +2,9 @@
 
 A causal model (``config.causal``, the AR baseline) is sampled left to right by
 :func:`~proseco.sampling.autoregressive.sample_autoregressive`; every other model by the masked
-diffusion loop :func:`~proseco.sampling.loop.sample`. Each pair is ``(check, sample)`` with the
+diffusion loop :func:`~proseco.sampling.loop.sample`, except a uniform-noise model
+(``config.diffusion == "uniform"``, UDLM), sampled by
+:func:`~proseco.sampling.uniform.sample_uniform`. Each pair is ``(check, sample)`` with the
 same call signature ``(model, config, *, mask_id, batch_size, length, prompt, generator)``:
 ``check`` validates every argument without a model call, ``sample`` returns a
 :class:`~proseco.SampleOutput` whose NFEs are counted the same way (per sample, per row).
@@ -20,14 +22,17 @@ from proseco.sampling.autoregressive import (
     sample_autoregressive,
 )
 from proseco.sampling.loop import check_sample_args, sample
+from proseco.sampling.uniform import check_uniform_args, is_uniform, sample_uniform
 
 __all__ = ["sampler_for", "sampler_kind"]
 
 
 def sampler_kind(model: Any) -> str:
-    """``"autoregressive"`` for a causal model, else ``"masked"``."""
+    """``"autoregressive"`` for a causal model, ``"uniform"`` for a UDLM model, else ``"masked"``."""
     if is_causal(model):
         return "autoregressive"
+    if is_uniform(model):
+        return "uniform"
     return "masked"
 
 
@@ -42,4 +47,6 @@ def sampler_for(model: Any, *, stop_at_eos: bool = True) -> tuple[Callable, Call
         return check_autoregressive_args, functools.partial(
             sample_autoregressive, stop_at_eos=stop_at_eos
         )
+    if kind == "uniform":
+        return check_uniform_args, sample_uniform
     return check_sample_args, sample

@@ -213,6 +213,31 @@ class ModelCaller:
         _count(self.denoiser_rows, rows, n)
         return logits
 
+    def denoise_each(
+        self, x: torch.Tensor, t: float, rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Conditional and unconditional denoiser logits ``[n, L, V]``, not mixed.
+
+        For samplers that apply guidance to something other than the denoiser's log-probs
+        (UDLM mixes its transition probabilities). ``(logits, None)`` with one evaluation when
+        there is no guidance or ``gamma`` is 0 or 1 (as :meth:`denoise`); otherwise
+        ``(conditional, unconditional)``, two evaluations counted as denoiser NFEs.
+        """
+        g = self.guidance
+        if g is None or g.passes == 1:
+            return self.denoise(x, t, rows), None
+        times = self._times(x.shape[0], t)
+        kwargs = self._kwargs(rows)
+        cond_labels, null_labels = self.cond_labels, self.null_labels
+        if rows is not None:
+            cond_labels, null_labels = cond_labels[rows], null_labels[rows]
+        cond = self._raw(x, times, kwargs, **{g.label_key: cond_labels})
+        uncond = self._raw(x, times, kwargs, **{g.label_key: null_labels})
+        self.last_conditional = cond
+        self.denoiser_nfe += 2
+        _count(self.denoiser_rows, rows, 2)
+        return cond, uncond
+
     def correct(self, y: torch.Tensor, t: float, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Corrector logits ``[n, L, V]`` for the fully unmasked draft ``y`` ``[n, L]``.
 
