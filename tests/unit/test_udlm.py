@@ -371,3 +371,14 @@ def test_the_uniform_sampler_refuses_what_needs_masks() -> None:
     model.config.diffusion = "masked"
     with pytest.raises(ConfigError, match="proseco.sample"):
         check_uniform_args(model, length=4)
+
+
+def test_validation_nelbo_scores_a_uniform_model_with_the_udlm_nelbo() -> None:
+    from proseco.eval.text import validation_nelbo
+
+    model = _tiny_udlm(mask_id=7)
+    x0 = torch.randint(0, 7, (6, 12), generator=torch.Generator().manual_seed(0))
+    got = validation_nelbo(model, x0, mask_id=7, batch_size=6, seed=3)
+    gen = torch.Generator().manual_seed(3)
+    want = udlm_loss(model, x0, mask_id=7, generator=gen).mdm_terms.double().sum() / x0.numel()
+    assert got["nelbo"] == pytest.approx(float(want), rel=1e-6)

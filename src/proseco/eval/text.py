@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from proseco.errors import ConfigError, DataError, ModelLoadError
-from proseco.losses import mdm_loss
+from proseco.losses import mdm_loss, udlm_loss
 
 __all__ = [
     "Evaluator",
@@ -550,7 +550,9 @@ def validation_nelbo(
     Each row is noised ``num_draws`` times (times drawn antithetically per batch from one seeded
     generator) and scored with :func:`proseco.losses.mdm_loss`; the result is
     ``sum of NELBO terms / number of loss tokens`` over all draws, an unbiased estimate of the
-    NELBO per token, and ``ppl = exp(nelbo)`` bounds the model's perplexity from above.
+    NELBO per token, and ``ppl = exp(nelbo)`` bounds the model's perplexity from above. A
+    uniform-noise model (``config.diffusion == "uniform"``, UDLM) is scored with its own NELBO,
+    :func:`proseco.losses.udlm_loss`, instead.
 
     Args:
         model: a diffusion model following :mod:`proseco.models.protocol`.
@@ -573,6 +575,8 @@ def validation_nelbo(
         raise ConfigError(f"batch_size and num_draws must be >= 1, got {batch_size}, {num_draws}")
     device = next(model.parameters()).device if hasattr(model, "parameters") else None
     generator = torch.Generator(device=device or "cpu").manual_seed(seed)
+    uniform = getattr(getattr(model, "config", None), "diffusion", "masked") == "uniform"
+    loss_fn = udlm_loss if uniform else mdm_loss
     total, tokens = 0.0, 0
     for _ in range(num_draws):
         for start in range(0, input_ids.shape[0], batch_size):
@@ -582,7 +586,7 @@ def validation_nelbo(
             pad = None
             if attention_mask is not None:
                 pad = {"attention_mask": attention_mask[rows].to(device)}
-            out = mdm_loss(
+            out = loss_fn(
                 model, x0, mask_id=mask_id, schedule=schedule, loss_mask=keep,
                 conditioning=pad, generator=generator, t_min=t_min,
             )  # fmt: skip
