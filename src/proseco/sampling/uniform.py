@@ -261,8 +261,9 @@ def sample_uniform(
             ``loss.objective: udlm`` (``config.diffusion == "uniform"``), in eval mode.
         config: decoding settings; ``steps`` (default: one per generated token), ``schedule``,
             ``temperature``, ``top_k``, ``top_p``, ``float64``, ``guidance`` (D-CFG),
-            ``conditioning`` and ``pad_id`` are used. A corrector, a non-default unmasking
-            strategy or ``block_length`` is refused (they need masks).
+            ``conditioning`` and ``pad_id`` are used; the grid is ``t_k = 1 - k / T`` down to 0
+            (``eps`` is not used). A corrector, a non-default unmasking strategy or
+            ``block_length`` is refused (they need masks).
         batch_size: ``B`` without a prompt (default 1); with one prompt, repeats it ``B`` times.
         length: tokens to generate after the prompt (default: the model's maximum length minus
             the prompt).
