@@ -162,3 +162,144 @@ def test_old_checkpoint_loads_and_mdm_checkpoint_loads_into_head_config(tmp_path
     assert out.quality_logits.shape == (2, 8)
     added = load_model(tmp_path).add_quality_head()
     assert added.config.quality_head is True and added(x).quality_logits.shape == (2, 8)
+
+
+# --- (b) remasking picks the lowest-scored decoded positions -------------------------------------
+
+
+def _step(active, quality, *, index, num_steps, generator=None):
+    from proseco.sampling.processors import LogitsProcessor
+    from proseco.sampling.unmasking import StepInfo
+
+    return StepInfo(index=index, num_steps=num_steps, t=0.5, s=0.4, alpha_t=0.5, alpha_s=0.6,
+                    active=active, mask_id=MASK, processor=LogitsProcessor(),
+                    generator=generator, quality=quality)  # fmt: skip
+
+
+def test_remask_picks_lowest_quality_decoded_positions_never_masks_or_prompt() -> None:
+    from proseco.sampling import Prism
+
+    # 12 positions: 2 prompt (not active), 4 decoded, 6 masked in each row
+    xt = torch.tensor([[0, 1, 2, 3, 4, 0, MASK, MASK, MASK, MASK, MASK, MASK],
+                       [0, 1, 2, MASK, MASK, 3, MASK, MASK, 4, MASK, MASK, 1]])  # fmt: skip
+    active = torch.ones_like(xt, dtype=torch.bool)
+    active[:, :2] = False
+    q = torch.full(xt.shape, -10.0)  # masked positions score lowest: must never be picked
+    q[:, :2] = -100.0  # so does the prompt
+    q[0, 2:6] = torch.tensor([0.5, -2.0, 1.0, -1.0])  # lowest two decoded: 3 and 5
+    q[1, [2, 5, 8, 11]] = torch.tensor([0.0, -1.0, -1.0, -1.0])  # tie: lower index first
+    logits = torch.zeros(2, 12, 6)
+    logits[..., MASK] = float("-inf")
+    # N = 10 editable, T = 5, step 2: target ceil(10 * 3 / 5) = 6 decoded after the step;
+    # D = 4 decoded, r = 2 (D > r, D < N - r): 2 remasked, 6 - (4 - 2) = 4 revealed
+    step = _step(active, q, index=2, num_steps=5, generator=torch.Generator().manual_seed(0))
+    out = Prism(eta=0.0, num_remask=2, step_on=0.0)(logits, xt, step)
+    assert out.remask.nonzero().tolist() == [[0, 3], [0, 5], [1, 5], [1, 8]]
+    revealed = torch.zeros_like(active)
+    revealed[out.rows, out.cols] = True
+    assert revealed.sum(dim=1).tolist() == [4, 4]
+    assert not bool((revealed & (xt != MASK)).any())  # reveals only masked positions
+    assert not bool((out.remask & ~active).any()) and not bool((out.remask & (xt == MASK)).any())
+
+
+def test_remask_schedule_window_and_caps() -> None:
+    from proseco.sampling import Prism
+
+    xt = torch.tensor([[1, 2, 3, 4, MASK, MASK, MASK, MASK]])
+    active = torch.ones_like(xt, dtype=torch.bool)
+    q = torch.arange(8, dtype=torch.float32)[None]
+    logits = torch.zeros(1, 8, 6)
+    prism = Prism(eta=0.0, num_remask=1, step_on=0.5, step_off=0.75)
+    # T = 4: remasking only on step 2 (0.5 * 4 <= k < 0.75 * 4)
+    assert [prism.remasking_on(_step(active, q, index=k, num_steps=4)) for k in range(4)] == [
+        False, False, True, False,
+    ]  # fmt: skip
+    assert Prism(eta=0.0, num_remask=1, step_on=0.5)(logits, xt, _step(active, q, index=1,
+                 num_steps=4)).remask is None  # fmt: skip
+    out = prism(logits, xt, _step(active, q, index=2, num_steps=4))
+    assert out.remask.nonzero().tolist() == [[0, 0]]  # quality 0 is the lowest
+    assert out.count == 3  # target 6 = (4 - 1) + 3
+    # the last step never remasks (D < N - r fails) and reveals every mask: no fill call
+    last = Prism(eta=0.0, num_remask=1, step_on=0.0)
+    xt_last = torch.tensor([[1, 2, 3, 4, 1, 2, MASK, MASK]])
+    out = last(logits, xt_last, _step(active, q, index=3, num_steps=4))
+    assert out.remask is None and out.count == 2
+
+
+def test_eta_draws_binomial_counts_with_the_public_cap() -> None:
+    from proseco.sampling import Prism
+
+    decoded = torch.zeros(4000, 100, dtype=torch.bool)
+    decoded[:, :50] = True  # D = 50 of N = 100, T = 10: a_t = 0.5, a_s = 0.6
+    total = torch.full((4000,), 100)
+    active = torch.ones_like(decoded)
+    step = _step(active, None, index=9, num_steps=10, generator=torch.Generator().manual_seed(0))
+    r = Prism(eta=0.1, step_on=0.0).num_to_remask(decoded, total, step).double()
+    assert abs(float(r.mean()) - 50 * 0.1) < 0.1  # sigma = min(0.1, 0.4 / 0.5) = 0.1
+    r = Prism(eta=1.0, step_on=0.0).num_to_remask(decoded, total, step).double()
+    assert abs(float(r.mean()) - 50 * 0.8) < 0.1  # capped at (1 - a_s) / a_t = 0.8
+
+
+def test_sample_remasks_the_lowest_quality_token_each_step() -> None:
+    from proseco.sampling import Prism, sample
+
+    length, steps = 8, 4
+    answer = torch.tensor([[1, 2, 3, 4, 1, 2, 3, 4]])
+    quality = torch.tensor([[3.0, -5.0, 1.0, 2.0, 0.0, 4.0, -1.0, 5.0]])
+    model = ToyQuality(answer, quality)
+    out = sample(model, steps=steps, length=length, batch_size=1, return_history=True,
+                 unmasking=Prism(eta=0.0, num_remask=1, step_on=0.0),
+                 generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert not bool((out.tokens == MASK).any())
+    before, remasks = out.history.initial, 0
+    for record in out.history.records:
+        decoded = before != MASK
+        if bool(record.remasked.any()):
+            picked = record.remasked.nonzero()[:, 1].tolist()
+            lowest = int(quality[0].masked_fill(~decoded[0], float("inf")).argmin())
+            assert picked == [lowest]
+            remasks += 1
+        before = record.tokens
+    assert remasks == 2  # steps 1 and 2 of 4 (step 0 has nothing decoded, step 3 is the last)
+    assert out.model_calls == steps
+
+
+# --- (c) NFEs: the head costs no model call ------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [4, 8])
+def test_nfe_equals_the_same_schedule_without_remasking(steps: int) -> None:
+    from proseco.sampling import Confidence, Guidance, Prism, sample
+    from proseco.sampling.testing import Spy
+
+    torch.manual_seed(0)
+    cfg = _tiny_config(quality_head=True, num_classes=2)
+    model = ProsecoDiT(cfg).eval()
+
+    def run(unmasking, guidance=None):
+        spy = Spy(model)
+        out = sample(spy, steps=steps, length=8, batch_size=3, unmasking=unmasking,
+                     guidance=guidance, generator=torch.Generator().manual_seed(1))  # fmt: skip
+        return out, len(spy.calls)
+
+    remasking, calls = run(Prism(eta=0.0, num_remask=2, step_on=0.0))
+    plain, plain_calls = run(Prism(eta=0.0, num_remask=0))
+    conf, conf_calls = run(Confidence(score="random"))
+    assert remasking.model_calls == calls == steps  # one evaluation per step, head included
+    assert remasking.nfe == plain.nfe == conf.nfe == steps
+    assert plain_calls == conf_calls == steps
+    guided, guided_calls = run(Prism(eta=0.0, num_remask=2, step_on=0.0), Guidance(gamma=2.0))
+    assert guided.nfe == guided_calls == 2 * steps  # guidance: two evaluations per step
+
+
+def test_prism_needs_a_model_with_head_and_parses_from_spec() -> None:
+    from proseco.errors import ConfigError
+    from proseco.sampling import Prism, SamplingConfig, sample
+
+    with pytest.raises(ConfigError, match="quality head"):
+        sample(ProsecoDiT(_tiny_config()).eval(), steps=2, length=8, unmasking="prism")
+    config = SamplingConfig(steps=8, unmasking="prism:eta=0.02,num_remask=1,order=confidence")
+    assert config.unmasking == Prism(eta=0.02, num_remask=1, order="confidence")
+    assert SamplingConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="step_on"):
+        Prism(step_on=0.8, step_off=0.5)

@@ -16,6 +16,7 @@ from proseco.sampling.correctors import (
 from proseco.sampling.guidance import Guidance
 from proseco.sampling.loop import sample
 from proseco.sampling.output import SampleOutput, SamplingHistory, StepRecord
+from proseco.sampling.prism import Prism
 from proseco.sampling.processors import LogitsProcessor
 from proseco.sampling.remasking import ReMDM
 from proseco.sampling.uniform import sample_uniform
@@ -42,6 +43,7 @@ __all__ = [
     "CorrectorUpdate",
     "Guidance",
     "LogitsProcessor",
+    "Prism",
     "ReMDM",
     "Reveal",
     "SampleOutput",

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from proseco.errors import ModelOutputError
-from proseco.models.protocol import call_model, is_time_conditioned, model_vocab_size
+from proseco.models.protocol import call_model_with_quality, is_time_conditioned, model_vocab_size
 from proseco.sampling.processors import exclude_token
 
 __all__ = ["Guidance", "ModelCaller"]
@@ -99,6 +99,10 @@ class ModelCaller:
         self.denoiser_rows = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.corrector_rows = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.last_conditional: torch.Tensor | None = None
+        # PRISM: quality logits [n, L] of the last denoiser call (of its conditional evaluation
+        # when guided), or None for a model without a quality head
+        self.last_quality: torch.Tensor | None = None
+        self._quality: torch.Tensor | None = None
         if guidance is not None:
             null = guidance.null_label
             if null is None:
@@ -148,7 +152,7 @@ class ModelCaller:
     def _raw(
         self, x: torch.Tensor, t: torch.Tensor | None, kwargs: dict[str, Any], **extra: Any
     ) -> torch.Tensor:
-        logits = call_model(self.model, x, t, **{**kwargs, **extra})
+        logits, self._quality = call_model_with_quality(self.model, x, t, **{**kwargs, **extra})
         if not logits.is_contiguous():
             logits = logits.contiguous()
         self._check_width(logits)
@@ -196,7 +200,9 @@ class ModelCaller:
             logits = self._raw(x, times, kwargs, **{key: null_labels})
             return logits, None, 1
         cond = self._raw(x, times, kwargs, **{key: cond_labels})
+        quality = self._quality  # the conditional evaluation's
         uncond = self._raw(x, times, kwargs, **{key: null_labels})
+        self._quality = quality
         lc = torch.log_softmax(cond.float(), dim=-1).clamp_min_(_LOG_FLOOR)
         lu = torch.log_softmax(uncond.float(), dim=-1).clamp_min_(_LOG_FLOOR)
         mixed = torch.log_softmax(g.gamma * lc + (1.0 - g.gamma) * lu, dim=-1)
@@ -209,6 +215,7 @@ class ModelCaller:
         """
         logits, cond, n = self._evaluate(x, t, True, rows)
         self.last_conditional = cond
+        self.last_quality = self._quality
         self.denoiser_nfe += n
         _count(self.denoiser_rows, rows, n)
         return logits

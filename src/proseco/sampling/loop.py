@@ -76,6 +76,9 @@ class _Run:
         self.fresh = torch.zeros(batch, dtype=torch.bool, device=device)  # rows of self.logits
         self.corrector_logits: torch.Tensor | None = None  # [B, L, V] last corrector logits
         self.corrector_fresh = torch.zeros(batch, dtype=torch.bool, device=device)
+        # PRISM: quality logits [B, L] from the same calls as self.logits
+        self.uses_quality = bool(getattr(strategy, "uses_quality", False))
+        self.quality: torch.Tensor | None = None
         self.step_number = 0  # 1-based number of the current step, over the whole run
 
     def invalidate(self, rows: torch.Tensor | None = None) -> None:
@@ -105,9 +108,11 @@ class _Run:
         if rows is None:
             self.logits = self.caller.denoise(self.xt, t)
             self.conditional = self.caller.last_conditional
+            self._keep_quality(None)
             self.fresh.fill_(self.reusable)
             return self.logits
         logits = self.caller.denoise(self.xt[rows], t, rows)
+        self._keep_quality(rows)
         self.logits = _scatter(self.logits, rows, logits, self.xt.shape[0], self.mask_id)
         if self.caller.last_conditional is not None:
             self.conditional = _scatter(
@@ -117,6 +122,23 @@ class _Run:
         if self.reusable:
             self.fresh[rows] = True
         return self.logits
+
+    def _keep_quality(self, rows: torch.Tensor | None) -> None:
+        """Store the last denoiser call's quality logits (for ``rows``, or all) if asked for."""
+        if not self.uses_quality:
+            return
+        quality = self.caller.last_quality
+        if quality is None:
+            raise ConfigError(
+                "the unmasking strategy reads quality scores (PRISM) but the model returned no "
+                "quality_logits; sample a model fine-tuned with loss.objective: prism"
+            )
+        if rows is None:
+            self.quality = quality.float()
+            return
+        if self.quality is None:
+            self.quality = quality.new_zeros(self.xt.shape, dtype=torch.float32)
+        self.quality[rows] = quality.float()
 
     def correct(
         self, region: torch.Tensor, t: float, has_mask: torch.Tensor
@@ -198,6 +220,7 @@ class _Run:
             processor=self.processor,
             generator=self.generator,
             scores=None if self.scores is None else self.scores[:, start:end],
+            quality=self.quality[:, start:end] if self.uses_quality else None,
         )
         reveal = self.strategy(logits[:, start:end], self.xt[:, start:end], info)
         changed = self.apply(reveal, start, end)
@@ -327,6 +350,19 @@ def _mask_id(model: Any, mask_id: int | None) -> int:
     return mask_id
 
 
+def _check_quality(model: Any, strategy: Any) -> None:
+    """A strategy that reads quality scores (PRISM) needs a model with a quality head."""
+    from proseco.models.protocol import has_quality_head
+
+    if getattr(strategy, "uses_quality", False) and not has_quality_head(model):
+        name = type(strategy).__name__
+        raise ConfigError(
+            f"unmasking {name} remasks by the scores of a PRISM quality head, and this model has "
+            "none (config.quality_head is false); fine-tune it first with loss.objective: prism "
+            "(e.g. `proseco train qm9-prism-cpu`) or choose another unmasking strategy"
+        )
+
+
 def _check_generator(generator: Any, device: torch.device) -> None:
     if generator is None:
         return
@@ -378,6 +414,7 @@ def _setup(
     if overrides:
         config = config.replace(**overrides)
     mask_id = _mask_id(model, mask_id)
+    _check_quality(model, config.unmasking)
     device = model_device(
         model, generator.device if isinstance(generator, torch.Generator) else None
     )

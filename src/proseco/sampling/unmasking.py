@@ -15,6 +15,8 @@ state of their own; the loop writes ``Reveal.tokens`` at ``(Reveal.rows, Reveal.
 * :class:`Threshold` — Fast-dLLM: reveal every candidate whose confidence is at least
   ``threshold`` (at least one per row; everything left on the block's last step).
 * :class:`~proseco.sampling.remasking.ReMDM` (its own module) — MDLM with remasking.
+* :class:`~proseco.sampling.prism.Prism` (its own module) — PRISM: remask what a learned quality
+  head scores lowest.
 
 Write your own: a frozen dataclass with the three class attributes of :class:`UnmaskingStrategy`
 and ``__call__(logits, xt, step) -> Reveal``, registered with ``@UNMASKING.register("name")``;
@@ -68,6 +70,8 @@ class StepInfo:
         generator: random generator for every draw (``None`` = global RNG).
         scores: ``[B, Lb]`` per-position scores kept by the loop for strategies that ask for them
             (ReMDM-conf), else ``None``.
+        quality: ``[B, Lb]`` quality logits of the model call that gave ``logits`` (PRISM), for
+            strategies with ``uses_quality = True``; else ``None``.
     """
 
     index: int
@@ -81,6 +85,7 @@ class StepInfo:
     processor: LogitsProcessor
     generator: torch.Generator | None = None
     scores: torch.Tensor | None = None
+    quality: torch.Tensor | None = None
 
     @property
     def is_last(self) -> bool:
@@ -121,7 +126,9 @@ class UnmaskingStrategy(Protocol):
     left), ``final_fill`` (``"sample"`` or ``"argmax"``: how leftover masks are filled),
     ``uses_scores`` (keep :attr:`StepInfo.scores` between steps) and, optionally,
     ``masked_logits_only`` (``True``: the strategy reads ``logits`` at masked positions only, so
-    rows without a mask need no model call; default ``False``).
+    rows without a mask need no model call; default ``False``) and ``uses_quality`` (``True``:
+    the strategy reads :attr:`StepInfo.quality`, the model's quality logits from the same call;
+    default ``False``).
     """
 
     stop_when_done: bool
