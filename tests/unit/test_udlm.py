@@ -30,8 +30,12 @@ def test_forward_marginal_matches_alpha_onehot_plus_uniform(t: float, mask_id: i
     expected = torch.full((vocab,), (1.0 - alpha) / 5)
     expected[x_token] += alpha
     expected[mask_id] = 0.0
-    assert torch.allclose(uniform_marginal(x0[:, :1], torch.tensor([t]), vocab_size=vocab,
-                                           mask_id=mask_id)[0, 0].float(), expected.float())
+    assert torch.allclose(
+        uniform_marginal(x0[:, :1], torch.tensor([t]), vocab_size=vocab, mask_id=mask_id)[
+            0, 0
+        ].float(),
+        expected.float(),
+    )
     # 5 sigma of a binomial frequency
     tol = 5 * torch.sqrt(expected * (1 - expected) / draws) + 1e-9
     assert bool(((freq - expected).abs() <= tol).all()), (freq, expected)
@@ -42,8 +46,15 @@ def test_forward_keeps_noise_mask_positions_and_other_schedules() -> None:
     keep = torch.zeros(64, 10, dtype=torch.bool)
     keep[:, :4] = True  # a "prompt": never noised
     gen = torch.Generator().manual_seed(0)
-    zt = uniform_noise_tokens(x0, torch.ones(64), vocab_size=5, mask_id=4, noise_mask=~keep,
-                              schedule="cosine", generator=gen)
+    zt = uniform_noise_tokens(
+        x0,
+        torch.ones(64),
+        vocab_size=5,
+        mask_id=4,
+        noise_mask=~keep,
+        schedule="cosine",
+        generator=gen,
+    )
     assert torch.equal(zt[:, :4], x0[:, :4])
     assert not bool((zt == 4).any())
     # at t = 1 (alpha = eps) about (N - 1) / N of the noisable tokens change
@@ -86,13 +97,16 @@ def test_udlm_loss_matches_hand_computation() -> None:
     # alpha'/(N a) * [N/xbar_1 - N/xbar_theta_1 - sum_{j != 1} xbar_j/xbar_1 log(xbar_theta_1
     # xbar_j / (xbar_theta_j xbar_1))] = 2.48852553...
     model = FixedLogits([0.0, math.log(2.0), 0.0, 7.0])  # the mask logit is ignored
-    out = udlm_loss(model, torch.tensor([[0]]), mask_id=3, t=torch.tensor([0.5]),
-                    zt=torch.tensor([[1]]))
+    out = udlm_loss(
+        model, torch.tensor([[0]]), mask_id=3, t=torch.tensor([0.5]), zt=torch.tensor([[1]])
+    )
     a, da, n = 0.5005, -0.999, 3
     xbar = [n * a + 1 - a, 1 - a, 1 - a]
     xbt = [n * a * p + 1 - a for p in (0.25, 0.5, 0.25)]
-    bracket = n / xbar[1] - n / xbt[1] - sum(
-        xbar[j] / xbar[1] * math.log(xbt[1] * xbar[j] / (xbt[j] * xbar[1])) for j in (0, 2)
+    bracket = (
+        n / xbar[1]
+        - n / xbt[1]
+        - sum(xbar[j] / xbar[1] * math.log(xbt[1] * xbar[j] / (xbt[j] * xbar[1])) for j in (0, 2))
     )
     assert da / (n * a) * bracket == pytest.approx(2.4885255315, rel=1e-9)
     assert out.loss.item() == pytest.approx(2.4885255315, rel=1e-5)
@@ -154,16 +168,28 @@ def test_udlm_loss_masks_and_gradients() -> None:
     model = FixedLogits([0.5, 0.0, -0.5, 0.0])
     model.logits.requires_grad_(True)
     loss_mask = torch.tensor([[False, True, True, True]])
-    out = udlm_loss(model, x0, mask_id=3, t=torch.tensor([0.4]), zt=torch.tensor([[0, 2, 2, 1]]),
-                    loss_mask=loss_mask)
+    out = udlm_loss(
+        model,
+        x0,
+        mask_id=3,
+        t=torch.tensor([0.4]),
+        zt=torch.tensor([[0, 2, 2, 1]]),
+        loss_mask=loss_mask,
+    )
     assert out.mdm_terms[0, 0] == 0 and int(out.num_tokens) == 3
     out.loss.backward()
     assert model.logits.grad is not None and bool(torch.isfinite(model.logits.grad).all())
     with pytest.raises(ValueError, match="mask id"):
         udlm_loss(model, x0, mask_id=3, t=torch.tensor([0.4]), zt=torch.tensor([[3, 1, 2, 0]]))
     with pytest.raises(ValueError, match="noise_mask keeps clean"):
-        udlm_loss(model, x0, mask_id=3, t=torch.tensor([0.4]), zt=torch.tensor([[1, 1, 2, 0]]),
-                  noise_mask=loss_mask)
+        udlm_loss(
+            model,
+            x0,
+            mask_id=3,
+            t=torch.tensor([0.4]),
+            zt=torch.tensor([[1, 1, 2, 0]]),
+            noise_mask=loss_mask,
+        )
 
 
 def test_udlm_config_and_build_checks() -> None:
@@ -186,9 +212,7 @@ def test_the_udlm_objective_builds_a_time_conditioned_uniform_model() -> None:
     udlm = dataclasses.replace(config, loss=dataclasses.replace(config.loss, objective="udlm"))
     with pytest.raises(ValueError, match="model.time_conditioning: true"):
         build_model(udlm, build_tokenizer("char"))
-    udlm = dataclasses.replace(
-        udlm, model=dataclasses.replace(udlm.model, time_conditioning=True)
-    )
+    udlm = dataclasses.replace(udlm, model=dataclasses.replace(udlm.model, time_conditioning=True))
     model = build_model(udlm, build_tokenizer("char"))
     assert model.config.diffusion == "uniform" and model.config.time_conditioning
     assert build_model(config, build_tokenizer("char")).config.diffusion == "masked"
@@ -233,8 +257,9 @@ def test_the_training_step_runs_the_udlm_loss_with_dropped_labels() -> None:
     assert out.loss.item() > 0 and not bool((out.xt == 5).any())
 
 
-@pytest.mark.parametrize("name", ["qm9-udlm-cpu", "qm9-udlm-ring-cpu", "qm9-udlm-qed-cpu",
-                                  "text-udlm-cpu"])
+@pytest.mark.parametrize(
+    "name", ["qm9-udlm-cpu", "qm9-udlm-ring-cpu", "qm9-udlm-qed-cpu", "text-udlm-cpu"]
+)
 def test_the_udlm_recipes_copy_the_mdlm_recipes_but_for_the_objective(name: str) -> None:
     import dataclasses
 
@@ -332,8 +357,14 @@ def test_a_tiny_dit_samples_without_masks_and_keeps_the_prompt() -> None:
     assert check is check_uniform_args and sampler is sample_uniform
     prompt = torch.tensor([[5, 6, 2], [2, 2, 3]])
     for seed in range(3):
-        out = sampler(model, SamplingConfig(steps=4, temperature=0.7, top_k=5), prompt=prompt,
-                      length=7, mask_id=0, generator=torch.Generator().manual_seed(seed))
+        out = sampler(
+            model,
+            SamplingConfig(steps=4, temperature=0.7, top_k=5),
+            prompt=prompt,
+            length=7,
+            mask_id=0,
+            generator=torch.Generator().manual_seed(seed),
+        )
         assert torch.equal(out.tokens[:, :3], prompt) and out.prompt_length == 3
         assert out.generated.shape == (2, 7) and not bool((out.tokens == 0).any())
     a = sample_uniform(model, steps=3, batch_size=2, generator=torch.Generator().manual_seed(5))

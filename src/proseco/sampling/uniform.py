@@ -232,7 +232,9 @@ def _log_x_theta(logits: torch.Tensor, processor: LogitsProcessor) -> torch.Tens
     return out.view(logits.shape)
 
 
-def _draw(log_probs: torch.Tensor, generator: torch.Generator | None, float64: bool) -> torch.Tensor:
+def _draw(
+    log_probs: torch.Tensor, generator: torch.Generator | None, float64: bool
+) -> torch.Tensor:
     """One token per position of ``log_probs`` ``[n, L, V]``; returns ``[n, L]``."""
     flat = log_probs.reshape(-1, log_probs.shape[-1])
     return gumbel_argmax(flat, generator, float64).view(log_probs.shape[:-1])
