@@ -612,9 +612,7 @@ def udlm_loss(
         raise ValueError(
             f"mask_id {mask_id} is outside the model's vocabulary of {logits.shape[-1]}"
         )
-    terms = udlm_terms(
-        logits, x0, zt, schedule.alpha(t), schedule.dalpha(t), mask_id=mask_id
-    )
+    terms = udlm_terms(logits, x0, zt, schedule.alpha(t), schedule.dalpha(t), mask_id=mask_id)
     terms = torch.where(loss_mask & noise_mask, terms, 0.0)
     num_tokens = loss_mask.sum().clamp(min=1)
     loss = terms.sum() / num_tokens

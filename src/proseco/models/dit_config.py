@@ -146,9 +146,7 @@ class ProsecoDiTConfig(PreTrainedConfig):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.diffusion not in ("masked", "uniform"):
-            raise ValueError(
-                f"diffusion must be 'masked' or 'uniform', got {self.diffusion!r}"
-            )
+            raise ValueError(f"diffusion must be 'masked' or 'uniform', got {self.diffusion!r}")
         dropout = self.dropout
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
             raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
