@@ -93,6 +93,31 @@ class GuidedProperty:
     def proseco_method(self) -> str:
         return f"ProSeCo-{self.tag} + ProSeCo S=1 every=1"
 
+    @property
+    def ar_key(self) -> str:
+        return f"ar-{self.tag}"
+
+    @property
+    def udlm_key(self) -> str:
+        return f"udlm-{self.tag}"
+
+    @property
+    def remdm_method(self) -> str:
+        return f"MDLM-{self.tag} + ReMDM loop (eta 0.02)"
+
+    @property
+    def ar_method(self) -> str:
+        return f"AR-{self.tag} (left to right)"
+
+    @property
+    def udlm_method(self) -> str:
+        return f"UDLM-{self.tag}"
+
+    @property
+    def baseline_keys(self) -> tuple[str, str]:
+        """Optional models of this panel: used when their directories exist."""
+        return (self.ar_key, self.udlm_key)
+
 
 PROPERTIES = {
     p.name: p
@@ -102,13 +127,27 @@ PROPERTIES = {
     )
 }
 GUIDED_KEYS = tuple(k for p in PROPERTIES.values() for k in (p.mdlm_key, p.proseco_key))
-ALL_KEYS = UNCOND_KEYS + GUIDED_KEYS
+# The other baselines of the paper (issue 13): optional, used when their model dirs exist.
+AR, UDLM, PRISM = "AR (left to right)", "UDLM", "MDLM + PRISM (fine-tuned head)"
+BASELINE_KEYS = ("ar", "udlm", "prism")
+GUIDED_BASELINE_KEYS = tuple(k for p in PROPERTIES.values() for k in p.baseline_keys)
+OPTIONAL_KEYS = BASELINE_KEYS + GUIDED_BASELINE_KEYS
+ALL_KEYS = UNCOND_KEYS + GUIDED_KEYS + OPTIONAL_KEYS
 # Method families: one colour each in the guidance figure; a new baseline adds an entry.
 FAMILIES = {
     **{p.mdlm_method: "MDLM" for p in PROPERTIES.values()},
     **{p.proseco_method: "ProSeCo" for p in PROPERTIES.values()},
+    **{p.remdm_method: "ReMDM" for p in PROPERTIES.values()},
+    **{p.ar_method: "AR" for p in PROPERTIES.values()},
+    **{p.udlm_method: "UDLM" for p in PROPERTIES.values()},
 }
-FAMILY_COLORS = {"MDLM": "tab:gray", "ProSeCo": "tab:green"}
+FAMILY_COLORS = {
+    "MDLM": "tab:gray",
+    "ProSeCo": "tab:green",
+    "ReMDM": "tab:purple",
+    "AR": "tab:blue",
+    "UDLM": "tab:orange",
+}
 PAPER_BUDGET = "a DiT 'small' (~86 M non-embedding parameters) for 25,000 steps at batch 2048"
 PAPER_SEQUENCES = 25_000 * 2048
 PERCENT_KEYS = ("validity", "same NFE", "margin")
@@ -116,8 +155,9 @@ CURVE_JSON, CURVE_PNG = "qm9_training_curve.json", "qm9_training_curve.png"
 
 
 # --------------------------------------------------------------------- settings
-def unconditional_settings(steps: list[int]) -> list:
-    """The unconditional grid, in table order (method-major)."""
+def unconditional_settings(steps: list[int], keys: Sequence[str] | None = None) -> list:
+    """The unconditional grid, in table order (method-major); ``keys``: only the settings of
+    these models (default: all)."""
     from proseco.eval.study import SamplerSetting as S
     from proseco.sampling import Corrector, ReMDM, SamplingConfig
 
@@ -131,39 +171,62 @@ def unconditional_settings(steps: list[int]) -> list:
             S(PROSECO_MODEL_MDLM, "proseco", c),
             S("ProSeCo S=1 every=1", "proseco", c.replace(corrector=Corrector(steps=1, every=1))),
             S("ProSeCo S=2 every=2", "proseco", c.replace(corrector=Corrector(steps=2, every=2))),
+            S(UDLM, "udlm", c),
         ]
+        if keys is None or "prism" in keys:
+            grid.append(S(PRISM, "prism", c.replace(unmasking=prism_strategy())))
+    grid.append(S(AR, "ar", SamplingConfig()))  # one point: one call per generated token
+    if keys is not None:
+        grid = [s for s in grid if s.model in keys]
     order = list(dict.fromkeys(s.method for s in grid))
-    return sorted(grid, key=lambda s: (order.index(s.method), s.steps))
+    return sorted(grid, key=lambda s: (order.index(s.method), s.steps or 0))
+
+
+def prism_strategy() -> Any:
+    """PRISM's sampler with its default schedule (:mod:`proseco.sampling`, name ``prism``)."""
+    from proseco.sampling import get_unmasking
+
+    return get_unmasking("prism")
 
 
 def guidance_settings(
     steps: list[int], gammas: list[float], properties: Sequence[str] = ("ring_count",)
 ) -> list:
-    """The guidance grid: for each property, both of its models at every (T, gamma), condition 1
-    (above the 90th percentile); ProSeCo with S=1 every=1 and the guided corrector."""
+    """The guidance grid: for each property, its models at every (T, gamma), condition 1 (above
+    the 90th percentile): MDLM, ProSeCo with S=1 every=1 and the guided corrector, ReMDM (loop,
+    eta 0.02) on the MDLM model, UDLM; AR at every gamma (it has no T). Settings of models that
+    are not there are dropped by the caller."""
     from proseco.eval.study import SamplerSetting as S
-    from proseco.sampling import Corrector, Guidance, SamplingConfig
+    from proseco.sampling import Corrector, Guidance, ReMDM, SamplingConfig
 
     grid = []
+    remdm = ReMDM("loop", eta=0.02)
     for prop in properties:
         p = PROPERTIES[prop]
-        for method, key, s in (
-            (p.mdlm_method, p.mdlm_key, 0),
-            (p.proseco_method, p.proseco_key, 1),
+        for method, key, s, unmasking in (
+            (p.mdlm_method, p.mdlm_key, 0, None),
+            (p.proseco_method, p.proseco_key, 1, None),
+            (p.remdm_method, p.mdlm_key, 0, remdm),
+            (p.udlm_method, p.udlm_key, 0, None),
         ):
             corrector = Corrector(steps=s, every=1) if s else None
             for t in steps:
                 for g in gammas:
                     guidance = Guidance(gamma=g, condition=1, in_corrector=True)
                     config = SamplingConfig(t, corrector=corrector, guidance=guidance)
+                    if unmasking is not None:
+                        config = config.replace(unmasking=unmasking)
                     grid.append(S(method, key, config))
+        for g in gammas:  # AR has no T: one call per generated token, two when guided
+            guidance = Guidance(gamma=g, condition=1)
+            grid.append(S(p.ar_method, p.ar_key, SamplingConfig(guidance=guidance)))
     return grid
 
 
 def property_of(model_key: str) -> str | None:
     """The guided property of a model key (``"proseco-qed"`` -> ``"qed"``), else None."""
     for p in PROPERTIES.values():
-        if model_key in (p.mdlm_key, p.proseco_key):
+        if model_key in (p.mdlm_key, p.proseco_key, *p.baseline_keys):
             return p.name
     return None
 
@@ -240,7 +303,7 @@ def load_models(
             p = PROPERTIES[prop]
             if skip_guidance:
                 skipped[prop] = "--skip-guidance was given"
-            elif p.mdlm_key not in only and p.proseco_key not in only:
+            elif not {p.mdlm_key, p.proseco_key, *p.baseline_keys} & set(only):
                 skipped[prop] = "its models are not among --only-models"
         return {k: load_model_dir(p) for k, p in paths.items()}, paths, skipped
 
@@ -258,10 +321,12 @@ def load_models(
             skipped[prop] = "--skip-guidance was given"
         elif absent:
             skipped[prop] = f"the {p.title} model dirs {absent} are missing in {root}"
-    keys = list(UNCOND_KEYS)
+    keys = list(UNCOND_KEYS) + [k for k in BASELINE_KEYS if paths[k] is not None]
     for prop in properties:
         if prop not in skipped:
-            keys += [PROPERTIES[prop].mdlm_key, PROPERTIES[prop].proseco_key]
+            p = PROPERTIES[prop]
+            keys += [p.mdlm_key, p.proseco_key]
+            keys += [k for k in p.baseline_keys if paths[k] is not None]
     models = {k: load_model_dir(paths[k]) for k in keys}
     for prop in properties:
         p = PROPERTIES[prop]
@@ -269,13 +334,13 @@ def load_models(
             continue
         flat = [
             k
-            for k in (p.mdlm_key, p.proseco_key)
-            if not getattr(models[k][0].config, "num_classes", 0)
+            for k in (p.mdlm_key, p.proseco_key, *p.baseline_keys)
+            if k in models and not getattr(models[k][0].config, "num_classes", 0)
         ]
         if flat:
             skipped[prop] = f"{', '.join(flat)} are not class-conditional (config.num_classes = 0)"
-            for k in (p.mdlm_key, p.proseco_key):
-                models.pop(k)
+            for k in (p.mdlm_key, p.proseco_key, *p.baseline_keys):
+                models.pop(k, None)
     skipped = {p: skipped[p] for p in PROPERTIES if p in skipped}
     return models, {k: paths[k] for k in models}, skipped
 
@@ -412,6 +477,9 @@ def family(row: dict) -> str:
 FAMILY_LABELS = {
     "MDLM": "MDLM model + MDLM sampling",
     "ProSeCo": "ProSeCo model + ProSeCo sampling (S=1 every=1)",
+    "ReMDM": "MDLM model + ReMDM loop (eta 0.02)",
+    "AR": "AR model, left to right",
+    "UDLM": "UDLM model + its sampler",
 }
 LINESTYLES = (":", "--", "-", "-.")
 
@@ -441,8 +509,9 @@ def plot_guidance(
     props = [p for p in PROPERTIES.values() if any(row_property(r) == p.name for r in rows)]
     if not props:
         return []
-    steps = sorted({r["steps"] for r in rows})
+    steps = sorted_steps(rows)
     style = {t: LINESTYLES[i % len(LINESTYLES)] for i, t in enumerate(steps)}
+    style[None] = "-"  # AR: no T
     gammas = sorted({float(r["gamma"]) for r in rows if r.get("gamma") is not None})
     families = list(dict.fromkeys(family(r) for r in rows))
     spare = iter(c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"])
@@ -484,7 +553,7 @@ def plot_guidance(
     handles = [
         Line2D([], [], color=color[f], marker="o", label=FAMILY_LABELS.get(f, f)) for f in families
     ]
-    handles += [Line2D([], [], color="black", ls=style[t], label=f"T = {t}") for t in steps]
+    handles += [Line2D([], [], color="black", ls=style[t], label=step_label(t)) for t in steps]
     handles += [
         Line2D(
             [],
@@ -580,7 +649,7 @@ def guided_columns(prop: str) -> list[tuple[str, str, str]]:
 
 def validity_pivot(rows: list[dict]) -> str:
     """Validity (NFE) with one row per method and one column per T."""
-    steps = sorted({r["steps"] for r in rows})
+    steps = sorted_steps(rows)
     cell = {(r["method"], r["steps"]): r for r in rows}
     body = [
         [m]
@@ -592,7 +661,17 @@ def validity_pivot(rows: list[dict]) -> str:
         ]
         for m in dict.fromkeys(r["method"] for r in rows)
     ]
-    return table(["method"] + [f"T={t}" for t in steps], body)
+    return table(["method"] + [step_label(t, "=") for t in steps], body)
+
+
+def sorted_steps(rows: list[dict]) -> list[int | None]:
+    """The rows' step counts ascending; ``None`` (AR: no T) last."""
+    return sorted({r["steps"] for r in rows}, key=lambda t: (t is None, t or 0))
+
+
+def step_label(t: int | None, sep: str = " = ") -> str:
+    """``T = 8``; the AR baseline has no T (one call per generated token)."""
+    return f"T{sep}{t}" if t is not None else "AR (no T)"
 
 
 def claim_section(result: claims.ClaimResult, tried: str) -> str:
@@ -689,7 +768,7 @@ EOS_TEXT = (
 )
 
 REPORT = """\
-# QM9: MDLM vs ProSeCo (validity vs compute, guided ring-count and QED maximisation)
+# QM9: ProSeCo vs MDLM, ReMDM, PRISM, UDLM and AR (validity vs compute, guided ring count and QED)
 
 Generated by `benchmarks/qm9.py`; do not edit by hand. Regenerate with:
 
@@ -735,6 +814,10 @@ All metrics:
 
 {guidance}
 
+## The other baselines at equal NFE: ReMDM, PRISM, UDLM, AR
+
+{baselines}
+
 ## Caveats
 
 {caveats}
@@ -753,6 +836,115 @@ T, marker size = gamma.
 {figure}
 
 {tables}"""
+
+
+BASELINE_METHODS = (
+    "MDLM + ReMDM loop (eta 0.02)",
+    "MDLM + ReMDM cap (eta 0.02)",
+    PRISM,
+    UDLM,
+    AR,
+)
+GUIDED_BASELINE_FAMILIES = ("ReMDM", "UDLM", "AR")
+
+
+def proseco_at(pro: list[dict], nfe: float) -> tuple[float | None, str | None]:
+    """ProSeCo sampling's best validity at ``nfe``: for each ProSeCo budget, validity
+    interpolated linearly in log2(NFE) between its measured points (inside its NFE range only),
+    then the best budget. ``(None, None)`` when ``nfe`` is outside every budget's range."""
+    best, which = None, None
+    for method in dict.fromkeys(r["method"] for r in pro):
+        pts = [(r["nfe"], r["validity"]) for r in pro if r["method"] == method]
+        value, where = claims.interpolate_log2(pts, nfe)
+        if where == "inside" and (best is None or value > best):
+            best, which = value, method
+    return best, which
+
+
+def baseline_uncond_section(uncond: list[dict], n: int) -> str:
+    """Each other baseline's unconditional points against ProSeCo sampling at the same NFE."""
+    pro = [r for r in uncond if r["model"] == "proseco" and r["corrector_steps"] > 0]
+    se2 = 2 * claims.validity_se(0.5, n)
+    lines, body = [], []
+    for method in BASELINE_METHODS:
+        mine = sorted((r for r in uncond if r["method"] == method), key=lambda r: r["nfe"])
+        if not mine or not pro:
+            continue
+        wins = compared = 0
+        for r in mine:
+            value, which = proseco_at(pro, r["nfe"])
+            higher = None if value is None else value > r["validity"]
+            if value is not None:
+                compared += 1
+                wins += bool(higher)
+            close = value is not None and abs(value - r["validity"]) < se2
+            body.append([
+                method, step_label(r["steps"], "="), fmt(r["nfe"], "1"),
+                fmt(r["validity"], "pct"), fmt(value, "pct"), which or "outside ProSeCo's range",
+                "–" if higher is None else ("yes" if higher else "no") + (" (noise)" if close else ""),
+            ])  # fmt: skip
+        if compared:
+            lines.append(
+                f"* **{method}**: ProSeCo sampling is higher at {wins} of {compared} of its "
+                "points inside ProSeCo's NFE range."
+            )
+        else:
+            lines.append(f"* **{method}**: no point inside ProSeCo's NFE range; not compared.")
+    if not body:
+        return "No other baseline was run (their model dirs were missing)."
+    head = ["baseline", "T", "NFE", "validity", "ProSeCo at same NFE", "ProSeCo budget", "higher"]
+    return "\n".join(lines) + "\n\n" + table(head, body)
+
+
+def baseline_guided_section(guided: list[dict]) -> str:
+    """For each property and other baseline, rule (c) with that baseline in MDLM's place."""
+    lines = []
+    for p in PROPERTIES.values():
+        on = [r for r in guided if row_property(r) == p.name and (r.get("gamma") or 0) > 0]
+        pro = [r for r in on if family(r) == "ProSeCo"]
+        for fam in GUIDED_BASELINE_FAMILIES:
+            ref = [r for r in on if family(r) == fam]
+            if not ref or not pro:
+                continue
+            result = claims.judge_guidance_frontier(
+                ref, pro, prop=f"{p.name}_novel_mean", property_name=p.title,
+                reference_name=fam,
+            )  # fmt: skip
+            lines.append(
+                f"* **{p.title}, ProSeCo vs {fam}: {result.verdict}.** {result.explanation}"
+            )
+    return "\n".join(lines) if lines else "No other guided baseline was run."
+
+
+def baselines_markdown(uncond: list[dict], guided: list[dict], meta: dict) -> str:
+    """The section comparing ProSeCo with the paper's other baselines (ReMDM, PRISM, UDLM, AR)."""
+    missing = meta.get("baselines_missing") or []
+    note = (
+        f" Not run here (model dir missing or not selected): {', '.join(missing)}."
+        if missing
+        else ""
+    )
+    return BASELINES.format(
+        note=note,
+        uncond=baseline_uncond_section(uncond, meta["num_samples"]),
+        guided=baseline_guided_section(guided),
+    )
+
+
+BASELINES = """The paper's other baselines, each trained with the same model, data and budget as MDLM (PRISM:
+the MDLM checkpoint plus a fine-tuned quality head) and sampled with the same NFE accounting.
+Unconditional: each baseline point against ProSeCo sampling's validity at the same NFE (linear in
+log2 NFE between ProSeCo's measured points, the better of its two budgets; "(noise)" marks a gap
+under two binomial standard errors). Guidance: rule (c) of the claims above, with the baseline in
+MDLM's place (ProSeCo's novel-molecules frontier above the baseline's points).{note}
+
+### Unconditional
+
+{uncond}
+
+### Guidance
+
+{guided}"""
 
 
 def guidance_markdown(guided: list[dict], skipped: dict[str, str], figure: bool) -> str:
@@ -829,6 +1021,7 @@ def render(
         uncond=rows_table(uncond, uncond_columns(with_fcd)),
         curve=curve or CURVE_MISSING.format(name=CURVE_JSON, out="docs/results"),
         guidance=guidance_markdown(guided, skipped, meta.get("guidance_figure", True)),
+        baselines=baselines_markdown(uncond, guided, meta),
         caveats="\n".join(f"* {c}" for c in caveats(meta)),
     )
 
@@ -1018,12 +1211,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     grids = {}
     if not args.skip_unconditional:
-        grids["unconditional"] = unconditional_settings(args.steps)
+        grids["unconditional"] = unconditional_settings(args.steps, tuple(models))
     guided_props = [p for p in args.properties if p not in skipped]
     if guided_props:
         grids["guidance"] = guidance_settings(args.guidance_steps, args.gammas, guided_props)
-    if args.only_models:
-        grids = {k: [g for g in v if g.model in args.only_models] for k, v in grids.items()}
+    # Baselines whose model dirs are absent (and --only-models) drop their settings here.
+    grids = {k: [g for g in v if g.model in models] for k, v in grids.items()}
+    meta["baselines_missing"] = [k for k in OPTIONAL_KEYS if k not in models]
     for study, grid in grids.items():
         ref = fcd_reference if study == "unconditional" else None
         rows[study] = run_study(models, paths, grid, study, args, train, done, save, ref)

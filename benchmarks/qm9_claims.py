@@ -284,16 +284,18 @@ def judge_guidance_frontier(
     prop: str = "ring_count_novel_mean",
     count: str = "num_novel_unique",
     property_name: str = "ring count",
+    reference_name: str = "MDLM",
 ) -> ClaimResult:
     """Claim (c) for one property; see the module docstring. Rows are guided samples of each
     model; ``prop`` is the row key of the novel molecules' mean property, ``property_name`` its
-    name in the statement, the explanation and the details."""
+    name in the statement, the explanation and the details; ``reference_name`` names the method
+    of ``mdlm_rows`` (another baseline than MDLM: AR, UDLM, ReMDM)."""
     statement = claim_c_statement(property_name)
     ref = _usable(mdlm_rows, prop, count)
     cand = _usable(proseco_rows, prop, count)
     skipped = len(mdlm_rows) - len(ref)
     if not ref or not cand:
-        missing = "MDLM" if not ref else "ProSeCo"
+        missing = reference_name if not ref else "ProSeCo"
         return ClaimResult(
             "c", statement, NOT_TESTABLE, f"No {missing} guidance rows with novel molecules."
         )
@@ -304,9 +306,9 @@ def judge_guidance_frontier(
         beyond += height is None
         details.append(
             {
-                "MDLM point": f"T={r['steps']} gamma={r.get('gamma')}",
+                f"{reference_name} point": f"T={r['steps']} gamma={r.get('gamma')}",
                 f"{property_name} mean": r[prop],
-                "MDLM novel": r[count],
+                f"{reference_name} novel": r[count],
                 "ProSeCo frontier": height,
                 "beaten": height is not None and height > r[count],
             }
@@ -316,15 +318,15 @@ def judge_guidance_frontier(
     text = (
         f"ProSeCo's frontier (the upper envelope of novel-molecule count against mean "
         f"{property_name} of the novel molecules, over its {len(cand)} guided points; "
-        f"{len(frontier)} of them on the envelope) is above MDLM at {wins} of {len(details)} "
-        f"MDLM points (held needs more than {len(details) / 2:g})."
+        f"{len(frontier)} of them on the envelope) is above {reference_name} at {wins} of "
+        f"{len(details)} {reference_name} points (held needs more than {len(details) / 2:g})."
     )
     if beyond:
         text += (
-            f" At {beyond} of them MDLM's {property_name} mean is higher than any ProSeCo "
+            f" At {beyond} of them {reference_name}'s {property_name} mean is higher than any ProSeCo "
             f"point's (max {frontier[-1][0]:.3g}); the frontier does not reach there, so they "
             "count as not beaten."
         )
     if skipped:
-        text += f" {skipped} MDLM point(s) had no novel molecule and were left out."
+        text += f" {skipped} {reference_name} point(s) had no novel molecule and were left out."
     return ClaimResult("c", statement, verdict, text, details)

@@ -47,7 +47,11 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_SOURCE, VALIDATION_FRACTION, SPLIT_SEED, LENGTH = "corpus:kjv", 0.05, 42, 128
 EVALUATOR_LABEL = "SmolLM2-135M gen-PPL"
 MDLM, REMDM, PROSECO_PLAIN = "MDLM", "ReMDM loop (eta 0.02)", "ProSeCo model, no corrector"
-DATA, AR = "Data (held-out KJV)", "AR (T = 127)"
+PRISM, UDLM = "MDLM + PRISM (fine-tuned head)", "UDLM"
+DATA, AR = "Data (held-out KJV)", "AR (left to right)"
+# The diffusion baselines ProSeCo is judged against at equal NFE (AR is judged at its own NFE).
+BASELINES = (MDLM, REMDM, PRISM, UDLM)
+OPTIONAL_MODELS = ("prism", "udlm")  # used when their checkpoints exist
 BUDGETS = ((1, 1), (1, 4))  # (S, omega): corrector steps, fired every omega steps
 
 
@@ -66,7 +70,7 @@ class Setting:
 
 def settings(steps: list[int]) -> list[Setting]:
     """The grid, method-major."""
-    from proseco.sampling import Corrector, ReMDM, SamplingConfig
+    from proseco.sampling import Corrector, ReMDM, SamplingConfig, get_unmasking
 
     grid: list[Setting] = []
     base = {"top_p": 0.9, "float64": True}
@@ -74,6 +78,8 @@ def settings(steps: list[int]) -> list[Setting]:
         c = SamplingConfig(steps=t, **base)
         grid.append(Setting(MDLM, "mdlm", c))
         grid.append(Setting(REMDM, "mdlm", c.replace(unmasking=ReMDM("loop", eta=0.02))))
+        grid.append(Setting(PRISM, "prism", c.replace(unmasking=get_unmasking("prism"))))
+        grid.append(Setting(UDLM, "udlm", c))
         grid.append(Setting(PROSECO_PLAIN, "proseco", c))
         for s, every in BUDGETS:
             corrector = Corrector(steps=s, every=every)
@@ -105,8 +111,9 @@ def held_out_rows(tokenizer: Any, n_reference: int, n_data: int, seed: int) -> t
 # ------------------------------------------------------------------ sampling
 def generate(model: Any, setting: Setting, n: int, batch_size: int, seed: int) -> dict[str, Any]:
     """``n`` samples in batches; NFE per sample (batch-weighted means) and total wall time."""
-    from proseco.sampling import sample
+    from proseco.sampling.dispatch import sampler_for
 
+    _, sample = sampler_for(model)
     generator = torch.Generator().manual_seed(seed)
     tokens, nfe, corrector_nfe = [], 0.0, 0.0
     start = time.perf_counter()
@@ -217,39 +224,57 @@ def interpolate(points: list[tuple[float, float]], nfe: float) -> float | None:
 
 
 def verdict(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Every ProSeCo-sampling point against MDLM and ReMDM at its NFE.
+    """Every ProSeCo-sampling point against each diffusion baseline at its NFE, and ProSeCo's
+    curves at the AR row's NFE.
 
     Returns the comparisons and a summary: wins on gen-PPL (lower) and MAUVE (higher) out of the
-    judged comparisons, and the largest entropy drop of ProSeCo below the data row.
+    judged comparisons, overall and per baseline (``per_baseline[name]``), and the largest
+    entropy drop of ProSeCo below the data row.
     """
     by_method: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_method.setdefault(row["method"], []).append(row)
     data_entropy = next((r["entropy"] for r in rows if r["method"] == DATA), None)
+    proseco = [r for r in rows if r["method"].startswith("ProSeCo S=")]
     comparisons = []
-    for row in rows:
-        if not row["method"].startswith("ProSeCo S="):
-            continue
-        for base in (MDLM, REMDM):
+    for row in proseco:
+        for base in BASELINES:
+            if base not in by_method:
+                continue
             entry = {"proseco": row["method"], "T": row["steps"], "nfe": row["nfe"], "vs": base}
             for key in ("gen_ppl", "mauve"):
-                pts = [(r["nfe"], r[key]) for r in by_method.get(base, [])]
+                pts = [(r["nfe"], r[key]) for r in by_method[base]]
                 entry[f"{key}_base"] = interpolate(pts, row["nfe"])
                 entry[key] = row[key]
             comparisons.append(entry)
-    judged_ppl = [c for c in comparisons if c["gen_ppl_base"] is not None]
-    judged_mauve = [
-        c for c in comparisons if c["mauve_base"] is not None and c["mauve"] is not None
-    ]
+    for ar in by_method.get(AR, []):  # ProSeCo's curves at the AR row's NFE
+        for method in dict.fromkeys(r["method"] for r in proseco):
+            mine = by_method[method]
+            entry = {"proseco": method, "T": None, "nfe": ar["nfe"], "vs": AR}
+            for key in ("gen_ppl", "mauve"):
+                entry[f"{key}_base"] = ar[key]
+                entry[key] = interpolate([(r["nfe"], r[key]) for r in mine], ar["nfe"])
+            comparisons.append(entry)
+
+    def wins(group: list[dict[str, Any]]) -> dict[str, int]:
+        ppl = [c for c in group if c["gen_ppl_base"] is not None and c["gen_ppl"] is not None]
+        mauve = [c for c in group if c["mauve_base"] is not None and c["mauve"] is not None]
+        return {
+            "ppl_wins": sum(c["gen_ppl"] < c["gen_ppl_base"] for c in ppl),
+            "ppl_judged": len(ppl),
+            "mauve_wins": sum(c["mauve"] > c["mauve_base"] for c in mauve),
+            "mauve_judged": len(mauve),
+        }
+
     summary = {
-        "ppl_wins": sum(c["gen_ppl"] < c["gen_ppl_base"] for c in judged_ppl),
-        "ppl_judged": len(judged_ppl),
-        "mauve_wins": sum(c["mauve"] > c["mauve_base"] for c in judged_mauve),
-        "mauve_judged": len(judged_mauve),
+        **wins([c for c in comparisons if c["vs"] in (MDLM, REMDM)]),
+        "per_baseline": {
+            base: wins([c for c in comparisons if c["vs"] == base])
+            for base in (*BASELINES, AR)
+            if any(c["vs"] == base for c in comparisons)
+        },
         "data_entropy": data_entropy,
-        "min_proseco_entropy": min(
-            (r["entropy"] for r in rows if r["method"].startswith("ProSeCo S=")), default=None
-        ),
+        "min_proseco_entropy": min((r["entropy"] for r in proseco), default=None),
     }
     return comparisons, summary
 
@@ -308,7 +333,8 @@ def write_report(out: Path, rows: list[dict[str, Any]], info: dict[str, Any]) ->
     ):
         plots.append(("MAUVE vs NFE", "text_mauve_vs_nfe.png"))
     lines = [
-        "# Unconditional text: MDLM, ReMDM and ProSeCo on the KJV (the paper's Table 2 at CPU scale)",
+        "# Unconditional text: ProSeCo vs MDLM, ReMDM, PRISM, UDLM and AR on the KJV "
+        "(the paper's Table 2 at CPU scale)",
         "",
         f"Generated by `{info['command']}` on {info['date']} ({info['platform']}, "
         f"torch threads: {info['threads']}). Raw rows: `text_rows.json`.",
@@ -325,6 +351,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], info: dict[str, Any]) ->
         ),
         f"- End of training: MDLM {info['validation']['mdlm']}; ProSeCo "
         f"{info['validation']['proseco']} (the MDLM term of its loss).",
+        *[f"- {line}" for line in info.get("baseline_models", [])],
         f"- {info['num_samples']} samples per point, seed {info['seed']}, batch {info['batch_size']}, "
         "nucleus top-p 0.9, float64 draws, 128 tokens (the whole sequence, BOS included, is generated).",
         "- Every sample is cut at its first EOS (after a leading BOS) before every metric.",
@@ -371,6 +398,15 @@ def write_report(out: Path, rows: list[dict[str, Any]], info: dict[str, Any]) ->
             f"- MAUVE: ProSeCo higher in **{s['mauve_wins']} of {s['mauve_judged']}** judged "
             "comparisons."
         )
+    for base, w in s.get("per_baseline", {}).items():
+        how = "ProSeCo's curves interpolated at the AR row's NFE" if base == AR else "at equal NFE"
+        text = (
+            f"- vs **{base}** ({how}): ProSeCo lower gen-PPL in {w['ppl_wins']} of "
+            f"{w['ppl_judged']}"
+        )
+        if has_mauve:
+            text += f", higher MAUVE in {w['mauve_wins']} of {w['mauve_judged']}"
+        lines.append(text + " judged comparisons.")
     if drop is not None:
         lines.append(
             f"- Entropy: data {s['data_entropy']:.2f} nats; lowest ProSeCo-sampling point "
@@ -394,7 +430,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], info: dict[str, Any]) ->
     ]
     for c in comparisons:
         lines.append(
-            f"| {c['proseco']} | {c['T']} | {fmt(c['nfe'], 1)} | {c['vs']} | "
+            f"| {c['proseco']} | {fmt(c['T'])} | {fmt(c['nfe'], 1)} | {c['vs']} | "
             f"{fmt(c['gen_ppl_base'], 1)} | {fmt(c['gen_ppl'], 1)} | {fmt(c['mauve_base'])} | "
             f"{fmt(c['mauve'])} |"
         )
@@ -446,6 +482,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mdlm", default="runs/text-mdlm/final")
     p.add_argument("--proseco", default="runs/text-proseco/final")
     p.add_argument("--ar", default="runs/text-ar/final")
+    p.add_argument("--prism", default="runs/text-prism/final", help="PRISM fine-tune (optional)")
+    p.add_argument("--udlm", default="runs/text-udlm/final", help="UDLM checkpoint (optional)")
     p.add_argument("--steps", type=int, nargs="+", default=[16, 32, 64, 128])
     p.add_argument("--num-samples", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=50)
@@ -480,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     grid = settings(args.steps)
     if args.methods:
         grid = [g for g in grid if g.method in args.methods]
+    missing = [k for k in OPTIONAL_MODELS if not (Path(getattr(args, k)) / "config.json").is_file()]
+    grid = [g for g in grid if g.model not in missing]  # optional baselines without a checkpoint
     models = {}
     for key in dict.fromkeys(g.model for g in grid) or ("mdlm",):
         model, tokenizer, _ = load_pretrained(getattr(args, key))  # the recipes share one tokenizer
@@ -549,6 +589,15 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "budget": training_budget(Path(args.mdlm), Path(args.proseco)),
         "validation": {k: final_validation(Path(getattr(args, k))) for k in ("mdlm", "proseco")},
+        "baseline_models": [
+            f"{name}: "
+            + (
+                f"no checkpoint at `{getattr(args, key)}`, rows skipped"
+                if key in missing
+                else f"`{getattr(args, key)}` ({final_validation(Path(getattr(args, key)))})"
+            )
+            for key, name in (("prism", PRISM), ("udlm", UDLM))
+        ],
     }
     order = [DATA, AR, *dict.fromkeys(g.method for g in settings(args.steps))]
     rows.sort(key=lambda r: (order.index(r["method"]) if r["method"] in order else len(order),

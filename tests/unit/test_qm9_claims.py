@@ -220,8 +220,12 @@ def bench():
 
 def test_grids_cover_every_sampler_at_every_t(bench):
     uncond = bench.unconditional_settings([4, 2])
-    assert len(uncond) == 12
+    assert len(uncond) == 17  # 8 samplers at each T, plus AR (no T)
     assert [s.steps for s in uncond[:2]] == [2, 4]
+    assert [(s.model, s.steps) for s in uncond if s.method == bench.AR] == [("ar", None)]
+    assert {s.model for s in uncond} == {"mdlm", "proseco", "udlm", "prism", "ar"}
+    prism = [s for s in uncond if s.model == "prism"]
+    assert [s.summary()["unmasking"] for s in prism] == ["prism", "prism"]
     by_method = {s.method: s for s in uncond}
     assert by_method["MDLM + ReMDM loop (eta 0.02)"].summary()["remdm"] == "loop"
     cap = by_method["MDLM + ReMDM cap (eta 0.02)"].summary()
@@ -232,21 +236,59 @@ def test_grids_cover_every_sampler_at_every_t(bench):
         (2, 2),
     }
     guided_grid = bench.guidance_settings([8, 32], [0.0, 1.0, 2.0], ("ring_count", "qed"))
-    assert len(guided_grid) == 24
+    # per property: MDLM, ProSeCo, ReMDM, UDLM at 2 T x 3 gammas, and AR at 3 gammas
+    assert len(guided_grid) == 2 * (4 * 2 * 3 + 3)
     assert all(s.condition == 1 and s.guided_corrector for s in guided_grid)
     assert {s.model for s in guided_grid} == {
-        "mdlm-ring",
-        "proseco-ring",
-        "mdlm-qed",
-        "proseco-qed",
-    }
+        "mdlm-ring", "proseco-ring", "ar-ring", "udlm-ring",
+        "mdlm-qed", "proseco-qed", "ar-qed", "udlm-qed",
+    }  # fmt: skip
+    remdm = [s for s in guided_grid if bench.family({"method": s.method}) == "ReMDM"]
+    assert len(remdm) == 12 and {s.model for s in remdm} == {"mdlm-ring", "mdlm-qed"}
+    assert {s.summary()["remdm"] for s in remdm} == {"loop"}
+    assert {s.steps for s in guided_grid if s.model.startswith("ar-")} == {None}
     for key in ("proseco-ring", "proseco-qed"):
         assert {(s.corrector_steps, s.corrector_every) for s in guided_grid if s.model == key} == {
             (1, 1)
         }
     assert {s.corrector_steps for s in guided_grid if s.model.startswith("mdlm")} == {0}
     assert {bench.property_of(s.model) for s in guided_grid} == {"ring_count", "qed"}
-    assert len(bench.guidance_settings([8], [1.0])) == 2  # ring count only by default
+    assert len(bench.guidance_settings([8], [1.0])) == 5  # ring count only by default
+
+
+def test_proseco_at_interpolates_each_budget_inside_its_range_and_takes_the_best(bench):
+    pro = [
+        {"method": "S1", "nfe": 4.0, "validity": 0.2},
+        {"method": "S1", "nfe": 16.0, "validity": 0.6},
+        {"method": "S2", "nfe": 8.0, "validity": 0.3},
+        {"method": "S2", "nfe": 32.0, "validity": 0.9},
+    ]
+    # at NFE 8: S1 is halfway in log2 between 4 and 16 -> 0.4; S2 measured 0.3 -> S1 wins
+    assert bench.proseco_at(pro, 8.0) == (pytest.approx(0.4), "S1")
+    # at NFE 32 only S2 covers it
+    assert bench.proseco_at(pro, 32.0) == (pytest.approx(0.9), "S2")
+    assert bench.proseco_at(pro, 2.0) == (None, None)  # below every range: not compared
+
+
+def test_the_baseline_section_counts_wins_at_equal_nfe(bench):
+    def row(method, model, steps, nfe, validity, s=0):
+        return {"method": method, "model": model, "steps": steps, "nfe": nfe,
+                "validity": validity, "corrector_steps": s}  # fmt: skip
+
+    uncond = [
+        row("ProSeCo S=1 every=1", "proseco", 2, 4.0, 0.50, 1),
+        row("ProSeCo S=1 every=1", "proseco", 8, 16.0, 0.90, 1),
+        row(bench.UDLM, "udlm", 4, 4.0, 0.10),
+        row(bench.UDLM, "udlm", 8, 8.0, 0.95),
+        row(bench.UDLM, "udlm", 64, 64.0, 0.99),
+        row(bench.AR, "ar", None, 20.0, 0.97),
+    ]
+    text = bench.baseline_uncond_section(uncond, 1000)
+    # UDLM at NFE 4 (0.10 < 0.50: win) and 8 (ProSeCo 0.70 < 0.95: loss); 64 is outside
+    assert "**UDLM**: ProSeCo sampling is higher at 1 of 2 of its points" in text
+    assert "**AR (left to right)**: no point inside ProSeCo's NFE range" in text
+    assert "| UDLM | T=8 | 8.0 | 95.0% | 70.0% | ProSeCo S=1 every=1 | no |" in text
+    assert "| AR (left to right) | AR (no T) | 20.0 | 97.0% | – |" in text
 
 
 def test_quick_flag_sets_small_defaults_that_explicit_values_override(bench):

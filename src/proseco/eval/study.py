@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from proseco.sampling import UNMASKING, SamplingConfig, sample
+from proseco.sampling import UNMASKING, SamplingConfig
 
 __all__ = ["SamplerSetting", "load_model_dir", "generate", "evaluate_setting", "plot_pareto"]
 
@@ -102,6 +102,13 @@ def generate(
     ``<eos>``; ``"research"``: the research code's rule, see
     :meth:`~proseco.data.smiles.SmilesTokenizer.decode_batch`).
     """
+    from proseco.sampling.dispatch import sampler_for, sampler_kind
+
+    _, sampler = sampler_for(model)
+    extra: dict[str, Any] = {"length": length, "return_history": return_history}
+    if sampler_kind(model) == "autoregressive":
+        # Left to right from [BOS] (its own first token) up to the model's length, no history.
+        extra = {"length": length - 1 if length else None}
     generator = torch.Generator(device="cpu").manual_seed(seed)
     smiles: list[str] = []
     tokens: list[torch.Tensor] = []
@@ -111,14 +118,15 @@ def generate(
     for first in range(0, num_samples, batch_size):
         b = min(batch_size, num_samples - first)
         with torch.inference_mode():
-            out = sample(
+            if "return_history" in extra:
+                extra["return_history"] = return_history and history is None
+            out = sampler(
                 model,
                 setting.config,
                 mask_id=tokenizer.mask_token_id,
                 batch_size=b,
-                length=length,
                 generator=generator,
-                return_history=return_history and history is None,
+                **extra,
             )
         history = history or out.history
         # NFEs are per-sample means of each batch: weight them by the batch size.
