@@ -303,3 +303,8 @@ def test_prism_needs_a_model_with_head_and_parses_from_spec() -> None:
     assert SamplingConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match="step_on"):
         Prism(step_on=0.8, step_off=0.5)
+    from proseco.sampling import Corrector
+
+    headed = ProsecoDiT(_tiny_config(quality_head=True)).eval()
+    with pytest.raises(ConfigError, match="corrector"):
+        sample(headed, steps=2, length=8, unmasking="prism", corrector=Corrector(1))

@@ -350,12 +350,21 @@ def _mask_id(model: Any, mask_id: int | None) -> int:
     return mask_id
 
 
-def _check_quality(model: Any, strategy: Any) -> None:
-    """A strategy that reads quality scores (PRISM) needs a model with a quality head."""
+def _check_quality(model: Any, config: SamplingConfig) -> None:
+    """A strategy that reads quality scores (PRISM) needs a model with a quality head, and no
+    corrector (its rewrites would make the scores of the step's model call stale)."""
     from proseco.models.protocol import has_quality_head
 
-    if getattr(strategy, "uses_quality", False) and not has_quality_head(model):
-        name = type(strategy).__name__
+    strategy = config.unmasking
+    if not getattr(strategy, "uses_quality", False):
+        return
+    name = type(strategy).__name__
+    if config.corrector is not None:
+        raise ConfigError(
+            f"unmasking {name} remasks by quality scores of the step's denoiser call, which a "
+            "corrector's rewrites would make stale; sample PRISM without a corrector"
+        )
+    if not has_quality_head(model):
         raise ConfigError(
             f"unmasking {name} remasks by the scores of a PRISM quality head, and this model has "
             "none (config.quality_head is false); fine-tune it first with loss.objective: prism "
@@ -414,7 +423,7 @@ def _setup(
     if overrides:
         config = config.replace(**overrides)
     mask_id = _mask_id(model, mask_id)
-    _check_quality(model, config.unmasking)
+    _check_quality(model, config)
     device = model_device(
         model, generator.device if isinstance(generator, torch.Generator) else None
     )
