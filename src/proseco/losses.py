@@ -744,7 +744,8 @@ def prism_loss(
             y[fill] = torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(y.dtype)
     mdm_part = config.mdm_weight * mdm_sum / num_tokens
     if backward_fn is not None:
-        backward_fn(mdm_part)
+        if mdm_part.requires_grad:  # (not when only the head trains)
+            backward_fn(mdm_part)
         mdm_part, mdm_sum, mdm_terms = mdm_part.detach(), mdm_sum.detach(), mdm_terms.detach()
     del logits1, logp1, quality1
 

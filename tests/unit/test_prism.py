@@ -308,3 +308,16 @@ def test_prism_needs_a_model_with_head_and_parses_from_spec() -> None:
     headed = ProsecoDiT(_tiny_config(quality_head=True)).eval()
     with pytest.raises(ConfigError, match="corrector"):
         sample(headed, steps=2, length=8, unmasking="prism", corrector=Corrector(1))
+
+
+def test_head_only_training_leaves_the_backbone_without_gradient() -> None:
+    torch.manual_seed(0)
+    model = ProsecoDiT(_tiny_config(quality_head=True))
+    for name, param in model.named_parameters():  # what loss.prism_backbone: false does
+        param.requires_grad_(name.startswith("quality_head."))
+    out = prism_loss(model, torch.randint(0, 5, (4, 8)), mask_id=MASK, prism_fill=3,
+                     generator=torch.Generator().manual_seed(0),
+                     backward_fn=lambda v: v.backward())  # fmt: skip
+    assert torch.isfinite(out.loss)
+    grads = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert grads and all(n.startswith("quality_head.") for n in grads)

@@ -146,6 +146,9 @@ def build_model(config: TrainConfig, tokenizer: Any) -> nn.Module:
             model.gradient_checkpointing_enable()
     if config.loss.objective == "prism":
         model = _with_quality_head(model)
+        if not config.loss.prism_backbone:  # train the head alone
+            for name, param in model.named_parameters():
+                param.requires_grad_(name.startswith("quality_head."))
     _check_compatible(model, config, tokenizer)
     if section.lora is not None:
         from proseco.models.hub import HubDiffusionLM

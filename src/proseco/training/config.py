@@ -283,6 +283,9 @@ class LossSection(LossConfig):
             initialised, to a ``model.pretrained`` MDM that lacks one): the head's BCE on
             ``prism_fill`` positions filled with the model's own samples plus ``mdm_weight``
             times the MDLM term (PRISM: 0.5); the corrector fields are unused.
+        prism_backbone: ``prism`` only: train the backbone too (the public code's
+            ``tune_backbone``, default); ``false`` trains the quality head alone (the denoiser
+            is left exactly as it was, and the MDLM term carries no gradient).
         schedule: noise schedule name (``loglinear``, ``linear``, ``cosine``, ``polynomial``).
         two_backward: backpropagate the MDLM term before the corrector pass (same gradient,
             about half the peak activation memory and no slower; ``benchmarks/loss_step.py``).
@@ -296,6 +299,7 @@ class LossSection(LossConfig):
     two_backward: bool | None = None
     cond_dropout: float = 0.0
     objective: Literal["diffusion", "ar", "udlm", "prism"] = "diffusion"
+    prism_backbone: bool = True
 
     def __post_init__(self) -> None:
         _finite("loss", self)
