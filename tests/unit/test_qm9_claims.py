@@ -539,3 +539,12 @@ def test_training_curve_helpers(curve, tmp_path):
     path = tmp_path / "curve.png"
     curve.plot_curve(_curve_rows(), path, "t")
     assert path.stat().st_size > 10_000
+
+
+def test_rows_from_before_per_row_nfe_are_marked(bench):
+    fresh = {"method": "MDLM", "nfe": 7.88}
+    reused = {"method": "MDLM", "nfe": 8.0, "nfe_accounting": bench.NFE_WHOLE_BATCH}
+    text = bench.rows_table([fresh, reused], [("method", "method", ""), ("NFE", "nfe", "1")])
+    assert "| MDLM | 7.9 |" in text and "| MDLM | 8.0* |" in text
+    assert bench.reused_rows_caveat({"batch_counted_rows": 0}) == []
+    assert "2 rows (NFE marked `*`)" in bench.reused_rows_caveat({"batch_counted_rows": 2})[0]
