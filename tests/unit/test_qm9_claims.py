@@ -220,12 +220,15 @@ def bench():
 
 def test_grids_cover_every_sampler_at_every_t(bench):
     uncond = bench.unconditional_settings([4, 2])
-    assert len(uncond) == 17  # 8 samplers at each T, plus AR (no T)
+    assert len(uncond) == 19  # 9 samplers at each T, plus AR (no T)
     assert [s.steps for s in uncond[:2]] == [2, 4]
     assert [(s.model, s.steps) for s in uncond if s.method == bench.AR] == [("ar", None)]
     assert {s.model for s in uncond} == {"mdlm", "proseco", "udlm", "prism", "ar"}
     prism = [s for s in uncond if s.model == "prism"]
-    assert [s.summary()["unmasking"] for s in prism] == ["prism", "prism"]
+    assert [s.summary()["unmasking"] for s in prism] == ["prism"] * 4
+    assert {(s.config.unmasking.eta, s.config.unmasking.num_remask) for s in prism} == {
+        (0.01, 0), (0.0, 1)
+    }  # fmt: skip
     by_method = {s.method: s for s in uncond}
     assert by_method["MDLM + ReMDM loop (eta 0.02)"].summary()["remdm"] == "loop"
     cap = by_method["MDLM + ReMDM cap (eta 0.02)"].summary()
