@@ -5,10 +5,18 @@ loops between unmasking steps (:func:`sample`).
 """
 
 from proseco._version import __version__
-from proseco.losses import LossConfig, LossOutput, ar_loss, mdm_loss, proseco_loss
+from proseco.losses import (
+    LossConfig,
+    LossOutput,
+    ar_loss,
+    mdm_loss,
+    prism_loss,
+    proseco_loss,
+    udlm_loss,
+)
 from proseco.models.dit import ProsecoDiT, ProsecoDiTConfig
 from proseco.models.protocol import call_model
-from proseco.noising import mask_tokens, sample_t
+from proseco.noising import mask_tokens, sample_t, uniform_noise_tokens
 from proseco.pretrained import Pretrained, load_pretrained, shipped_checkpoints
 from proseco.sampling import (
     CORRECTOR_UPDATES,
@@ -36,6 +44,7 @@ from proseco.sampling import (
     sample_autoregressive,
     sample_uniform,
 )
+from proseco.sampling.dispatch import sampler_for
 from proseco.sampling.presets import PRESETS, preset
 from proseco.schedules import (
     CosineSchedule,
@@ -88,6 +97,7 @@ __all__ = [
     "sample",
     "sample_autoregressive",
     "sample_uniform",
+    "sampler_for",
     "train",
     "CosineSchedule",
     "LinearSchedule",
@@ -106,8 +116,11 @@ __all__ = [
     "call_model",
     "get_schedule",
     "mask_tokens",
+    "uniform_noise_tokens",
     "ar_loss",
     "mdm_loss",
+    "prism_loss",
+    "udlm_loss",
     "proseco_loss",
     "sample_t",
 ]
