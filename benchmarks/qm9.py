@@ -945,6 +945,8 @@ def baselines_markdown(uncond: list[dict], guided: list[dict], meta: dict) -> st
         if missing
         else ""
     )
+    if meta.get("notes"):
+        note += "\n\n" + meta["notes"].strip()
     return BASELINES.format(
         note=note,
         uncond=baseline_uncond_section(uncond, meta["num_samples"]),
@@ -1153,6 +1155,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="ROWS_JSON",
         help="reuse matching rows from these qm9_rows.json files (e.g. from parallel runs)",
     )
+    p.add_argument("--notes", help="a markdown file added to the baselines section (observations)")
     p.add_argument(
         "--batch-counted",
         nargs="+",
@@ -1244,6 +1247,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "guidance_skipped": skipped,
         "fcd_skipped": fcd_skipped,
+        "notes": Path(args.notes).read_text(encoding="utf-8") if args.notes else "",
     }
     rows: dict[str, list[dict]] = {"unconditional": [], "guidance": []}
 
