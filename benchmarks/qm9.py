@@ -1212,7 +1212,8 @@ def main(argv: list[str] | None = None) -> int:
         found = json.loads(Path(extra).read_text())["rows"]
         for r in found:
             old = done.get(row_key(r))
-            if old is not None and batch_counted(old) and old.get("nfe") == r.get("nfe"):
+            same = old is not None and all(old.get(k) == r.get(k) for k in ("nfe", "seconds"))
+            if same and batch_counted(old):
                 continue  # a copy of a reused row (a part run merged it): keep its mark
             done[row_key(r)] = r
         print(f"merging: {len(found)} rows from {extra}")
