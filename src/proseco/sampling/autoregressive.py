@@ -27,10 +27,16 @@ import torch
 from tqdm.auto import tqdm
 
 from proseco.errors import ConfigError
-from proseco.models.protocol import model_max_length, model_vocab_size
-from proseco.sampling.config import SamplingConfig
+from proseco.models.protocol import model_vocab_size
+from proseco.sampling.config import SamplingConfig, resolve_config
 from proseco.sampling.guidance import ModelCaller
-from proseco.sampling.inputs import _prompt_tensor, model_device, prompt_length_of
+from proseco.sampling.inputs import (
+    _prompt_tensor,
+    check_fits,
+    model_device,
+    prompt_length_of,
+    resolve_length,
+)
 from proseco.sampling.output import SampleOutput
 
 __all__ = ["sample_autoregressive", "check_autoregressive_args", "is_causal"]
@@ -113,12 +119,7 @@ def _setup(
     overrides: dict[str, Any],
 ) -> _Setup:
     """Validate every argument of :func:`sample_autoregressive` (no model call)."""
-    if config is None:
-        config = SamplingConfig()
-    elif not isinstance(config, SamplingConfig):
-        raise ConfigError(f"config must be a proseco.SamplingConfig, got {type(config).__name__}")
-    if overrides:
-        config = config.replace(**overrides)
+    config = resolve_config(config, overrides)
     if getattr(getattr(model, "config", None), "causal", None) is False:
         raise ConfigError(
             "this model has bidirectional attention (config.causal=False), so it cannot be "
@@ -137,21 +138,13 @@ def _setup(
     pad_id = config.pad_id if config.pad_id is not None else _config_id(model, "pad_token_id")
     pad_id = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
     bos_id = bos_id if bos_id is not None else _config_id(model, "bos_token_id")
-    max_length = model_max_length(model)
-    if length is None:
-        if max_length is None:
-            raise ConfigError("pass length=...: the model does not declare a maximum length")
-        length = max_length - prompt_length_of(prompt if prompt is not None else [0])
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ConfigError(f"length must be an int >= 1, got {length!r}")
+    length, max_length = resolve_length(
+        model, length, prompt_length_of(prompt if prompt is not None else [0])
+    )
     ids, attention = _layout(
         model, prompt, prompt_attention_mask, batch_size, bos_id, pad_id, device
     )
-    if max_length is not None and ids.shape[1] + length > max_length:
-        raise ConfigError(
-            f"prompt length {ids.shape[1]} + length {length} exceeds the model's maximum "
-            f"length {max_length}; shorten the prompt or generate fewer tokens"
-        )
+    check_fits(ids.shape[1], length, max_length)
     caller = ModelCaller(
         model,
         mask_id=-1 if mask_id is None else mask_id,

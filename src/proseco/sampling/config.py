@@ -281,3 +281,13 @@ def _plain(value: Any, what: str) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise ConfigError(f"{what} holds a {type(value).__name__}, which cannot be saved as JSON")
+
+
+def resolve_config(config: SamplingConfig | None, overrides: dict[str, Any]) -> SamplingConfig:
+    """``config`` (default ``SamplingConfig()``) with keyword ``overrides`` applied; anything
+    that is not a ``SamplingConfig`` is refused."""
+    if config is None:
+        config = SamplingConfig()
+    elif not isinstance(config, SamplingConfig):
+        raise ConfigError(f"config must be a proseco.SamplingConfig, got {type(config).__name__}")
+    return config.replace(**overrides) if overrides else config

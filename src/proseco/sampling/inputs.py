@@ -160,6 +160,28 @@ def _divisor_hint(length: int) -> int:
     return max(d for d in range(1, min(length, 32) + 1) if length % d == 0)
 
 
+def resolve_length(model: Any, length: int | None, prompt_length: int) -> tuple[int, int | None]:
+    """``(length, the model's maximum length)``: ``length`` checked, or by default the model's
+    maximum minus ``prompt_length`` (the samplers outside the masked loop share this)."""
+    max_length = model_max_length(model)
+    if length is None:
+        if max_length is None:
+            raise ConfigError("pass length=...: the model does not declare a maximum length")
+        length = max_length - prompt_length
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ConfigError(f"length must be an int >= 1, got {length!r}")
+    return length, max_length
+
+
+def check_fits(prompt_length: int, length: int, max_length: int | None) -> None:
+    """Refuse ``prompt_length + length`` tokens past the model's ``max_length``."""
+    if max_length is not None and prompt_length + length > max_length:
+        raise ConfigError(
+            f"prompt length {prompt_length} + length {length} exceeds the model's maximum "
+            f"length {max_length}; shorten the prompt or generate fewer tokens"
+        )
+
+
 def prepare(
     model: Any,
     *,

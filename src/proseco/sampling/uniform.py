@@ -30,10 +30,16 @@ from typing import Any
 import torch
 
 from proseco.errors import ConfigError
-from proseco.models.protocol import is_time_conditioned, model_max_length, model_vocab_size
-from proseco.sampling.config import SamplingConfig
+from proseco.models.protocol import is_time_conditioned, model_vocab_size
+from proseco.sampling.config import SamplingConfig, resolve_config
 from proseco.sampling.guidance import ModelCaller
-from proseco.sampling.inputs import _prompt_tensor, model_device, prompt_length_of
+from proseco.sampling.inputs import (
+    _prompt_tensor,
+    check_fits,
+    model_device,
+    prompt_length_of,
+    resolve_length,
+)
 from proseco.sampling.output import SampleOutput
 from proseco.sampling.processors import NEG_INF, LogitsProcessor, gumbel_argmax
 from proseco.sampling.unmasking import Ancestral
@@ -105,12 +111,7 @@ def _setup(
     overrides: dict[str, Any],
 ) -> _Setup:
     """Validate every argument of :func:`sample_uniform` (no model call)."""
-    if config is None:
-        config = SamplingConfig()
-    elif not isinstance(config, SamplingConfig):
-        raise ConfigError(f"config must be a proseco.SamplingConfig, got {type(config).__name__}")
-    if overrides:
-        config = config.replace(**overrides)
+    config = resolve_config(config, overrides)
     if getattr(getattr(model, "config", None), "diffusion", "uniform") != "uniform":
         raise ConfigError(
             "this model was trained with masking (config.diffusion='masked'); sample it with "
@@ -148,13 +149,7 @@ def _setup(
     pad_id = config.pad_id if config.pad_id is not None else config.eos_id
     pad_id = pad_id if pad_id is not None else 0
     prompt_len = prompt_length_of(prompt) if prompt is not None else 0
-    max_length = model_max_length(model)
-    if length is None:
-        if max_length is None:
-            raise ConfigError("pass length=...: the model does not declare a maximum length")
-        length = max_length - prompt_len
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ConfigError(f"length must be an int >= 1, got {length!r}")
+    length, max_length = resolve_length(model, length, prompt_len)
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
@@ -177,11 +172,7 @@ def _setup(
             attention = None if attention is None else attention.expand(batch_size, -1)
         if bool(((ids < 0) | (ids >= vocab)).any()):
             raise ConfigError(f"the prompt contains ids outside the model's vocabulary of {vocab}")
-    if max_length is not None and ids.shape[1] + length > max_length:
-        raise ConfigError(
-            f"prompt length {ids.shape[1]} + length {length} exceeds the model's maximum "
-            f"length {max_length}; shorten the prompt or generate fewer tokens"
-        )
+    check_fits(ids.shape[1], length, max_length)
     steps = config.steps if config.steps is not None else length
     batch = ids.shape[0]
     if attention is not None:
