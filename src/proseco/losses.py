@@ -225,6 +225,41 @@ def _log_probs_without_mask(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
     return F.log_softmax(logits + bias, dim=-1)
 
 
+def _loss_config(config: LossConfig | None, options: dict[str, Any]) -> LossConfig:
+    """``config`` (default ``LossConfig()``) with keyword ``options`` overriding its fields."""
+    if config is None:
+        return LossConfig(**options)
+    return LossConfig(**{**config.__dict__, **options}) if options else config
+
+
+def _masked_inputs(
+    x0: torch.Tensor,
+    mask_id: int,
+    schedule: Schedule,
+    config: LossConfig,
+    t: torch.Tensor | None,
+    xt: torch.Tensor | None,
+    loss_mask: torch.Tensor | None,
+    noise_mask: torch.Tensor | None,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss_mask, noise_mask, t, xt)`` with the defaults of the masked losses: all positions
+    carry loss, ``noise_mask = loss_mask``, ``t`` drawn first on ``[t_min, 1]``, then ``xt`` from
+    ``q(xt | x0)`` (the order fixes what one ``generator`` seed gives)."""
+    loss_mask = torch.ones_like(x0, dtype=torch.bool) if loss_mask is None else loss_mask.bool()
+    if noise_mask is None:
+        noise_mask = loss_mask
+    if t is None:
+        t = sample_t(x0.shape[0], t_min=config.t_min, antithetic=config.antithetic,
+                     generator=generator, device=x0.device)  # fmt: skip
+    t = t.to(device=x0.device, dtype=torch.float32)
+    if xt is None:
+        xt = mask_tokens(
+            x0, t, mask_id=mask_id, schedule=schedule, noise_mask=noise_mask, generator=generator
+        )
+    return loss_mask, noise_mask, t, xt
+
+
 def proseco_loss(
     model: Any,
     x0: torch.Tensor,
@@ -269,31 +304,13 @@ def proseco_loss(
     Returns:
         :class:`LossOutput`.
     """
-    if config is None:
-        config = LossConfig(**options)
-    elif options:
-        config = LossConfig(**{**config.__dict__, **options})
+    config = _loss_config(config, options)
     schedule = get_schedule(schedule)
     _check_inputs(model, x0, mask_id, t, xt, loss_mask, noise_mask)
     conditioning = dict(conditioning or {})
-    if loss_mask is None:
-        loss_mask = torch.ones_like(x0, dtype=torch.bool)
-    loss_mask = loss_mask.bool()
-    if noise_mask is None:
-        noise_mask = loss_mask
-    if t is None:
-        t = sample_t(
-            x0.shape[0],
-            t_min=config.t_min,
-            antithetic=config.antithetic,
-            generator=generator,
-            device=x0.device,
-        )
-    t = t.to(device=x0.device, dtype=torch.float32)
-    if xt is None:
-        xt = mask_tokens(
-            x0, t, mask_id=mask_id, schedule=schedule, noise_mask=noise_mask, generator=generator
-        )
+    loss_mask, noise_mask, t, xt = _masked_inputs(
+        x0, mask_id, schedule, config, t, xt, loss_mask, noise_mask, generator
+    )
     weight = schedule.weight(t).view(-1, 1)  # [B, 1]
     num_tokens = loss_mask.sum().clamp(min=1)
     target = x0.long().unsqueeze(-1)
@@ -700,23 +717,13 @@ def prism_loss(
     Raises:
         ConfigError: if the model returns no ``quality_logits``.
     """
-    if config is None:
-        config = LossConfig(**options)
-    elif options:
-        config = LossConfig(**{**config.__dict__, **options})
+    config = _loss_config(config, options)
     schedule = get_schedule(schedule)
     _check_inputs(model, x0, mask_id, t, xt, loss_mask, noise_mask)
     conditioning = dict(conditioning or {})
-    loss_mask = torch.ones_like(x0, dtype=torch.bool) if loss_mask is None else loss_mask.bool()
-    noise_mask = loss_mask if noise_mask is None else noise_mask
-    if t is None:
-        t = sample_t(x0.shape[0], t_min=config.t_min, antithetic=config.antithetic,
-                     generator=generator, device=x0.device)  # fmt: skip
-    t = t.to(device=x0.device, dtype=torch.float32)
-    if xt is None:
-        xt = mask_tokens(
-            x0, t, mask_id=mask_id, schedule=schedule, noise_mask=noise_mask, generator=generator
-        )
+    loss_mask, noise_mask, t, xt = _masked_inputs(
+        x0, mask_id, schedule, config, t, xt, loss_mask, noise_mask, generator
+    )
     weight = schedule.weight(t).view(-1, 1)
     num_tokens = loss_mask.sum().clamp(min=1)
     target = x0.long().unsqueeze(-1)
