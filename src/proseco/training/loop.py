@@ -57,6 +57,7 @@ from proseco.training.metrics import MetricsLogger, tracker_names
 from proseco.training.rundir import RunLock, inspect_run_dir, refuse_foreign, writing
 from proseco.training.splits import build_splits
 from proseco.training.step import ModelView, batch_loss, evaluate
+from proseco.training.term_stats import TermStats
 
 __all__ = ["train", "TrainResult", "TrainingDivergedError", "RESUME_LOG"]
 
@@ -359,6 +360,18 @@ class _Run:
             self.config.train.seed,
         )
         self.tokens_per_step = self.config.train.global_batch_size * train_data.length
+        loss = self.config.loss
+        self.term_stats = TermStats(
+            acc,
+            [p for p in self.model.parameters() if p.requires_grad],
+            enabled=loss.objective == "diffusion" and self.loss_config.sc_weight > 0,
+            two_backward=bool(loss.two_backward),
+        )
+
+    def logs_at(self, done: int) -> bool:
+        """Whether the train record is written after ``done`` optimizer steps."""
+        train = self.config.train
+        return done % train.log_every == 0 or done == train.max_steps
 
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; returns (per-process means of loss terms ``[4]``, grad norm)."""
@@ -367,6 +380,7 @@ class _Run:
         sums = torch.zeros(4, device=device)
         bad = torch.zeros(2, device=device)  # non-finite [loss, gradient norm]
         backward_fn = acc.backward if cfg.loss.two_backward else None
+        self.term_stats.begin_step(self.logs_at(step + 1))
         for a in range(self.accum):
             batch = self.train_data.batch(self.order.indices(step, a), device)
             seed = micro_seed(cfg.train.seed, step, self.order.micro_index(a))
@@ -382,16 +396,18 @@ class _Run:
                     generator=generator,
                     num_classes=cfg.data.num_classes,
                     cond_dropout=cfg.loss.cond_dropout,
-                    backward_fn=backward_fn,
+                    backward_fn=self.term_stats.backward_fn(backward_fn),
                     objective=cfg.loss.objective,
                 )
                 if backward_fn is None:
                     acc.backward(out.loss)
+            self.term_stats.add(out, batch, self.accum)
             err = out.proposal_error_rate
             err = torch.zeros((), device=device) if err is None else err
             terms = [out.loss.detach(), out.mdm_loss, out.corrector_loss, err]
             sums += torch.stack([x.to(device).float() for x in terms]) / self.accum
             bad[0] += (~torch.isfinite(out.loss.detach())).float()
+        self.term_stats.end_step()  # reads the gradients before clipping changes them
         grad_norm = torch.zeros((), device=device)
         # without clipping, an infinite max norm measures the norm and scales by exactly 1
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
@@ -527,7 +543,7 @@ class _Run:
             tokens_seen += self.tokens_per_step
             done = step + 1
             bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.max_steps:
+            if self.logs_at(done):
                 means = (acc.reduce(window, reduction="mean") / window_steps).tolist()
                 tok_s = window_steps * self.tokens_per_step / max(window_time, 1e-9)
                 train_loss = means[0]
@@ -544,6 +560,7 @@ class _Run:
                         "tokens_per_s": tok_s,
                         "tokens_seen": tokens_seen,
                         "epoch": self.order.epoch(done),
+                        **self.term_stats.metrics(),
                     },
                 )
                 bar.set_postfix(loss=f"{means[0]:.4f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}")
