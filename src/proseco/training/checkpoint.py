@@ -57,6 +57,8 @@ __all__ = [
     "non_finite_tensors",
     "export_pretrained",
     "install_state_hooks",
+    "without_shared",
+    "load_deduplicated",
     "plan_resume",
     "resume_point",
     "ResumePlan",
@@ -183,24 +185,80 @@ def _publish(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _storage_key(tensor: torch.Tensor) -> tuple[Any, ...]:
+    return (tensor.device, tensor.untyped_storage().data_ptr())
+
+
+def _view(tensor: torch.Tensor) -> tuple[Any, ...]:
+    return (tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+
+
+def without_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with every tensor that is the same view of memory as an earlier one left out.
+
+    Tied weights (BERT's and ModernBERT's output projection is their word embedding matrix, and
+    BERT's decoder bias its prediction bias) appear under several names in a ``state_dict`` and
+    share memory, which safetensors refuses to write. The first name of each is kept;
+    :func:`load_deduplicated` restores the others through the model's own tying. A tensor that
+    overlaps another without being the same view is written as a copy.
+    """
+    out: dict[str, torch.Tensor] = {}
+    seen: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for name, tensor in state.items():
+        if tensor.device.type == "meta" or tensor.untyped_storage().nbytes() == 0:
+            out[name] = tensor
+            continue
+        views = seen.setdefault(_storage_key(tensor), [])
+        if _view(tensor) in views:
+            continue  # an alias of a tensor already kept
+        out[name] = tensor.clone() if views else tensor
+        views.append(_view(tensor))
+    return out
+
+
+def load_deduplicated(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``model.load_state_dict(state)`` for a ``state`` written by :func:`without_shared`.
+
+    A name missing from ``state`` is accepted only when the live model ties it to a name that
+    is there (loading that one fills both); anything else missing or unexpected is an error,
+    as with a strict load.
+    """
+    live = model.state_dict()
+    groups: dict[tuple[Any, ...], set[str]] = {}
+    for name, tensor in live.items():
+        groups.setdefault((*_storage_key(tensor), *_view(tensor)), set()).add(name)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    untied = [
+        name
+        for name in missing
+        if not (groups[(*_storage_key(live[name]), *_view(live[name]))] & state.keys())
+    ]
+    if untied or unexpected:
+        raise ModelLoadError(
+            f"checkpoint weights do not match the model: missing {sorted(untied)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
+
+
 def install_state_hooks(accelerator: Accelerator) -> None:
     """Save model weights under the unwrapped names (no ``module.`` prefix) and load them so.
 
     A checkpoint written by a DDP run then resumes on one process (and vice versa) and its
-    ``model.safetensors`` loads into the bare model. FSDP and DeepSpeed keep their own formats.
+    ``model.safetensors`` loads into the bare model. Tied weights are written once
+    (:func:`without_shared`). FSDP and DeepSpeed keep their own formats.
     """
     if _sharded(accelerator):
         return
 
     def save_hook(models: list, weights: list, output_dir: str) -> None:
         for i, state in enumerate(weights):
-            weights[i] = {k.removeprefix("module."): v for k, v in state.items()}
+            weights[i] = without_shared({k.removeprefix("module."): v for k, v in state.items()})
 
     def load_hook(models: list, input_dir: str) -> None:
         path = Path(input_dir) / "model.safetensors"
         if len(models) == 1 and path.is_file():
             model = accelerator.unwrap_model(models.pop())
-            model.load_state_dict(load_file(str(path), device=str(accelerator.device)))
+            load_deduplicated(model, load_file(str(path), device=str(accelerator.device)))
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
