@@ -14,11 +14,6 @@ TINY_RUN = [
     "--train.max_steps", "4", "--train.global_batch_size", "8", "--train.eval_every", "4",
     "--train.eval_batches", "1", "--train.save_every", "4", "--train.progress_bar", "false",
 ]  # fmt: skip
-# text-cpu-tiny sets an architecture; a fine-tune of model.pretrained must not
-NO_ARCH = [
-    "--model.hidden_size", "null", "--model.num_layers", "null", "--model.num_heads", "null",
-    "--model.cond_dim", "null", "--model.dropout", "null",
-]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -35,10 +30,10 @@ def test_prism_finetune_and_sample(tmp_path, capsys):
     assert main(["train", "text-cpu-tiny", "--output-dir", str(mdm), *TINY_RUN, *cache]) == 0
     assert not json.loads((mdm / "final" / "config.json").read_text())["quality_head"]
 
-    prism = tmp_path / "prism"
+    prism = tmp_path / "prism"  # --model.pretrained alone: the recipe's architecture is dropped
     code = main([
         "train", "text-cpu-tiny", "--output-dir", str(prism), "--model.pretrained",
-        str(mdm / "final"), *NO_ARCH, "--loss.objective", "prism", "--loss.prism_fill", "2",
+        str(mdm / "final"), "--loss.objective", "prism", "--loss.prism_fill", "2",
         "--loss.mdm_weight", "0.5", *TINY_RUN, *cache,
     ])  # fmt: skip
     assert code == 0

@@ -220,3 +220,35 @@ def test_data_mix_appends_known_datasets_under_the_recipe_field_names(monkeypatc
         for r, m in zip(train.tensors["input_ids"], train.tensors["loss_mask"])
     ]
     assert len(rows) == 2 and rows[1].startswith("R")  # the mix's response, after the local pair
+
+
+def test_pretrained_on_the_command_line_replaces_the_recipes_from_scratch_model(tmp_path):
+    """D5: ``--model.pretrained DIR`` alone turns a from-scratch recipe into a fine-tuning one:
+    the recipe's architecture fields no longer apply and the model's own tokenizer is used."""
+    from tests.tiny_hub import char_word_tokenizer
+
+    model_dir = tmp_path / "bert"
+    char_word_tokenizer().save_pretrained(str(model_dir))
+    recipe = load_config("sft-cpu-tiny")
+    assert recipe.model.hidden_size is not None and recipe.data.tokenizer == "char"
+    config = apply_overrides(recipe, ["--model.pretrained", str(model_dir)])
+    arch = ("hidden_size", "num_layers", "num_heads", "cond_dim", "dropout")
+    assert all(getattr(config.model, k) is None for k in arch)
+    assert config.model.pretrained == str(model_dir)
+    assert config.data.tokenizer == str(model_dir)
+    assert config_diff(recipe, config) == [
+        *(f"model.{k}" for k in ("pretrained", *arch)), "data.tokenizer"
+    ]  # fmt: skip
+    # what the command line says explicitly still wins, and still conflicts
+    explicit = apply_overrides(
+        recipe, {"model.pretrained": str(model_dir), "data.tokenizer": "char"}
+    )
+    assert explicit.data.tokenizer == "char"
+    with pytest.raises(ConfigError, match="model.hidden_size cannot change the architecture"):
+        apply_overrides(recipe, {"model.pretrained": str(model_dir), "model.hidden_size": 32})
+    # a directory without a tokenizer keeps the recipe's
+    (tmp_path / "dit").mkdir()
+    assert (
+        apply_overrides(recipe, {"model.pretrained": str(tmp_path / "dit")}).data.tokenizer
+        == "char"
+    )

@@ -189,6 +189,13 @@ def apply_overrides(
 ) -> TrainConfig:
     """Return ``config`` with dotted overrides applied.
 
+    ``model.pretrained`` given here over a recipe that builds its model from scratch makes it
+    a fine-tuning recipe: the recipe's architecture fields (``model.hidden_size``,
+    ``num_layers``, ``num_heads``, ``cond_dim``, ``dropout``) describe the network it would have
+    built and are cleared, and ``data.tokenizer`` becomes the pretrained model's own tokenizer
+    when its directory has one (or it is a hub name). Overrides of those fields given together
+    with ``model.pretrained`` win (an architecture field is then an error).
+
     Args:
         config: the base config.
         overrides: ``{"optim.lr": 1e-3}`` or CLI tokens ``["--optim.lr", "1e-3",
@@ -198,6 +205,7 @@ def apply_overrides(
     if not overrides:
         return config
     pairs = _override_pairs(overrides) if not isinstance(overrides, Mapping) else overrides
+    pairs = {**pairs, **_fine_tuning_defaults(config, pairs)}
     data = config_to_dict(config)
     for key, raw in pairs.items():
         section, _, name = key.partition(".")
@@ -214,6 +222,42 @@ def apply_overrides(
         else:
             data[section][name] = _parse_value(raw)
     return config_from_dict(data)
+
+
+ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "cond_dim", "dropout")
+"""``model`` fields that size a network built from scratch; a pretrained model has its own."""
+
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.json")
+
+
+def _fine_tuning_defaults(config: TrainConfig, pairs: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides implied by ``model.pretrained`` set over a from-scratch recipe (see
+    :func:`apply_overrides`)."""
+    pretrained = _parse_value(pairs.get("model.pretrained"))
+    if config.model.pretrained is not None or not isinstance(pretrained, str):
+        return {}
+    explicit = [f"model.{k}" for k in ARCHITECTURE_FIELDS if _parse_value(pairs.get(f"model.{k}"))
+                is not None]  # fmt: skip
+    if explicit:
+        raise ConfigError(
+            f"--model.pretrained is given, so {', '.join(explicit)} cannot change the "
+            "architecture (the pretrained model has its own); remove them"
+        )
+    implied: dict[str, Any] = {f"model.{k}": None for k in ARCHITECTURE_FIELDS}
+    if "data.tokenizer" not in pairs and _has_tokenizer(pretrained):
+        implied["data.tokenizer"] = pretrained
+    return implied
+
+
+def _has_tokenizer(location: str) -> bool:
+    """A local model directory with tokenizer files, or a name that is not a local path (a hub
+    model, whose tokenizer comes with it)."""
+    from proseco.data.text import resolve_source
+
+    path = Path(resolve_source(location)).expanduser()
+    if path.exists():
+        return any((path / name).is_file() for name in _TOKENIZER_FILES)
+    return not location.startswith((".", "/", "~", "package:")) and location.count("/") <= 1
 
 
 def _override_pairs(tokens: Sequence[str]) -> dict[str, str]:
