@@ -232,6 +232,26 @@ def test_model_arguments_build_the_sampling_config(tmp_path):
         ProsecoLM(str(tmp_path / "missing"), stepz=3)  # checked before loading
 
 
+def test_model_args_may_repeat_batch_size_and_device(tmp_path, caplog):
+    """D2: the README's ``--model_args pretrained=DIR,...,batch_size=8,device=cpu`` comes with
+    lm-eval's own ``batch_size`` / ``device`` (its command line always passes them): the
+    ``model_args`` value wins instead of a ``got multiple values`` TypeError."""
+    caplog.set_level("INFO", logger="proseco.eval.harness")
+    save_tiny_dit(tmp_path / "model")
+    cli = {"batch_size": 2, "max_batch_size": None, "device": "cuda:0"}
+    lm = ProsecoLM.create_from_arg_string(
+        f"pretrained={tmp_path / 'model'},batch_size=8,device=cpu", cli
+    )
+    assert lm.batch_size == 8 and lm._device == torch.device("cpu")
+    assert "batch_size=8 from model_args" in caplog.text
+    lm = ProsecoLM.create_from_arg_obj(
+        {"pretrained": str(tmp_path / "model"), "batch_size": "4"}, {"batch_size": 1}
+    )
+    assert lm.batch_size == 4
+    lm = ProsecoLM.create_from_arg_string(f"pretrained={tmp_path / 'model'}", {"batch_size": 3})
+    assert lm.batch_size == 3  # only lm-eval's value: used
+
+
 # -- lm-eval end to end ---------------------------------------------------------------------------
 def test_multiple_choice_task_scores_exact_elbos(tasks_dir):
     import lm_eval

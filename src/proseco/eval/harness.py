@@ -32,7 +32,9 @@ the paper's harness does; with a ``block_length`` that does not divide ``max_gen
 length is rounded up to whole blocks and the answer cut back. A task's ``temperature`` /
 ``do_sample`` are ignored: the sampling config decides (as in the paper's harness); its ``until``
 strings and ``max_gen_toks`` are honoured. ``device=cuda...`` falls back to the CPU with a warning
-when CUDA is missing (lm-eval's command line passes ``cuda:0`` unless told otherwise).
+when CUDA is missing (lm-eval's command line passes ``cuda:0`` unless told otherwise). ``batch_size``
+and ``device`` may be given in ``--model_args`` as well as with lm-eval's own flags; the
+``--model_args`` value wins.
 
 Answers are cut at the first EOS, then at the first ``until`` string. NFE per answer is the number
 of model evaluations each answer took part in (the paper's axis); tokens/s counts decoded
@@ -299,6 +301,37 @@ class ProsecoLM(TemplateLM):
         self.stats = EvalStats()
 
     # -- setup ----------------------------------------------------------------------------------
+    @classmethod
+    def create_from_arg_string(
+        cls, arg_string: str, additional_config: dict[str, Any] | None = None
+    ) -> ProsecoLM:
+        """lm-eval's constructor from ``--model_args``; see :meth:`create_from_arg_obj`."""
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(
+        cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None
+    ) -> ProsecoLM:
+        """Build from ``model_args`` and lm-eval's own settings (``batch_size``, ``device``,
+        ``max_batch_size``, which its command line always passes). A setting given in both
+        takes the ``model_args`` value (lm-eval's base class would raise ``TypeError: got
+        multiple values``)."""
+        merged = dict(arg_dict)
+        for key, value in (additional_config or {}).items():
+            if value is None:
+                continue
+            if key in merged:
+                if str(merged[key]) != str(value):
+                    logger.info(
+                        "%s=%s from model_args is used (lm-eval's own %s is %s)",
+                        key, merged[key], key, value,
+                    )  # fmt: skip
+                continue
+            merged[key] = value
+        return cls(**merged)
+
     @staticmethod
     def _batch_size(value: Any) -> int:
         if isinstance(value, str) and value.startswith("auto"):
