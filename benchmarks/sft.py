@@ -1,115 +1,122 @@
-"""Table 1 of the paper at small scale: vanilla SFT vs ProSeCo SFT on synthetic reasoning tasks.
+"""Table 1 of the paper at small scale: vanilla SFT vs ProSeCo SFT, 3 seeds, 1000 problems a task.
 
-Two models trained with the same recipe and budget, differing only in ``loss.sc_weight``
-(``sft-synth-vanilla-cpu``: 0, ``sft-synth-proseco-cpu``: 1), answer the held-out problems of
-:mod:`proseco.data.synthetic` (addition with carries, sorting, 4x4 sudoku). Every model is decoded
-with every setting below, greedily (temperature 0, LLaDA ``low_confidence`` = ``confidence``
-unmasking), each task's prompts in one batch, the generated length = answer + EOS (8 or 16)::
+Models (``benchmarks/sft_train.py`` trains and exports them; committed under
+``docs/results/sft_models/TASK-OBJECTIVE-seedS/``): for each task of issue 19's study
+(:data:`proseco.data.synthetic.STUDY_TASKS`: ``chain``, running sums mod 10, one right answer;
+``fill``, 4x4 sudoku with 10 blanks, any valid completion) and each of 3 training seeds, a vanilla
+SFT model (``sft-synth-vanilla-cpu``, ``loss.sc_weight 0``) and a ProSeCo SFT model
+(``sft-synth-proseco-cpu``, ``sc_weight 1``): same data, budget and seed, only the corrector term
+differs. Both use ``t_min 0.1`` (corrector weight ``1/t <= 10``).
 
-    k tok/step                blocks of 8, k = 1, 2, 4, 8 tokens revealed per step, no corrector
-    k tok/step + corrector    the same with ProSeCo corrector loops (S=2 calls, every step)
-    preset fast|balanced|max  proseco.sampling.presets.preset(name, length=8 or 16)
+Each model answers the task's first 1000 test problems (``generate_synthetic(0, 1000, seed=0)``,
+the same split training held out) under every setting below, greedily (temperature 0, LLaDA
+confidence unmasking), the whole answer + EOS as one block (``L`` = 16 for chain, 11 for fill)::
 
-An answer is right iff the generated text up to the first EOS solves the prompt
-(:func:`proseco.data.synthetic.check_answer`, computed from the prompt). NFEs per answer are the
-sampler's exact per-row model calls, averaged over the answers of all tasks.
+    k tok/step            k = 1, 2, 4, 8 tokens revealed per step (ceil(L / k) steps), no corrector
+    k tok/step + S=s      the same with a corrector loop of up to s calls before every step
+                          (early exit at a fixed point), s = 1, 3
 
-The verdicts (rules fixed before the run). *ProSeCo* = the ProSeCo-SFT model decoded with
-corrector loops (the ``+ corrector`` and preset rows); *vanilla* = the vanilla-SFT model decoded
-without them (the four ``k tok/step`` rows), as in the paper's Table 1.
+An answer is right iff its text up to the first EOS solves the prompt
+(:func:`proseco.data.synthetic.check_answer`). NFEs are the sampler's exact per-answer model calls.
+Corrector diagnostics (:class:`proseco.CorrectorChanges`): tokens the corrector changed, fixed
+(wrong -> right) and broke (right -> wrong); for ``fill`` a digit is right iff some valid completion
+of the puzzle has it in that cell.
 
-(a) *Beats vanilla at equal NFEs*: for each vanilla row, the best ProSeCo accuracy among rows with
-    at most that row's NFEs; held iff it is strictly higher at every vanilla row where such a
-    ProSeCo row exists (at least one).
-(b) *Reaches vanilla's best accuracy with fewer NFEs*: ``v*`` = vanilla's best accuracy, ``n*``
-    the fewest NFEs at which vanilla reaches it; held iff some ProSeCo row has accuracy ``>= v*``
-    with fewer than ``n*`` NFEs.
+Statistics (fixed before the run). Accuracy = mean over seeds and problems; tasks pooled with equal
+weight. 95 % intervals from a paired hierarchical bootstrap (2000 resamples: the 3 seeds, then the
+problems, both with replacement, the same draws for every arm of a comparison). Three comparisons
+at equal NFE: the *training effect* (ProSeCo vs vanilla model, both without corrector, same k), the
+*sampling effect* (ProSeCo model with a corrector vs the same model without one, at the no-corrector
+row with the fewest NFEs that are >= the corrector row's), and the *paper's comparison* (ProSeCo model
+with a corrector vs the vanilla model without one, matched the same way). Verdicts on the pooled
+rows; *ProSeCo* = any setting of the ProSeCo model, *vanilla* = the vanilla model without corrector:
 
-Run (after training both models, from the repository root)::
+(a) *ProSeCo beats vanilla at equal NFE*: at every vanilla row, the best ProSeCo row with at most its
+    NFEs is better, with the interval of the difference above 0.
+(b) *ProSeCo reaches vanilla's best accuracy with at most half its NFEs*: ``v*`` = vanilla's best row
+    (``n*`` NFEs); some ProSeCo row with ``<= n* / 2`` NFEs has the interval of its difference to
+    ``v*`` above -1 point (non-inferiority margin 1 point).
 
-    python benchmarks/sft.py                       # writes docs/results/sft.md, sft.png, sft_rows.json
-    python benchmarks/sft.py --limit 20 --out /tmp/sft.md   # quick look
-    python benchmarks/sft.py --from-json docs/results/sft_rows.json  # re-render only
+Run from the repository root::
+
+    python benchmarks/sft.py                      # all models: docs/results/sft.md, .png, _rows.json,
+                                                  # sft_summary.json (about 40 min on 2 cores)
+    python benchmarks/sft.py --limit 50 --out /tmp/sft.md     # quick look
+    python benchmarks/sft.py --from-json docs/results/sft_rows.json   # re-render only
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from proseco.data.synthetic import TASKS, check_answer
+from proseco.data.synthetic import STUDY_TASKS, check_answer, generate_synthetic
+from proseco.data.synthetic import _fill as fill_completions
 from proseco.sampling import Corrector, SamplingConfig, sample
-from proseco.sampling.presets import PRESETS, preset
 
-BLOCK_LENGTH = 8
+OBJECTIVES = ("vanilla", "proseco")
+LABELS = {"vanilla": "vanilla SFT", "proseco": "ProSeCo SFT"}
+SEEDS = (0, 1, 2)
+N_TEST = 1000
 TOKENS_PER_STEP = (1, 2, 4, 8)
-CORRECTOR = Corrector(steps=2, every=1)
-MODELS = {
-    "vanilla SFT": "runs/sft-synth-vanilla/final",
-    "ProSeCo SFT": "runs/sft-synth-proseco/final",
-}
-VANILLA, PROSECO = "vanilla SFT", "ProSeCo SFT"
+CORRECTOR_STEPS = (1, 3)
+MODELS_DIR = "docs/results/sft_models"
+BOOTSTRAP = 2000
+MARGIN_B = 0.01  # non-inferiority margin of verdict (b), as a fraction
 HELD, NOT_HELD, NOT_TESTABLE = "held", "did not hold", "not testable"
 
 
 # --------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class Setting:
-    """One decoding setting; ``config(length)`` builds its SamplingConfig for ``length`` tokens.
+    """One decoding setting: ``k`` tokens per step, corrector loop of ``s`` calls (0 = none)."""
 
-    Attributes:
-        name: how the table names it.
-        kind: ``plain`` (no corrector), ``corrector`` or ``preset``.
-        tokens_per_step: ``k`` of the block rows; the preset name's regime otherwise.
-    """
+    tokens_per_step: int
+    corrector_steps: int = 0
 
-    name: str
-    kind: str
-    tokens_per_step: int | None = None
-
-    def config(self, length: int) -> SamplingConfig:
-        if self.kind == "preset":
-            return preset(self.name.split()[-1], length=length)
-        return SamplingConfig(
-            steps=length // self.tokens_per_step,
-            unmasking="confidence",
-            temperature=0.0,
-            block_length=BLOCK_LENGTH,
-            corrector=CORRECTOR if self.kind == "corrector" else None,
-        )
+    @property
+    def name(self) -> str:
+        base = f"{self.tokens_per_step} tok/step"
+        return base if not self.corrector_steps else f"{base} + S={self.corrector_steps}"
 
     @property
     def uses_corrector(self) -> bool:
-        return self.kind != "plain"
+        return self.corrector_steps > 0
+
+    def config(self, length: int) -> SamplingConfig:
+        """The :class:`~proseco.SamplingConfig` for answers of ``length`` tokens (EOS included)."""
+        corrector = None
+        if self.corrector_steps:
+            corrector = Corrector(steps=self.corrector_steps, every=1)
+        return SamplingConfig(
+            steps=math.ceil(length / self.tokens_per_step),
+            unmasking="confidence",
+            temperature=0.0,
+            block_length=length,
+            corrector=corrector,
+        )
 
 
 def settings() -> list[Setting]:
-    """The grid, in table order."""
-    grid = [Setting(f"{k} tok/step", "plain", k) for k in TOKENS_PER_STEP]
-    grid += [Setting(f"{k} tok/step + corrector", "corrector", k) for k in TOKENS_PER_STEP]
-    grid += [Setting(f"preset {name}", "preset") for name in PRESETS]
+    """The grid, in table order: plain rows first, then corrector rows."""
+    grid = [Setting(k) for k in TOKENS_PER_STEP]
+    grid += [Setting(k, s) for s in CORRECTOR_STEPS for k in TOKENS_PER_STEP]
     return grid
 
 
-# --------------------------------------------------------------------- evaluation
-def load_test(path: str | Path, limit: int | None = None) -> dict[str, list[dict[str, str]]]:
-    """Test records grouped by task (at most ``limit`` per task), in file order."""
-    groups: dict[str, list[dict[str, str]]] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            group = groups.setdefault(record["task"], [])
-            if limit is None or len(group) < limit:
-                group.append(record)
-    return {task: groups[task] for task in TASKS if task in groups}
+# --------------------------------------------------------------------- data and models
+def test_problems(task: str, n: int = N_TEST, seed: int = 0) -> list[dict[str, str]]:
+    """The first ``n`` held-out problems of ``task`` (the split training excluded, by prompt)."""
+    return generate_synthetic(0, n, seed=seed, tasks=[task])[1]
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> torch.Tensor:
@@ -133,91 +140,233 @@ def decode_answers(tokenizer: Any, generated: torch.Tensor) -> list[str]:
     return out
 
 
+def model_dir(task: str, objective: str, seed: int, root: str | Path = MODELS_DIR) -> Path:
+    return Path(root) / f"{task}-{objective}-seed{seed}"
+
+
+def load_model(path: str | Path) -> tuple[Any, Any]:
+    """``(model in float32, eval mode, tokenizer)`` from a model directory (stored fp16 or fp32)."""
+    from proseco.pretrained import load_pretrained
+
+    loaded = load_pretrained(path)
+    return loaded.model.float().eval(), loaded.tokenizer
+
+
+# --------------------------------------------------------------------- right tokens
+def token_judge(
+    tokenizer: Any, records: Sequence[dict[str, str]], prompt_length: int
+) -> Callable[[int, int, int], bool]:
+    """``is_right(row, position, token)`` for corrector diagnostics on ``records``' answers.
+
+    ``chain``: the unique answer's token (EOS after it). ``fill``: a digit is right iff some valid
+    completion of the puzzle has it in that blank; EOS after the last blank.
+    """
+    eos = tokenizer.eos_token_id
+    digit_ids = {d: tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    allowed: list[list[set[int]]] = []
+    for record in records:
+        if record["task"] == "fill":
+            cells = [0 if ch == "." else int(ch) for ch in record["prompt"][2:]]
+            blanks = [i for i, c in enumerate(cells) if c == 0]
+            found: list[list[int]] = []
+            fill_completions(cells, 10**4, found)
+            allowed.append([{digit_ids[g[i]] for g in found} for i in blanks])
+        else:
+            allowed.append([{digit_ids[int(ch)]} for ch in record["response"]])
+
+    def is_right(row: int, position: int, token: int) -> bool:
+        j = position - prompt_length
+        cells = allowed[row]
+        if j == len(cells):
+            return token == eos
+        return 0 <= j < len(cells) and token in cells[j]
+
+    return is_right
+
+
+# --------------------------------------------------------------------- evaluation
 def evaluate(
-    model: Any, tokenizer: Any, groups: dict[str, list[dict[str, str]]], setting: Setting, seed: int
+    model: Any, tokenizer: Any, records: Sequence[dict[str, str]], setting: Setting, seed: int = 0
 ) -> dict[str, Any]:
-    """Accuracy per task and overall, and NFEs per answer, of one model under one setting."""
-    right: dict[str, int] = {}
-    nfe_total, corrector_total, count, wall = 0.0, 0.0, 0, 0.0
-    for task, records in groups.items():
-        prompt = encode_prompts(tokenizer, [r["prompt"] for r in records])
-        length = len(records[0]["response"]) + 1
-        generator = torch.Generator().manual_seed(seed)
-        started = time.perf_counter()
-        out = sample(
-            model, setting.config(length), mask_id=tokenizer.mask_token_id, prompt=prompt,
-            length=length, generator=generator,
-        )  # fmt: skip
-        wall += time.perf_counter() - started
-        answers = decode_answers(tokenizer, out.tokens[:, prompt.shape[1] :])
-        right[task] = sum(check_answer(r, a) for r, a in zip(records, answers))
-        nfe_total += float(out.nfe_per_row.sum())
-        corrector_total += float(out.corrector_nfe_per_row.sum())
-        count += len(records)
-    row: dict[str, Any] = {"setting": setting.name, "kind": setting.kind}
-    for task, records in groups.items():
-        row[f"acc_{task}"] = right[task] / len(records)
-    row["acc"] = sum(right.values()) / count
-    row["n"] = count
-    row["nfe"] = nfe_total / count
-    row["corrector_nfe"] = corrector_total / count
-    row["seconds"] = wall
-    return row
+    """One model, one task, one setting: per-problem correctness, NFEs, corrector diagnostics."""
+    prompt = encode_prompts(tokenizer, [r["prompt"] for r in records])
+    length = len(records[0]["response"]) + 1
+    started = time.perf_counter()
+    out = sample(
+        model, setting.config(length), mask_id=tokenizer.mask_token_id, prompt=prompt,
+        length=length, generator=torch.Generator().manual_seed(seed), progress=False,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    answers = decode_answers(tokenizer, out.tokens[:, prompt.shape[1] :])
+    correct = [check_answer(r, a) for r, a in zip(records, answers)]
+    counts = {"changed": 0, "fixed": 0, "broken": 0}
+    if len(out.corrector_changes):
+        judge = token_judge(tokenizer, records, prompt.shape[1])
+        counts = out.corrector_changes.counts(is_right=judge)
+    return {
+        "setting": setting.name,
+        "k": setting.tokens_per_step,
+        "S": setting.corrector_steps,
+        "n": len(records),
+        "acc": sum(correct) / len(records),
+        "correct": "".join("1" if c else "0" for c in correct),
+        "nfe": float(out.nfe_per_row.double().mean()),
+        "corrector_nfe": float(out.corrector_nfe_per_row.double().mean()),
+        **counts,
+        "seconds": seconds,
+    }
 
 
-def run_grid(
-    models: dict[str, tuple[Any, Any]], groups: dict[str, list[dict[str, str]]], seed: int,
-    grid: Sequence[Setting] | None = None, log=print,
-) -> list[dict[str, Any]]:  # fmt: skip
-    """Every model under every setting: rows with ``model`` added."""
+def run_study(
+    root: str | Path, tasks: Sequence[str], seeds: Sequence[int], n_test: int, log=print
+) -> list[dict[str, Any]]:
+    """Every model of ``root`` under every setting: one row per (task, objective, seed, setting)."""
     rows = []
-    for name, (model, tokenizer) in models.items():
-        for setting in grid or settings():
-            row = {"model": name, **evaluate(model, tokenizer, groups, setting, seed)}
-            log(f"{name:12s} {setting.name:26s} acc {row['acc']:.3f}  NFE {row['nfe']:.2f}")
-            rows.append(row)
+    for task in tasks:
+        records = test_problems(task, n_test)
+        for objective in OBJECTIVES:
+            for seed in seeds:
+                model, tokenizer = load_model(model_dir(task, objective, seed, root))
+                for setting in settings():
+                    row = evaluate(model, tokenizer, records, setting)
+                    row.update(task=task, objective=objective, seed=seed)
+                    log(f"{task:5s} {objective:7s} seed {seed} {setting.name:16s} "
+                        f"acc {100 * row['acc']:5.1f}  NFE {row['nfe']:5.2f}  changed "
+                        f"{row['changed']:4d} fixed {row['fixed']:4d} broken {row['broken']:4d}  "
+                        f"{row['seconds']:.1f} s")  # fmt: skip
+                    rows.append(row)
     return rows
 
 
-# --------------------------------------------------------------------- verdicts
-def _is_proseco(row: dict[str, Any]) -> bool:
-    return row["model"] == PROSECO and row["kind"] != "plain"
+# --------------------------------------------------------------------- statistics
+@dataclass
+class Arm:
+    """One (objective, setting) over tasks and seeds: correctness ``[S, N]`` per task, NFE."""
+
+    objective: str
+    setting: str
+    correct: dict[str, torch.Tensor]
+    nfe: float
+
+    @property
+    def acc(self) -> float:
+        return sum(float(c.mean()) for c in self.correct.values()) / len(self.correct)
 
 
-def _is_vanilla(row: dict[str, Any]) -> bool:
-    return row["model"] == VANILLA and row["kind"] == "plain"
+def arms(rows: Sequence[dict[str, Any]], tasks: Sequence[str] | None = None) -> dict[tuple, Arm]:
+    """``{(objective, setting): Arm}`` pooled over ``tasks`` (default: all in ``rows``)."""
+    tasks = list(tasks or dict.fromkeys(r["task"] for r in rows))
+    out: dict[tuple, Arm] = {}
+    for key in dict.fromkeys((r["objective"], r["setting"]) for r in rows):
+        correct, nfes = {}, []
+        for task in tasks:
+            mine = sorted(
+                (r for r in rows if (r["objective"], r["setting"]) == key and r["task"] == task),
+                key=lambda r: r["seed"],
+            )
+            if not mine:
+                break
+            correct[task] = torch.tensor([[c == "1" for c in r["correct"]] for r in mine]).float()
+            nfes.append(sum(r["nfe"] for r in mine) / len(mine))
+        else:
+            out[key] = Arm(key[0], key[1], correct, sum(nfes) / len(nfes))
+    return out
 
 
-def judge_equal_nfe(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Rule (a): ProSeCo's best accuracy within each vanilla row's NFEs, point by point."""
-    pros = [r for r in rows if _is_proseco(r)]
+class Bootstrap:
+    """Shared resampling indices (seeds, then problems per task) for paired intervals."""
+
+    def __init__(self, shapes: dict[str, tuple[int, int]], draws: int = BOOTSTRAP, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.index = {}
+        for task, (s, n) in shapes.items():
+            seeds = torch.randint(0, s, (draws, s), generator=g)
+            problems = torch.randint(0, n, (draws, 1, n), generator=g).expand(draws, s, n)
+            self.index[task] = (seeds, problems)
+
+    def samples(self, arm: Arm) -> torch.Tensor:
+        """``[draws]`` bootstrap replicates of ``arm.acc``."""
+        per_task = []
+        for task, correct in arm.correct.items():
+            seeds, problems = self.index[task]
+            per_task.append(correct[seeds].gather(2, problems).mean(dim=(1, 2)))
+        return torch.stack(per_task).mean(dim=0)
+
+    def difference(self, a: Arm, b: Arm) -> dict[str, float]:
+        """``a.acc - b.acc`` with its 95 % interval (percentile), as fractions."""
+        diff = self.samples(a) - self.samples(b)
+        low, high = torch.quantile(diff, torch.tensor([0.025, 0.975])).tolist()
+        return {"diff": a.acc - b.acc, "low": low, "high": high}
+
+    def interval(self, a: Arm) -> tuple[float, float]:
+        low, high = torch.quantile(self.samples(a), torch.tensor([0.025, 0.975])).tolist()
+        return low, high
+
+
+def _shapes(pooled: dict[tuple, Arm]) -> dict[str, tuple[int, int]]:
+    first = next(iter(pooled.values()))
+    return {task: tuple(c.shape) for task, c in first.correct.items()}
+
+
+def matched_plain(arm: Arm, plain: Sequence[Arm]) -> tuple[Arm, bool]:
+    """The plain row with the fewest NFEs >= ``arm.nfe`` (``True``), else the costliest (``False``)."""
+    at_least = [p for p in plain if p.nfe >= arm.nfe - 1e-9]
+    if at_least:
+        return min(at_least, key=lambda p: p.nfe), True
+    return max(plain, key=lambda p: p.nfe), False
+
+
+def compare(pooled: dict[tuple, Arm], boot: Bootstrap) -> dict[str, list[dict[str, Any]]]:
+    """The three comparisons (training, sampling, paper's), each a list of matched pairs."""
+
+    def plain(objective):
+        return [a for (o, _), a in pooled.items() if o == objective and "S=" not in a.setting]
+
+    def corrected(objective):
+        return [a for (o, _), a in pooled.items() if o == objective and "S=" in a.setting]
+
+    def pair(a: Arm, b: Arm, matched: bool = True) -> dict[str, Any]:
+        return {"a": a.setting, "a_acc": a.acc, "a_nfe": a.nfe, "b": b.setting, "b_acc": b.acc,
+                "b_nfe": b.nfe, "matched": matched, **boot.difference(a, b)}  # fmt: skip
+
+    vanilla_plain = {a.setting: a for a in plain("vanilla")}
+    training = [pair(a, vanilla_plain[a.setting]) for a in plain("proseco")
+                if a.setting in vanilla_plain]  # fmt: skip
+    sampling = [pair(a, *matched_plain(a, plain("proseco"))) for a in corrected("proseco")]
+    paper = [pair(a, *matched_plain(a, plain("vanilla"))) for a in corrected("proseco")]
+    return {"training": training, "sampling": sampling, "paper": paper}
+
+
+def judge(pooled: dict[tuple, Arm], boot: Bootstrap) -> dict[str, Any]:
+    """Verdicts (a) and (b) with the evidence behind them (see the module docstring)."""
+    vanilla = sorted((a for (o, _), a in pooled.items() if o == "vanilla" and "S=" not in a.setting),
+                     key=lambda a: a.nfe)  # fmt: skip
+    pros = [a for (o, _), a in pooled.items() if o == "proseco"]
     points = []
-    for v in sorted((r for r in rows if _is_vanilla(r)), key=lambda r: r["nfe"]):
-        within = [p for p in pros if p["nfe"] <= v["nfe"] + 1e-9]
+    for v in vanilla:
+        within = [p for p in pros if p.nfe <= v.nfe + 1e-9]
         if not within:
-            points.append({"vanilla": v, "proseco": None, "beats": None})
+            points.append({"vanilla": v.setting, "proseco": None})
             continue
-        best = max(within, key=lambda p: (p["acc"], -p["nfe"]))
-        points.append({"vanilla": v, "proseco": best, "beats": best["acc"] > v["acc"]})
-    compared = [p for p in points if p["beats"] is not None]
-    verdict = NOT_TESTABLE if not compared else (
-        HELD if all(p["beats"] for p in compared) else NOT_HELD
-    )  # fmt: skip
-    return {"verdict": verdict, "points": points}
-
-
-def judge_fewer_nfe(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Rule (b): ProSeCo reaches vanilla's best accuracy with fewer NFEs."""
-    vanilla = [r for r in rows if _is_vanilla(r)]
-    pros = [r for r in rows if _is_proseco(r)]
-    if not vanilla or not pros:
-        return {"verdict": NOT_TESTABLE, "best": None, "n_star": None, "match": None}
-    best = max(r["acc"] for r in vanilla)
-    n_star = min(r["nfe"] for r in vanilla if r["acc"] == best)
-    reaching = [p for p in pros if p["acc"] >= best]
-    match = min(reaching, key=lambda p: p["nfe"]) if reaching else None
-    held = match is not None and match["nfe"] < n_star
-    return {"verdict": HELD if held else NOT_HELD, "best": best, "n_star": n_star, "match": match}
+        best = max(within, key=lambda p: (p.acc, -p.nfe))
+        d = boot.difference(best, v)
+        points.append({"vanilla": v.setting, "v_acc": v.acc, "v_nfe": v.nfe, "proseco": best.setting,
+                       "p_acc": best.acc, "p_nfe": best.nfe, **d, "beats": d["low"] > 0})  # fmt: skip
+    compared = [p for p in points if p["proseco"] is not None]
+    a_held = bool(compared) and all(p["beats"] for p in compared)
+    best_v = max(vanilla, key=lambda a: (a.acc, -a.nfe))
+    cheap = [p for p in pros if p.nfe <= best_v.nfe / 2 + 1e-9]
+    b_points = []
+    for p in sorted(cheap, key=lambda p: -p.acc):
+        d = boot.difference(p, best_v)
+        b_points.append({"proseco": p.setting, "p_acc": p.acc, "p_nfe": p.nfe, **d,
+                         "reaches": d["low"] > -MARGIN_B})  # fmt: skip
+    b_held = any(p["reaches"] for p in b_points)
+    return {
+        "a": {"held": a_held, "testable": bool(compared), "points": points},
+        "b": {"held": b_held, "best_vanilla": best_v.setting, "v_acc": best_v.acc,
+              "n_star": best_v.nfe, "points": b_points},
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------- report
@@ -225,47 +374,139 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def table(rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> list[str]:
-    head = ["model", "decoding", *[f"{t} %" for t in tasks], "all %", "NFE/answer", "corr. NFE"]
+def _ci(d: dict[str, float]) -> str:
+    return f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+
+
+def results_table(rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> list[str]:
+    """Accuracy (mean over seeds, per task and pooled, with the pooled interval), NFEs, corrector."""
+    per_task = {t: arms(rows, [t]) for t in tasks}
+    pooled = arms(rows, tasks)
+    boot = Bootstrap(_shapes(pooled))
+    head = ["model", "decoding", *[f"{t} %" for t in tasks], "all % [95% CI]", "NFE/answer",
+            "corr. NFE", "changed", "fixed", "broken"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["model"], r["setting"], *[_pct(r[f"acc_{t}"]) for t in tasks], _pct(r["acc"])]
-        cells += [f"{r['nfe']:.2f}", f"{r['corrector_nfe']:.2f}"]
+    for key, arm in pooled.items():
+        mine = [r for r in rows if (r["objective"], r["setting"]) == key]
+        low, high = boot.interval(arm)
+        cells = [LABELS[key[0]], key[1], *[_pct(per_task[t][key].acc) for t in tasks],
+                 f"{_pct(arm.acc)} [{_pct(low)}, {_pct(high)}]", f"{arm.nfe:.2f}",
+                 f"{sum(r['corrector_nfe'] for r in mine) / len(mine):.2f}",
+                 *[str(sum(r[c] for r in mine)) for c in ("changed", "fixed", "broken")]]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def plot(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """Accuracy against NFEs per answer: one line per model and corrector use, presets as stars."""
+def comparison_lines(title: str, pairs: Sequence[dict[str, Any]], a_label: str, b_label: str):
+    lines = [f"**{title}** (difference in points, 95% CI):", "",
+             f"| {a_label} | NFE | {b_label} | NFE | difference |", "|---|---|---|---|---|"]  # fmt: skip
+    for p in pairs:
+        note = "" if p["matched"] else " (fewer NFEs: no row costs as much)"
+        lines.append(f"| {p['a']} ({_pct(p['a_acc'])}%) | {p['a_nfe']:.2f} | {p['b']} "
+                     f"({_pct(p['b_acc'])}%){note} | {p['b_nfe']:.2f} | {_ci(p)} |")  # fmt: skip
+    return lines + [""]
+
+
+def verdict_lines(verdicts: dict[str, Any]) -> list[str]:
+    a, b = verdicts["a"], verdicts["b"]
+
+    def word(held: bool) -> str:
+        return HELD if held else NOT_HELD
+
+    lines = [f"**(a) ProSeCo beats vanilla at equal NFE: "
+             f"{word(a['held']) if a['testable'] else NOT_TESTABLE}.**", ""]  # fmt: skip
+    for p in a["points"]:
+        if p["proseco"] is None:
+            lines.append(f"- vanilla {p['vanilla']}: no ProSeCo row spends that few NFEs")
+            continue
+        lines.append(f"- vanilla {p['vanilla']} ({_pct(p['v_acc'])}% at {p['v_nfe']:.2f} NFEs) vs "
+                     f"best ProSeCo within that budget, {p['proseco']} ({_pct(p['p_acc'])}% at "
+                     f"{p['p_nfe']:.2f}): {_ci(p)} -> "
+                     f"{'beats it' if p['beats'] else 'not shown better'}")  # fmt: skip
+    lines += ["", f"**(b) ProSeCo reaches vanilla's best accuracy with at most half its NFEs: "
+              f"{word(b['held'])}.**", "",
+              f"Vanilla's best: {b['best_vanilla']}, {_pct(b['v_acc'])}% at {b['n_star']:.2f} NFEs; "
+              f"ProSeCo rows with <= {b['n_star'] / 2:.2f} NFEs (reaches = interval above "
+              f"-{100 * MARGIN_B:.0f} point):", ""]  # fmt: skip
+    for p in b["points"]:
+        lines.append(f"- {p['proseco']}: {_pct(p['p_acc'])}% at {p['p_nfe']:.2f} NFEs, "
+                     f"{_ci(p)} -> {'reaches' if p['reaches'] else 'does not reach'}")  # fmt: skip
+    if not b["points"]:
+        lines.append("- none")
+    return lines
+
+
+def summary(rows: Sequence[dict[str, Any]], verdicts: dict[str, Any], cmp: dict) -> dict[str, Any]:
+    """``sft_summary.json``: counts for the ProSeCo model's best corrector setting (pooled)."""
+    pooled = arms(rows)
+    corr = [a for (o, _), a in pooled.items() if o == "proseco" and "S=" in a.setting]
+    best = max(corr, key=lambda a: (a.acc, -a.nfe))
+    mine = [r for r in rows if r["objective"] == "proseco" and r["setting"] == best.setting]
+    return {
+        "test_problems_per_task": min(r["n"] for r in rows),
+        "seeds": len({r["seed"] for r in rows}),
+        "tasks": sorted({r["task"] for r in rows}),
+        "corrector": {
+            "setting": best.setting,
+            **{c: sum(r[c] for r in mine) for c in ("changed", "fixed", "broken")},
+        },
+        "verdicts": {"a": verdicts["a"]["held"], "b": verdicts["b"]["held"]},
+        "intervals": {
+            "a": [
+                {k: p[k] for k in ("vanilla", "proseco", "diff", "low", "high")}
+                for p in verdicts["a"]["points"]
+                if p["proseco"] is not None
+            ],
+            "b": [
+                {k: p[k] for k in ("proseco", "diff", "low", "high")}
+                for p in verdicts["b"]["points"]
+            ],
+            **{
+                name: [{k: p[k] for k in ("a", "b", "diff", "low", "high")} for p in pairs]
+                for name, pairs in cmp.items()
+            },
+        },  # fmt: skip
+    }
+
+
+def plot(rows: Sequence[dict[str, Any]], tasks: Sequence[str], path: str | Path) -> None:
+    """Pooled accuracy against NFEs: one line per model and corrector setting, with 95 % bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    colors = {VANILLA: "tab:gray", PROSECO: "tab:green"}
-    for model in (VANILLA, PROSECO):
-        for kind, style, label in (
-            ("plain", "--", "no corrector"),
-            ("corrector", "-", "corrector S=2"),
-        ):
-            pts = sorted((r["nfe"], r["acc"]) for r in rows if r["model"] == model
-                         and r["kind"] == kind)  # fmt: skip
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, [100 * y for y in ys], style, marker="o", color=colors[model],
-                        label=f"{model}, {label}")  # fmt: skip
-        pts = [(r["nfe"], r["acc"], r["setting"]) for r in rows
-               if r["model"] == model and r["kind"] == "preset"]  # fmt: skip
-        for i, (x, y, name) in enumerate(pts):
-            ax.plot([x], [100 * y], "*", markersize=12, color=colors[model],
-                    label=f"{model}, presets" if i == 0 else None)  # fmt: skip
-            ax.annotate(name.split()[-1], (x, 100 * y), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7, color=colors[model])  # fmt: skip
+    pooled = arms(rows, tasks)
+    boot = Bootstrap(_shapes(pooled))
+    fig, ax = plt.subplots(figsize=(6.6, 4.4))
+    colors = {"vanilla": "tab:gray", "proseco": "tab:green"}
+    styles = {0: ("--", "o", "no corrector"), **{s: ("-", "s^D"[i % 3], f"corrector S={s}")
+                                                 for i, s in enumerate(CORRECTOR_STEPS)}}  # fmt: skip
+    for objective in OBJECTIVES:
+        for s, (line, marker, label) in styles.items():
+            mine = sorted((a for (o, _), a in pooled.items() if o == objective
+                           and (f"S={s}" in a.setting if s else "S=" not in a.setting)),
+                          key=lambda a: a.nfe)  # fmt: skip
+            if not mine:
+                continue
+            bars = [boot.interval(a) for a in mine]
+            ys = [100 * a.acc for a in mine]
+            err = [[y - 100 * lo for y, (lo, _) in zip(ys, bars)],
+                   [100 * hi - y for y, (_, hi) in zip(ys, bars)]]  # fmt: skip
+            ax.errorbar(
+                [a.nfe for a in mine],
+                ys,
+                yerr=err,
+                fmt=line,
+                marker=marker,
+                color=colors[objective],
+                capsize=2,
+                label=f"{LABELS[objective]}, {label}",
+            )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("NFEs per answer (log scale)")
-    ax.set_ylabel("exact match, all tasks (%)")
-    ax.set_title("Synthetic reasoning: vanilla SFT vs ProSeCo SFT")
+    ax.set_ylabel(f"accuracy, {' + '.join(tasks)} pooled (%)")
+    ax.set_title("Vanilla SFT vs ProSeCo SFT (3 seeds, 95% CI)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -273,60 +514,28 @@ def plot(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
     plt.close(fig)
 
 
-def verdict_text(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path,
+                  notes: str = "") -> str:  # fmt: skip
+    """``out`` (markdown), ``.png``, ``_rows.json`` and ``sft_summary.json`` next to it."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    pooled = arms(rows, tasks)
+    boot = Bootstrap(_shapes(pooled))
+    cmp, verdicts = compare(pooled, boot), judge(pooled, boot)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    png = out.with_suffix(".png")
+    plot(rows, tasks, png)
+    saved = {"settings": meta, "rows": rows}
+    out.with_name(out.stem + "_rows.json").write_text(json.dumps(saved, indent=0) + "\n")
+    out.with_name(out.stem + "_summary.json").write_text(
+        json.dumps(summary(rows, verdicts, cmp), indent=1) + "\n"
+    )
     lines = [
-        f"**(a) ProSeCo SFT + ProSeCo sampling beats vanilla SFT at equal NFEs: {a['verdict']}.**",
+        "# Table 1 at small scale: vanilla SFT vs ProSeCo SFT (3 seeds, 95% intervals)",
         "",
-    ]
-    for p in a["points"]:
-        v = p["vanilla"]
-        if p["proseco"] is None:
-            lines.append(f"- vanilla {v['setting']} ({_pct(v['acc'])}% at {v['nfe']:.2f} NFEs): no "
-                         "ProSeCo row spends that few NFEs (not compared)")  # fmt: skip
-        else:
-            q = p["proseco"]
-            word = "beats" if p["beats"] else "does not beat"
-            lines.append(f"- vanilla {v['setting']}: {_pct(v['acc'])}% at {v['nfe']:.2f} NFEs; best "
-                         f"ProSeCo within that budget, {q['setting']}: {_pct(q['acc'])}% at "
-                         f"{q['nfe']:.2f} NFEs ({word} it)")  # fmt: skip
-    lines += [
+        "Generated by `python benchmarks/sft.py` from the committed models in `sft_models/` "
+        "(issue 19); do not edit by hand. How the models were trained: `sft_runs/README.md`.",
         "",
-        f"**(b) ProSeCo reaches vanilla's best accuracy with fewer NFEs: {b['verdict']}.**",
-        "",
-    ]
-    if b["best"] is not None:
-        m = b["match"]
-        reach = (f"ProSeCo first reaches it with {m['setting']} ({_pct(m['acc'])}% at "
-                 f"{m['nfe']:.2f} NFEs, {b['n_star'] / m['nfe']:.2f}x fewer)" if m and
-                 m["nfe"] < b["n_star"] else (f"ProSeCo reaches it only at {m['nfe']:.2f} NFEs "
-                 f"({m['setting']})" if m else "no ProSeCo row reaches it"))  # fmt: skip
-        lines.append(f"Vanilla's best: {_pct(b['best'])}% at {b['n_star']:.2f} NFEs; {reach}.")
-    return lines
-
-
-def write_report(
-    rows: Sequence[dict[str, Any]], out: str | Path, meta: dict[str, Any], png_name: str
-) -> str:
-    """Write the markdown page; returns its text."""
-    tasks = [t for t in TASKS if f"acc_{t}" in rows[0]]
-    a, b = judge_equal_nfe(rows), judge_fewer_nfe(rows)
-    lines = [
-        "# Table 1 at small scale: vanilla SFT vs ProSeCo SFT on synthetic reasoning tasks",
-        "",
-        "Generated by `python benchmarks/sft.py` (issue 12, part 5); do not edit by hand.",
-        "",
-        "Two ~1 M-parameter DiTs trained from scratch with the same recipe, data and budget "
-        "(`sft-synth-vanilla-cpu`: `loss.sc_weight: 0`; `sft-synth-proseco-cpu`: "
-        "`loss.sc_weight: 1`), on the tasks of `proseco.data.synthetic`: 6-digit addition with "
-        "carries (answer 7 digits), sorting 15 letters, and 4x4 sudoku with 7 blanks (answer: "
-        "the 7 missing digits). Exact match on the held-out test problems (disjoint from "
-        "training by prompt), greedy decoding, LLaDA confidence unmasking, blocks of 8; the "
-        "generated length is the answer plus EOS. NFEs = model calls per answer (exact, "
-        "averaged over all answers; sorting answers are twice as long, so cost twice as many "
-        "steps). `corr. NFE` is the part spent in corrector loops (S=2 calls every step, early "
-        "exit at a fixed point). Presets are `proseco.sampling.presets.preset(name, "
-        "length=8 or 16)`. Training configs, metrics and logs (wall times) are in "
-        "`sft_runs/`.",
+        __doc__.split("\n\n")[1].replace("\n", " "),
         "",
         "## Settings",
         "",
@@ -334,138 +543,84 @@ def write_report(
         *[f"{k}: {v}" for k, v in meta.items()],
         "```",
         "",
-        "## Results",
+        "## Results (mean over 3 seeds; pooled = tasks weighted equally)",
         "",
-        *table(rows, tasks),
+        *results_table(rows, tasks),
         "",
-        f"![accuracy vs NFE]({png_name})",
+        "`changed` / `fixed` / `broken`: tokens the corrector rewrote, wrong -> right, right -> "
+        "wrong, summed over tasks and seeds.",
         "",
-        "## Verdicts",
+        f"![accuracy vs NFE]({png.name})",
         "",
-        "Rules fixed before the run (see the docstring of `benchmarks/sft.py`): *ProSeCo* = the "
-        "ProSeCo-SFT model with corrector loops (corrector and preset rows); *vanilla* = the "
-        "vanilla-SFT model without them.",
+        "## Three comparisons at equal NFE (pooled)",
         "",
-        *verdict_text(a, b),
+        *comparison_lines("Training effect: ProSeCo model vs vanilla model, no corrector",
+                          cmp["training"], "ProSeCo SFT", "vanilla SFT"),
+        *comparison_lines("Sampling effect: ProSeCo model with corrector vs without",
+                          cmp["sampling"], "ProSeCo SFT + corrector", "ProSeCo SFT, no corrector"),
+        *comparison_lines("Paper's comparison: ProSeCo SFT + corrector vs vanilla SFT",
+                          cmp["paper"], "ProSeCo SFT + corrector", "vanilla SFT"),
+        "## Verdicts (rules in the docstring of `benchmarks/sft.py`, fixed before the run)",
         "",
-        "## Observations",
+        *verdict_lines(verdicts),
         "",
-        *observations(rows),
-        "",
-    ]
-    text = "\n".join(lines)
-    Path(out).write_text(text, encoding="utf-8")
+    ]  # fmt: skip
+    for task in tasks:
+        per = arms(rows, [task])
+        tb = Bootstrap(_shapes(per))
+        v = judge(per, tb)
+        lines.append(f"- {task} alone: (a) {HELD if v['a']['held'] else NOT_HELD}, "
+                     f"(b) {HELD if v['b']['held'] else NOT_HELD}")  # fmt: skip
+    if notes:
+        lines += ["", "## Notes", "", notes.strip()]
+    text = "\n".join(lines) + "\n"
+    out.write_text(text, encoding="utf-8")
     return text
 
 
 # --------------------------------------------------------------------- main
-def _load_models(paths: dict[str, str]) -> dict[str, tuple[Any, Any]]:
-    from proseco.pretrained import load_pretrained
-
-    models = {}
-    for name, path in paths.items():
-        loaded = load_pretrained(path)
-        models[name] = (loaded.model, loaded.tokenizer)
-    return models
-
-
-def _training_summary(path: str) -> str:
-    run = Path(path).parent
-    metrics = run / "metrics.jsonl"
-    if not metrics.is_file():
-        return path
-    last = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-    val = [m for m in last if m.get("split") == "validation"]
-    steps = max((m.get("step", 0) for m in last), default=0)
-    nelbo = ""
-    if val and "nelbo" in val[-1]:
-        nelbo = f", final validation NELBO {val[-1]['nelbo']:.3f}"
-        if "corrector_nll" in val[-1]:
-            nelbo += f", corrector NLL on argmax drafts {val[-1]['corrector_nll']:.2f}"
-    batch = ""
-    if (run / "config.yaml").is_file():
-        import yaml
-
-        train = yaml.safe_load((run / "config.yaml").read_text()).get("train", {})
-        batch = f" x {train.get('global_batch_size')} sequences"
-    return f"{path} ({steps} steps{batch}{nelbo})"
-
-
-def _preset_summary(name: str) -> str:
-    c = preset(name, length=8)
-    return (f"{name}: steps {c.steps}, block {c.block_length}, corrector S={c.corrector.steps} "
-            f"every {c.corrector.every}")  # fmt: skip
-
-
-def observations(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Plain facts read off the rows: each model's best accuracy with and without correctors."""
-    lines = []
-    for model in (VANILLA, PROSECO):
-        mine = [r for r in rows if r["model"] == model]
-        plain = [r for r in mine if r["kind"] == "plain"]
-        corr = [r for r in mine if r["kind"] != "plain"]
-        if not plain or not corr:
-            continue
-        bp, bc = max(plain, key=lambda r: r["acc"]), max(corr, key=lambda r: r["acc"])
-        lines.append(
-            f"- {model}: best without corrector {_pct(bp['acc'])}% ({bp['setting']}, "
-            f"{bp['nfe']:.2f} NFEs); best with corrector loops {_pct(bc['acc'])}% "
-            f"({bc['setting']}, {bc['nfe']:.2f} NFEs)."
-        )
-    return lines
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vanilla", default=MODELS[VANILLA], help="vanilla-SFT model directory")
-    parser.add_argument("--proseco", default=MODELS[PROSECO], help="ProSeCo-SFT model directory")
-    parser.add_argument("--test", default="runs/synth/test.jsonl", help="synthetic test JSONL")
-    parser.add_argument("--limit", type=int, default=None, help="test problems per task")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default=MODELS_DIR, help="folder of TASK-OBJECTIVE-seedS dirs")
+    parser.add_argument("--tasks", default=",".join(STUDY_TASKS))
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--limit", type=int, default=N_TEST, help="test problems per task")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="docs/results/sft.md", help="markdown page to write")
-    parser.add_argument(
-        "--from-json", help="re-render the page and plot from a saved sft_rows.json (no decoding)"
-    )
+    parser.add_argument("--notes", help="a markdown file appended to the page as its Notes")
+    parser.add_argument("--from-json", help="re-render from a saved sft_rows.json (no decoding)")
     args = parser.parse_args(argv)
+    notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
-        _write_outputs(saved["rows"], saved["settings"], Path(args.out))
+        text = write_outputs(saved["rows"], saved["settings"], Path(args.out), notes)
+        print(text[text.index("## Verdicts") :])
         return 0
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    groups = load_test(args.test, args.limit)
-    if not groups:
-        print(f"sft.py: error: no test records in {args.test}", file=sys.stderr)
+    tasks = [t for t in args.tasks.split(",") if t]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    missing = [str(model_dir(t, o, s, args.models)) for t in tasks for o in OBJECTIVES
+               for s in seeds if not (model_dir(t, o, s, args.models) / "config.json").is_file()]  # fmt: skip
+    if missing:
+        print(f"sft.py: error: no model in {missing[0]} ({len(missing)} missing); train them "
+              "with benchmarks/sft_train.py or pass --models DIR", file=sys.stderr)  # fmt: skip
         return 2
-    paths = {VANILLA: args.vanilla, PROSECO: args.proseco}
+    torch.set_num_threads(args.threads)
     meta = {
-        "models": "; ".join(f"{k}: {_training_summary(v)}" for k, v in paths.items()),
-        "test": f"{args.test}: " + ", ".join(f"{t} {len(r)}" for t, r in groups.items()),
-        "decoding": f"temperature 0, confidence unmasking, block_length {BLOCK_LENGTH}, "
-        f"corrector {CORRECTOR.to_dict()}",
-        "presets (length 8)": "; ".join(_preset_summary(n) for n in PRESETS),
-        "seed / threads": f"{args.seed} / {args.threads}",
+        "models": f"{args.models}/TASK-OBJECTIVE-seedS, tasks {tasks}, seeds {seeds}",
+        "test": f"first {args.limit} held-out problems per task (generate_synthetic seed 0)",
+        "decoding": "temperature 0, confidence unmasking, one block = answer + EOS, "
+        f"k tok/step in {list(TOKENS_PER_STEP)}, corrector S in {list(CORRECTOR_STEPS)} "
+        "every step with early exit",
+        "bootstrap": f"{BOOTSTRAP} paired resamples of seeds then problems, seed 0",
+        "threads": args.threads,
         "torch": torch.__version__,
     }
-    for k, v in meta.items():
-        print(f"{k}: {v}")
     started = time.perf_counter()
-    rows = run_grid(_load_models(paths), groups, args.seed)
+    rows = run_study(args.models, tasks, seeds, args.limit)
     meta["benchmark wall time"] = f"{time.perf_counter() - started:.0f} s"
-    _write_outputs(rows, meta, Path(args.out))
-    return 0
-
-
-def _write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> None:
-    """``out`` (markdown), its plot ``.png`` and ``_rows.json`` (rows and settings)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    png = out.with_suffix(".png")
-    plot(rows, png)
-    saved = {"settings": meta, "rows": rows}
-    out.with_name(out.stem + "_rows.json").write_text(json.dumps(saved, indent=1) + "\n")
-    text = write_report(rows, out, meta, png.name)
+    text = write_outputs(rows, meta, Path(args.out), notes)
     print(text[text.index("## Verdicts") :])
+    return 0
 
 
 if __name__ == "__main__":

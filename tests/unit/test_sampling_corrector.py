@@ -146,3 +146,56 @@ def test_fires_counts_one_based_steps():
     assert [n for n in range(1, 11) if corrector.fires(n)] == [4, 6, 8, 10]
     assert not any(Corrector(steps=0).fires(n) for n in range(1, 5))
     assert all(Corrector(steps=1).fires(n) for n in range(1, 5))
+
+
+class Flipper(torch.nn.Module):
+    """Predicts 1 while a row has masks; on full drafts (the corrector's input) swaps 1 and 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = type("C", (), {"vocab_size": 10, "time_conditioning": False})()
+
+    def forward(self, input_ids, **_):
+        masked = (input_ids == M).any(dim=1, keepdim=True)
+        swapped = torch.where(input_ids == 1, 2, 1)
+        return one_hot_logits(torch.where(masked, torch.ones_like(input_ids), swapped))
+
+
+def test_corrector_changes_record_every_write_and_count_fixes():
+    out = sample(
+        Flipper(), mask_id=M, batch_size=3, length=8, steps=8, unmasking="confidence",
+        corrector=Corrector(1, every=1), return_history=True, shrink_batch=False,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    changes = out.corrector_changes
+    assert len(changes) == int(out.num_corrected.sum()) > 0
+    assert bool((changes.old != changes.new).all()) and not bool((changes.new == M).any())
+    # the history's corrected flags are the same positions, step by step
+    flagged = sorted((r, p) for rec in out.history for r, p in rec.corrected.nonzero().tolist())
+    assert flagged == sorted(zip(changes.rows.tolist(), changes.positions.tolist()))
+    # replaying the writes in order reproduces each corrected step's tokens at those positions
+    reference = torch.full_like(out.tokens, 2)
+    counts = changes.counts(reference)
+    fixed = int(((changes.new == 2) & (changes.old != 2)).sum())
+    broken = int(((changes.old == 2) & (changes.new != 2)).sum())
+    assert counts == {"changed": len(changes), "fixed": fixed, "broken": broken}
+    assert counts["fixed"] + counts["broken"] > 0
+    assert changes.counts() == {"changed": len(changes), "fixed": 0, "broken": 0}
+    unknown = torch.full_like(out.tokens, -1)
+    assert changes.counts(unknown)["fixed"] == changes.counts(unknown)["broken"] == 0
+    judged = changes.counts(is_right=lambda row, pos, tok: tok == 2)
+    assert judged == counts
+
+
+def test_corrector_changes_by_hand_and_concat():
+    from proseco.sampling import CorrectorChanges
+
+    c = CorrectorChanges(torch.tensor([0, 0, 1]), torch.tensor([2, 3, 2]), torch.tensor([5, 6, 7]),
+                         torch.tensor([6, 5, 5]))  # fmt: skip
+    ref = torch.tensor([[0, 0, 6, 6], [0, 0, 5, 9]])
+    # (0,2): 5->6 fixes; (0,3): 6->5 breaks; (1,2): 7->5 fixes
+    assert c.counts(ref) == {"changed": 3, "fixed": 2, "broken": 1}
+    both = CorrectorChanges.concat([(c, 2), (c, 2)])
+    assert both.rows.tolist() == [0, 0, 1, 2, 2, 3] and len(CorrectorChanges.concat([])) == 0
+    no_corrector = sample(Flipper(), mask_id=M, batch_size=2, length=4, steps=4)
+    assert len(no_corrector.corrector_changes) == 0

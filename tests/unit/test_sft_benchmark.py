@@ -1,5 +1,5 @@
 """benchmarks/sft.py on tiny models: prompt layout, exact NFEs, a solver model scores 100 %,
-the verdict rules both ways, and the page with its plot."""
+corrector diagnostics, the bootstrap, the verdict rules both ways, and the page with its plot."""
 
 from __future__ import annotations
 
@@ -35,11 +35,13 @@ def tok():
 
 
 @pytest.fixture(scope="module")
-def groups(tmp_path_factory):
-    _, test = generate_synthetic(0, 3, seed=5)
-    path = tmp_path_factory.mktemp("synth") / "test.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in test))
-    return sft.load_test(path, limit=2)
+def chain():
+    return generate_synthetic(0, 4, seed=5, tasks=["chain"])[1]
+
+
+@pytest.fixture(scope="module")
+def fill():
+    return generate_synthetic(0, 4, seed=5, tasks=["fill"])[1]
 
 
 class Solver(nn.Module):
@@ -78,12 +80,20 @@ def _tiny_dit(tok):
 def test_grid_and_configs():
     names = [s.name for s in sft.settings()]
     assert names[:4] == ["1 tok/step", "2 tok/step", "4 tok/step", "8 tok/step"]
-    assert names[-3:] == ["preset fast", "preset balanced", "preset max"]
-    plain, corr = sft.Setting("2 tok/step", "plain", 2), sft.Setting("x", "corrector", 4)
-    assert plain.config(16).steps == 8 and plain.config(16).block_length == 8
-    assert plain.config(16).corrector is None and plain.config(16).temperature == 0.0
-    assert corr.config(8).steps == 2 and corr.config(8).corrector.steps == 2
-    assert sft.Setting("preset fast", "preset").config(8).steps == 2
+    assert (
+        names[4:6] == ["1 tok/step + S=1", "2 tok/step + S=1"] and names[-1] == "8 tok/step + S=3"
+    )
+    plain, corr = sft.Setting(2), sft.Setting(4, 3)
+    assert plain.config(16).steps == 8 and plain.config(16).block_length == 16
+    assert plain.config(11).steps == 6 and plain.config(16).corrector is None
+    assert plain.config(16).temperature == 0.0 and corr.config(11).steps == 3
+    assert corr.config(11).corrector.steps == 3 and corr.config(11).corrector.every == 1
+
+
+def test_test_split_is_the_one_training_held_out():
+    from proseco.data.synthetic import generate_synthetic as gen
+
+    assert sft.test_problems("chain", 5) == gen(50, 5, seed=0, tasks=["chain"])[1]
 
 
 def test_prompt_layout_and_decoding(tok):
@@ -98,49 +108,97 @@ def test_prompt_layout_and_decoding(tok):
     ]  # fmt: skip
 
 
-def test_solver_scores_every_setting_and_nfes_are_exact(tok, groups):
-    records = [r for rs in groups.values() for r in rs]
-    solver = Solver(tok, records)
-    for setting in sft.settings():
-        row = sft.evaluate(solver, tok, groups, setting, seed=0)
-        assert row["acc"] == 1.0, setting.name
-    # answers + EOS: add 8, sort 16, sudoku 8 positions; blocks of 8
-    nfe = {k: sft.evaluate(solver, tok, groups, sft.Setting("", "plain", k), 0)["nfe"]
-           for k in (1, 8)}  # fmt: skip
-    assert nfe[1] == pytest.approx(32 / 3) and nfe[8] == pytest.approx(4 / 3)
+def test_solver_scores_every_setting_and_nfes_are_exact(tok, chain, fill):
+    for records, length in ((chain, 16), (fill, 11)):
+        solver = Solver(tok, records)
+        for setting in sft.settings():
+            row = sft.evaluate(solver, tok, records, setting)
+            assert row["acc"] == 1.0 and row["correct"] == "1111", setting.name
+            assert row["changed"] == row["fixed"] == row["broken"] == 0  # nothing to correct
+        for k in (1, 2, 4, 8):
+            assert sft.evaluate(solver, tok, records, sft.Setting(k))["nfe"] == -(-length // k)
 
 
-def test_random_dit_runs_the_grid(tok, groups):
-    rows = sft.run_grid({"vanilla SFT": (_tiny_dit(tok), tok)}, groups, seed=0,
-                        grid=sft.settings()[::4], log=lambda *_: None)  # fmt: skip
-    assert [r["setting"] for r in rows] == ["1 tok/step", "1 tok/step + corrector", "preset fast"]
-    assert rows[0]["nfe"] == pytest.approx(32 / 3) and rows[0]["corrector_nfe"] == 0
-    assert rows[1]["corrector_nfe"] > 0 and 0.0 <= rows[1]["acc"] <= 1.0
-    assert set(rows[0]) >= {"acc_add", "acc_sort", "acc_sudoku", "n", "seconds"}
+def test_token_judge(tok, fill):
+    record = {"task": "fill", "prompt": "F:12..34..........", "response": "x" * 12}
+    judge = sft.token_judge(tok, [record], prompt_length=19)
+    digit = {d: tok.convert_tokens_to_ids(str(d)) for d in range(1, 5)}
+    # row 1: 1 2 . . / 3 4 . . -> the two blanks of row 1 are 3/4 in either order
+    assert judge(0, 19, digit[3]) and judge(0, 19, digit[4]) and not judge(0, 19, digit[1])
+    assert judge(0, 31, tok.eos_token_id) and not judge(0, 31, digit[1])
+    one = {"task": "chain", "prompt": "C:19", "response": "10"}
+    judge = sft.token_judge(tok, [one], prompt_length=5)
+    assert judge(0, 5, digit[1]) and not judge(0, 6, digit[1]) and judge(0, 7, tok.eos_token_id)
 
 
-def row(model, kind, nfe, acc, setting="s"):
-    return {"model": model, "kind": kind, "nfe": nfe, "acc": acc, "setting": setting,
-            "corrector_nfe": 0.0, "acc_add": acc}  # fmt: skip
+def test_random_dit_corrector_diagnostics(tok, chain):
+    model = _tiny_dit(tok)
+    row = sft.evaluate(model, tok, chain, sft.Setting(4, 1))
+    assert row["corrector_nfe"] > 0 and 0.0 <= row["acc"] <= 1.0
+    assert row["changed"] >= row["fixed"] + row["broken"] and row["changed"] > 0
+    assert set(row) >= {"correct", "n", "nfe", "seconds", "k", "S"}
+
+
+def _rows(acc: dict[tuple[str, str], list[float]], nfe: dict[str, float], n: int = 200):
+    """Synthetic rows: for each (objective, setting) one accuracy per seed, task 'chain'."""
+    rows = []
+    for (objective, setting), per_seed in acc.items():
+        for seed, a in enumerate(per_seed):
+            right = round(a * n)
+            rows.append({"task": "chain", "objective": objective, "seed": seed, "setting": setting,
+                         "n": n, "acc": right / n, "correct": "1" * right + "0" * (n - right),
+                         "nfe": nfe[setting], "corrector_nfe": 0.0, "changed": 3, "fixed": 2,
+                         "broken": 1})  # fmt: skip
+    return rows
+
+
+NFE = {"1 tok/step": 16, "8 tok/step": 2, "8 tok/step + S=1": 4, "4 tok/step + S=1": 8}
+
+
+def test_bootstrap_interval_and_pairing():
+    rows = _rows({("vanilla", "1 tok/step"): [0.5, 0.5, 0.5],
+                  ("proseco", "1 tok/step"): [0.5, 0.5, 0.5]}, NFE)  # fmt: skip
+    pooled = sft.arms(rows)
+    boot = sft.Bootstrap(sft._shapes(pooled), draws=500)
+    a, b = pooled[("proseco", "1 tok/step")], pooled[("vanilla", "1 tok/step")]
+    assert a.acc == 0.5 and boot.difference(a, b) == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    low, high = boot.interval(a)  # binomial sd of a mean of 600 answers ~ 2 points
+    assert 0.40 < low < 0.48 and 0.52 < high < 0.60
 
 
 def test_verdicts_both_ways(tmp_path):
-    v, p = sft.VANILLA, sft.PROSECO
-    rows = [row(v, "plain", 1, 0.2), row(v, "plain", 8, 0.5), row(p, "plain", 8, 0.9),
-            row(p, "corrector", 2, 0.4), row(p, "preset", 4, 0.6)]  # fmt: skip
-    a, b = sft.judge_equal_nfe(rows), sft.judge_fewer_nfe(rows)
-    assert a["verdict"] == sft.HELD  # NFE 1: not compared; NFE 8: 0.6 > 0.5
-    assert a["points"][0]["proseco"] is None and a["points"][1]["proseco"]["nfe"] == 4
-    assert b["verdict"] == sft.HELD and b["match"]["nfe"] == 4 and b["n_star"] == 8
-    worse = rows[:3] + [row(p, "corrector", 2, 0.1), row(p, "preset", 16, 0.7)]
-    assert sft.judge_equal_nfe(worse)["verdict"] == sft.NOT_HELD
-    assert sft.judge_fewer_nfe(worse)["verdict"] == sft.NOT_HELD  # reaches 0.5 only at 16
-    assert sft.judge_equal_nfe(rows[:3])["verdict"] == sft.NOT_TESTABLE
-    text = sft.write_report(rows, tmp_path / "sft.md", {"seed": 0}, "sft.png")
-    assert "beats vanilla SFT at equal NFEs: held" in text and "2.00x fewer" in text
-    assert "| ProSeCo SFT | s | 40.0 | 40.0 | 2.00 | 0.00 |" in text
-    sft.plot(rows, tmp_path / "sft.png")
+    good = {("vanilla", "1 tok/step"): [0.5, 0.5, 0.5], ("vanilla", "8 tok/step"): [0.2] * 3,
+            ("proseco", "1 tok/step"): [0.6] * 3, ("proseco", "8 tok/step"): [0.3] * 3,
+            ("proseco", "8 tok/step + S=1"): [0.55] * 3}  # fmt: skip
+    pooled = sft.arms(_rows(good, NFE))
+    boot = sft.Bootstrap(sft._shapes(pooled), draws=300)
+    v = sft.judge(pooled, boot)
+    assert v["a"]["held"] and v["b"]["held"]  # 0.55 at 4 NFEs reaches 0.5 at 16 with <= 8
+    assert v["b"]["points"][0]["proseco"] == "8 tok/step + S=1"
+    bad = {**good, ("proseco", "8 tok/step + S=1"): [0.3] * 3, ("proseco", "1 tok/step"): [0.5] * 3}
+    v = sft.judge(sft.arms(_rows(bad, NFE)), boot)
+    assert not v["a"]["held"] and not v["b"]["held"]  # equal at 16 NFEs: not shown better
+    cmp = sft.compare(pooled, boot)
+    assert [p["a"] for p in cmp["training"]] == ["1 tok/step", "8 tok/step"]
+    (s,) = cmp["sampling"]  # 8 + S=1 (4 NFEs) against the plain row with >= 4 NFEs: 1 tok/step
+    assert s["b"] == "1 tok/step" and s["matched"] and s["diff"] == pytest.approx(-0.05)
+    text = sft.write_outputs(_rows(good, NFE), {"seed": 0}, tmp_path / "sft.md")
+    assert "**(a) ProSeCo beats vanilla at equal NFE: held.**" in text
+    summary = json.loads((tmp_path / "sft_summary.json").read_text())
+    assert summary["verdicts"] == {"a": True, "b": True} and summary["seeds"] == 3
+    assert summary["test_problems_per_task"] == 200
+    assert summary["corrector"] == {"setting": "8 tok/step + S=1", "changed": 9, "fixed": 6,
+                                    "broken": 3}  # fmt: skip
     assert (tmp_path / "sft.png").stat().st_size > 1000
+    again = sft.main(["--from-json", str(tmp_path / "sft_rows.json"), "--out",
+                      str(tmp_path / "again.md")])  # fmt: skip
+    assert again == 0
+    assert (tmp_path / "again.md").read_text() == text.replace("sft.png", "again.png")
+
+
+def test_missing_models_is_one_line(tmp_path, capsys):
+    assert sft.main(["--models", str(tmp_path)]) == 2
+    assert "no model in" in capsys.readouterr().err
 
 
 def test_synth_recipes_differ_only_in_the_corrector_weight():
@@ -149,5 +207,15 @@ def test_synth_recipes_differ_only_in_the_corrector_weight():
     vanilla, proseco = load_config("sft-synth-vanilla-cpu"), load_config("sft-synth-proseco-cpu")
     assert config_diff(vanilla, proseco) == ["loss.sc_weight"]
     assert (vanilla.loss.sc_weight, proseco.loss.sc_weight) == (0.0, 1.0)
+    assert vanilla.loss.t_min == proseco.loss.t_min == 0.1  # corrector weight 1/t <= 10
     assert vanilla.data.kind == "sft" and vanilla.data.tokenizer == "char"
-    assert vanilla.data.source == "runs/synth/train.jsonl"
+
+
+def test_sft_recipes_bound_the_corrector_weight():
+    from proseco.training.config_io import config_diff, load_config
+
+    for name in ("sft-cpu-tiny", "sft-llada-8b", "sft-llada-8b-vanilla", "sft-synth-proseco-cpu"):
+        assert 1 / load_config(name).loss.t_min <= 20, name
+    assert config_diff(load_config("sft-llada-8b"), load_config("sft-llada-8b-vanilla")) == [
+        "loss.sc_weight"
+    ]

@@ -124,3 +124,34 @@ def test_bad_arguments(monkeypatch):
     monkeypatch.setitem(synthetic._MAKERS, "sort", lambda rng: {"prompt": "O:a"})
     with pytest.raises(ConfigError, match="1 found before 1000 repeats"):
         synthetic.generate_split("sort", 2, random.Random(0))
+
+
+def test_chain_and_fill_tasks():
+    from proseco.data.synthetic import (
+        ALL_TASKS,
+        STUDY_TASKS,
+        count_solutions,
+        make_chain,
+        make_fill,
+    )
+
+    assert set(STUDY_TASKS) <= set(ALL_TASKS) and "chain" not in synthetic.TASKS
+    assert check_answer({"task": "chain", "prompt": "C:1964", "response": ""}, "1060")
+    assert not check_answer({"task": "chain", "prompt": "C:1964", "response": ""}, "1061")
+    assert not check_answer({"task": "chain", "prompt": "C:1964", "response": ""}, "106")
+    rng = random.Random(0)
+    for _ in range(20):
+        chain, fill = make_chain(rng), make_fill(rng)
+        assert len(chain["prompt"]) == 17 and len(chain["response"]) == RESPONSE_LENGTHS["chain"]
+        assert check_answer(chain, chain["response"])
+        puzzle = fill["prompt"][2:]
+        assert puzzle.count(".") == 10 and len(fill["response"]) == RESPONSE_LENGTHS["fill"]
+        assert check_answer(fill, fill["response"]) and count_solutions(puzzle, 1000) >= 1
+    # fill accepts any valid completion, not only the source grid's
+    # 12../34../21../43..: 1234/3412/2143/4321 or 1243/3421/2134/4312
+    puzzle = {"task": "fill", "prompt": "F:12..34..21..43..", "response": ""}
+    assert check_answer(puzzle, "34124321") and check_answer(puzzle, "43213412")
+    assert not check_answer(puzzle, "34124312")  # column 3 would hold 1 twice
+    fills = generate_synthetic(0, 200, seed=0, tasks=["fill"])[1]
+    several = sum(count_solutions(r["prompt"][2:], 2) > 1 for r in fills)
+    assert 60 < several < 140  # about half the puzzles have several completions

@@ -15,7 +15,7 @@ from proseco.sampling.correctors import (
 )
 from proseco.sampling.guidance import Guidance
 from proseco.sampling.loop import sample
-from proseco.sampling.output import SampleOutput, SamplingHistory, StepRecord
+from proseco.sampling.output import CorrectorChanges, SampleOutput, SamplingHistory, StepRecord
 from proseco.sampling.prism import Prism
 from proseco.sampling.processors import LogitsProcessor
 from proseco.sampling.remasking import ReMDM
@@ -46,6 +46,7 @@ __all__ = [
     "Prism",
     "ReMDM",
     "Reveal",
+    "CorrectorChanges",
     "SampleOutput",
     "SampleUpdate",
     "SamplingConfig",

@@ -18,6 +18,7 @@ optional per-step history, per-row EOS stop in block mode.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from proseco.sampling.config import SamplingConfig
 from proseco.sampling.correctors import Corrector, run_corrector
 from proseco.sampling.guidance import ModelCaller
 from proseco.sampling.inputs import Plan, model_device, prepare, prompt_length_of
-from proseco.sampling.output import SampleOutput, SamplingHistory, StepRecord
+from proseco.sampling.output import CorrectorChanges, SampleOutput, SamplingHistory, StepRecord
 from proseco.sampling.processors import LogitsProcessor, exclude_token
 from proseco.sampling.unmasking import Reveal, StepInfo, UnmaskingStrategy, draw_at
 
@@ -65,6 +66,7 @@ class _Run:
         device = self.xt.device
         self.frozen = torch.zeros(batch, dtype=torch.bool, device=device)
         self.num_corrected = torch.zeros(batch, dtype=torch.long, device=device)
+        self.changes: list[tuple[torch.Tensor, ...]] = []  # (rows, positions, old, new) [E] each
         self.scores = None
         if getattr(strategy, "uses_scores", False):
             self.scores = torch.full(self.xt.shape, float("-inf"), device=device)
@@ -205,7 +207,10 @@ class _Run:
         fired = self.corrector is not None and self.corrector.fires(self.step_number)
         corrected = None
         if fired:
+            before = self.xt.clone()
             logits, corrected = self.correct(region, t, has_mask)
+            if corrected is not None:
+                self.keep_changes(before, corrected)
         else:
             logits = self.denoiser_logits(t, has_mask if self.masked_only else ~self.frozen)
         info = StepInfo(
@@ -232,6 +237,19 @@ class _Run:
         if bool(changed.any()):
             self.invalidate(changed)
         self.record("step", block, t, reveal, start, end, corrected, fired)
+
+    def keep_changes(self, before: torch.Tensor, corrected: torch.Tensor) -> None:
+        """Log the corrector's writes: ``before`` ``[B, L]`` tokens, ``corrected`` ``[B, L]``."""
+        rows, cols = corrected.nonzero(as_tuple=True)
+        if rows.numel():
+            old, new = before[rows, cols], self.xt[rows, cols]
+            self.changes.append(tuple(x.cpu() for x in (rows, cols, old, new)))
+
+    def corrector_changes(self) -> CorrectorChanges:
+        """Everything :meth:`keep_changes` logged, as one :class:`CorrectorChanges`."""
+        if not self.changes:
+            return CorrectorChanges.empty()
+        return CorrectorChanges(*(torch.cat(part) for part in zip(*self.changes)))
 
     def apply(self, reveal: Reveal, start: int, end: int) -> torch.Tensor:
         """Write a :class:`Reveal` into ``xt[:, start:end]``; returns the rows changed ``[B]``."""
@@ -262,6 +280,19 @@ class _Run:
         self.apply(reveal, start, end)
         self.invalidate(rows)
         self.record("fill", block, t, reveal, start, end, None, False)
+
+    def stop_rows(self, rows: torch.Tensor | None, end: int, fill_id: int) -> None:
+        """Freeze ``rows`` ``[B]`` bool after a block on the caller's request (``on_block``):
+        no later model call includes them; their positions after ``end`` become ``fill_id``."""
+        if rows is None:
+            return
+        rows = torch.as_tensor(rows, dtype=torch.bool, device=self.frozen.device) & ~self.frozen
+        if not bool(rows.any()):
+            return
+        self.xt[rows, end:] = fill_id
+        self.editable[rows] = False
+        self.frozen |= rows
+        self.invalidate(rows)
 
     def stop_rows_at_eos(self, block: int, end: int, eos_id: int) -> None:
         """Freeze rows whose block ended with EOS; their later positions become EOS."""
@@ -493,6 +524,7 @@ def sample(
     return_history: bool = False,
     progress: bool = False,
     shrink_batch: bool = True,
+    on_block: Callable[..., Any] | None = None,
     **overrides: Any,
 ) -> SampleOutput:
     """Generate with a masked diffusion model, optionally with ProSeCo corrector loops.
@@ -519,6 +551,13 @@ def sample(
             logits of unchanged rows are reused. The tokens are the same either way (for models
             whose output for a row does not depend on the other rows); ``False`` sends the
             whole batch to every call (the earlier behaviour, for comparisons).
+        on_block: called after each block (its fill and EOS stops) as
+            ``on_block(block_index, end, tokens, history)``: ``end`` the block's last column + 1,
+            ``tokens`` ``[B, P + length]`` the current tokens (read only), ``history`` the
+            :class:`SamplingHistory` so far or ``None``. For streaming (``proseco generate``,
+            ``proseco serve``). It may return ``[B]`` bool rows to stop (e.g. their client left):
+            no later model call includes them and their later positions become EOS (else
+            ``pad_id``, else 0).
         **overrides: fields of :class:`~proseco.SamplingConfig` (``steps``, ``corrector``,
             ``unmasking``, ``guidance``, ``temperature``, ``top_p``, ``block_length`` ...).
 
@@ -561,6 +600,11 @@ def sample(
             run.stop_rows_at_eos(b, end, config.eos_id)
             if bool(run.frozen.all()):
                 break
+        if on_block is not None:
+            fill_id = next((i for i in (config.eos_id, config.pad_id) if i is not None), 0)
+            run.stop_rows(on_block(b, end, run.xt, history), end, fill_id)
+            if bool(run.frozen.all()):
+                break
     bar.close()
     if run.xt.is_cuda:
         torch.cuda.synchronize(run.xt.device)
@@ -576,5 +620,6 @@ def sample(
         prompt_length=plan.prompt_length,
         num_steps=run.step_number,
         num_corrected=run.num_corrected,
+        corrector_changes=run.corrector_changes(),
         history=history,
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["SampleOutput", "SamplingHistory", "StepRecord"]
+__all__ = ["CorrectorChanges", "SampleOutput", "SamplingHistory", "StepRecord"]
 
 _GREEN, _YELLOW, _RED, _DIM, _RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[0m"
 
@@ -147,6 +147,78 @@ class SamplingHistory:
 
 
 @dataclass
+class CorrectorChanges:
+    """Every token the corrector wrote during one sampling run, in order (CPU tensors ``[E]``).
+
+    One entry per (position, corrector firing) whose token changed: ``rows[e]``, ``positions[e]``
+    (column in ``tokens``, prompt included), ``old[e]`` -> ``new[e]``. A position changed at two
+    firings has two entries; tokens the corrector proposed at still-masked positions are not
+    written, so they are not here.
+    """
+
+    rows: torch.Tensor
+    positions: torch.Tensor
+    old: torch.Tensor
+    new: torch.Tensor
+
+    @classmethod
+    def empty(cls) -> CorrectorChanges:
+        none = torch.zeros(0, dtype=torch.long)
+        return cls(none, none.clone(), none.clone(), none.clone())
+
+    @classmethod
+    def concat(cls, parts: Sequence[tuple[CorrectorChanges, int]]) -> CorrectorChanges:
+        """Changes of several runs ``(changes, batch size)`` in order, as of one stacked batch."""
+        fields: dict[str, list[torch.Tensor]] = {"rows": [], "positions": [], "old": [], "new": []}
+        offset = 0
+        for part, size in parts:
+            fields["rows"].append(part.rows + offset)
+            for name in ("positions", "old", "new"):
+                fields[name].append(getattr(part, name))
+            offset += size
+        if not parts:
+            return cls.empty()
+        return cls(**{k: torch.cat(v) for k, v in fields.items()})
+
+    def __len__(self) -> int:
+        return int(self.rows.numel())
+
+    def counts(
+        self,
+        reference: torch.Tensor | None = None,
+        is_right: Callable[[int, int, int], bool] | None = None,
+    ) -> dict[str, int]:
+        """``{"changed", "fixed", "broken"}``: writes, wrong -> right and right -> wrong ones.
+
+        Args:
+            reference: ``[B, L]`` the right token at every position (negative = unknown: the
+                change counts as changed only).
+            is_right: instead of ``reference``, ``is_right(row, position, token)`` for answers
+                with more than one right token (e.g. any valid sudoku completion).
+
+        Without either, ``fixed`` and ``broken`` are 0.
+        """
+        changed = len(self)
+        if reference is None and is_right is None:
+            return {"changed": changed, "fixed": 0, "broken": 0}
+        if reference is not None:
+            want = reference.cpu()[self.rows, self.positions]
+            known = want >= 0
+            was = (self.old == want) & known
+            now = (self.new == want) & known
+            fixed, broken = int((~was & now & known).sum()), int((was & ~now).sum())
+            return {"changed": changed, "fixed": fixed, "broken": broken}
+        fixed = broken = 0
+        for r, p, o, n in zip(
+            *(x.tolist() for x in (self.rows, self.positions, self.old, self.new))
+        ):
+            was, now = is_right(r, p, o), is_right(r, p, n)
+            fixed += int(now and not was)
+            broken += int(was and not now)
+        return {"changed": changed, "fixed": fixed, "broken": broken}
+
+
+@dataclass
 class SampleOutput:
     """Result of :func:`proseco.sample`.
 
@@ -171,6 +243,9 @@ class SampleOutput:
             cost; equals ``nfe`` when every call covers the whole batch).
         nfe_per_row: ``[B]`` evaluations each row took part in (CPU, int64).
         corrector_nfe_per_row: ``[B]`` corrector evaluations each row took part in.
+        corrector_changes: every token the corrector wrote (:class:`CorrectorChanges`); with a
+            known answer, ``corrector_changes.counts(reference)`` gives the tokens it fixed
+            (wrong -> right) and broke (right -> wrong).
     """
 
     tokens: torch.Tensor
@@ -185,6 +260,7 @@ class SampleOutput:
     model_calls: int = 0
     nfe_per_row: torch.Tensor | None = None
     corrector_nfe_per_row: torch.Tensor | None = None
+    corrector_changes: CorrectorChanges = field(default_factory=CorrectorChanges.empty)
 
     @property
     def row_forwards(self) -> int:
