@@ -214,9 +214,7 @@ def check_answer(record: Record, answer: str) -> bool:
 def _check_tasks(tasks: Sequence[str]) -> None:
     unknown = [t for t in tasks if t not in _MAKERS]
     if unknown or not tasks:
-        raise ConfigError(
-            f"unknown or no synthetic tasks {unknown}; choose from {list(ALL_TASKS)}"
-        )
+        raise ConfigError(f"unknown or no synthetic tasks {unknown}; choose from {list(ALL_TASKS)}")
 
 
 def generate_split(
