@@ -287,11 +287,11 @@ def test_masked_lm_adapter_takes_mask_and_vocabulary_from_the_tokenizer(masked_l
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14], [15, 16]]
 
 
-def _alone_and_batched(model, padding_value: int = 0):
+def _alone_and_batched(model, padding_value: int = 0, prompts=PROMPTS, **overrides):
     """Greedy ``fast``-preset samples of the ragged prompts, batched and one by one."""
-    config = preset("fast", length=8, pad_id=padding_value)
-    batched = sample(model, config, prompt=PROMPTS, length=8).generated
-    alone = [sample(model, config, prompt=[p], length=8).generated[0] for p in PROMPTS]
+    config = preset("fast", length=8, pad_id=padding_value, **overrides)
+    batched = sample(model, config, prompt=prompts, length=8).generated
+    alone = [sample(model, config, prompt=[p], length=8).generated[0] for p in prompts]
     return batched, torch.stack(alone)
 
 
@@ -322,6 +322,28 @@ def test_llada_padding_does_not_change_a_row(llada_dir):
     assert not torch.allclose(direct, model(ids[:1, 2:])[0], atol=1e-3)
     with pytest.raises(ConfigError, match="causal"):
         wrap(model.model, "llada", padding="mask")
+
+
+@pytest.mark.parametrize("positions", [1, 2, 4])
+def test_llada_rows_do_not_depend_on_padding_with_top_k_positions(llada_dir, positions):
+    """D7: the corrector's ``TopKPositions`` (and ``Confidence``) break ties among equal scores
+    leftmost first, so a left-padded row picks the positions it picks alone."""
+    from proseco.sampling import Corrector, TopKPositions
+
+    model = load_pretrained(llada_dir, trust_remote_code=True).model
+    prompts = [*PROMPTS, [17], [18, 19, 20, 21, 22, 23]]
+    corrector = Corrector(steps=2, every=1, update=TopKPositions(positions))
+    batched, alone = _alone_and_batched(model, prompts=prompts, corrector=corrector)
+    assert torch.equal(batched, alone)
+
+
+def test_top_indices_break_ties_leftmost_whatever_the_padding():
+    from proseco.sampling.unmasking import top_indices
+
+    row = torch.tensor([0.5, 0.9, 0.5, 0.9, 0.1, 0.5])
+    for pad in range(0, 40, 3):  # the same row behind 0..39 padding columns scored -1
+        padded = torch.cat([torch.full((pad,), -1.0), row])[None]
+        assert (top_indices(padded, 4)[0] - pad).tolist() == [1, 3, 0, 2]
 
 
 @pytest.mark.parametrize("padding", ["mask", "crop"])

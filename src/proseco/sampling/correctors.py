@@ -22,6 +22,7 @@ import torch
 from proseco.errors import ConfigError
 from proseco.registry import Registry
 from proseco.sampling.processors import LogitsProcessor
+from proseco.sampling.unmasking import top_indices
 
 __all__ = [
     "CORRECTOR_UPDATES",
@@ -117,7 +118,7 @@ class TopKPositions:
         candidate = region & (best != y)
         score = torch.where(candidate, confidence, torch.full_like(confidence, -1.0))
         k = min(self.positions, y.shape[1])
-        top = torch.topk(score, k, dim=1).indices  # [B, k]
+        top = top_indices(score, k)  # [B, k]; ties: the leftmost first, whatever the padding
         take = candidate.gather(1, top)
         proposal = y.clone()
         proposal.scatter_(1, top, torch.where(take, best.gather(1, top), y.gather(1, top)))

@@ -47,6 +47,7 @@ __all__ = [
     "Threshold",
     "get_unmasking",
     "draw_at",
+    "top_indices",
 ]
 
 
@@ -163,6 +164,18 @@ def draw_at(
     return Reveal(rows, cols, tokens, probs)
 
 
+def top_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Column indices ``[B, k]`` of the ``k`` highest ``scores`` ``[B, L]`` per row; equal scores
+    are taken leftmost first.
+
+    ``torch.topk`` breaks ties in an order that depends on the row's width, so a left-padded row
+    in a batch would pick other positions than the same row alone; a stable descending sort
+    keeps the order of equal scores, which left padding (a shift of every column) does not
+    change.
+    """
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+
+
 @UNMASKING.register("ancestral")
 @dataclass(frozen=True)
 class Ancestral:
@@ -259,7 +272,7 @@ class Confidence:
         k_max = int(k.max())
         if k_max == 0:
             return _keep(cand, torch.zeros_like(conf, dtype=torch.bool))
-        top = torch.topk(conf, k_max, dim=1).indices  # [B, k_max]
+        top = top_indices(conf, k_max)  # [B, k_max]
         chosen = torch.arange(k_max, device=conf.device)[None, :] < k[:, None]
         reveal = torch.zeros_like(conf, dtype=torch.bool).scatter_(1, top, chosen)
         return _keep(cand, reveal)
