@@ -1,4 +1,4 @@
-"""Command line: ``proseco [--debug] train | sample | eval | demo ...``.
+"""Command line: ``proseco [--debug] train | sample | generate | chat | serve | eval | demo ...``.
 
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
 ``run(args) -> int``; :data:`COMMANDS` maps the command's name to that module and a one-line help.
@@ -29,6 +29,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": ("proseco.commands.train", "train a model from a YAML recipe"),
     "sample": ("proseco.commands.sample", "sample from a trained model directory"),
+    "generate": (
+        "proseco.commands.generate",
+        'answer one prompt, streaming the text (`proseco generate MODEL_DIR "prompt"`)',
+    ),
+    "chat": ("proseco.commands.chat", "chat with a model on the terminal (turns from stdin)"),
+    "serve": (
+        "proseco.commands.serve",
+        "serve a model behind an OpenAI-compatible HTTP API (needs proseco[serve])",
+    ),
     "accelerate-config": (
         "proseco.commands.accelerate_config",
         "print the path of a shipped Accelerate config (ddp, fsdp, deepspeed-zero3)",
