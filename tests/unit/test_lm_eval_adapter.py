@@ -252,6 +252,17 @@ def test_model_args_may_repeat_batch_size_and_device(tmp_path, caplog):
     assert lm.batch_size == 3  # only lm-eval's value: used
 
 
+def test_a_preset_at_an_awkward_max_gen_toks_keeps_few_steps():
+    """D8: max_gen_toks=37 (prime) used to mean blocks of 1 token and 37 steps per answer."""
+    lm = ProsecoLM(a_model(), tokenizer=TOK, preset="fast", corrector_steps=0, max_gen_toks=37)
+    config = lm.config_for(37)
+    assert (config.steps, config.block_length) == (10, 19)
+    (answer,) = lm.generate(["q"])
+    stats = lm.stats.to_dict()
+    assert stats["generated_positions"] == 37  # no rounding up to whole blocks
+    assert stats["nfe_per_answer"] <= 10
+
+
 # -- lm-eval end to end ---------------------------------------------------------------------------
 def test_multiple_choice_task_scores_exact_elbos(tasks_dir):
     import lm_eval

@@ -32,12 +32,25 @@ def test_names_and_pinned_settings_at_256_tokens():
 @pytest.mark.parametrize(
     "name, length, steps, block",
     [("fast", 64, 16, 32), ("balanced", 64, 32, 32), ("max", 8, 8, 8), ("fast", 50, 14, 25),
-     ("fast", 2, 1, 2), ("max", 7, 7, 7)],
+     ("fast", 2, 1, 2), ("max", 7, 7, 7), ("fast", 37, 10, 19), ("balanced", 37, 20, 19),
+     ("max", 37, 38, 19), ("fast", 257, 72, 29), ("fast", 97, 28, 25)],
 )  # fmt: skip
 def test_steps_and_blocks_follow_the_length(name, length, steps, block):
-    # fast at 50 tokens: blocks of 25 (largest divisor <= 32), ceil(25 / 4) = 7 steps per block
+    # fast at 50 tokens: 2 blocks of 25, ceil(25 / 4) = 7 steps per block. D8: a length with no
+    # good divisor (37, 97, 257 are prime) keeps blocks near 32 (the last one shorter) and about
+    # length / 4 steps, instead of blocks of 1 token and one step per token
     config = preset(name, length=length)
     assert (config.steps, config.block_length) == (steps, block)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_preset_at_a_prime_length_samples_with_few_steps(name):
+    model = ToyDenoiser(vocab_size=12, max_length=64)
+    config = preset(name, length=37)
+    out = sample(model, config, mask_id=11, length=37, prompt=torch.tensor([[1, 2, 3]]))
+    tokens_per_step = {"fast": 4, "balanced": 2, "max": 1}[name]
+    assert out.denoiser_nfe <= -(-37 // tokens_per_step) + 1
+    assert out.generated.shape == (1, 37) and not (out.generated == 11).any()
 
 
 @pytest.mark.parametrize("name", PRESETS)

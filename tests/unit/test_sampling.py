@@ -263,8 +263,8 @@ def test_invariants_hold_for_every_combination(
     [
         (dict(steps=0), "steps"),
         (dict(length=0), "length"),
-        (dict(block_length=3), "does not divide"),
         (dict(block_length=4, steps=3), "split evenly"),
+        (dict(block_length=3, steps=4), "split evenly"),  # 3 blocks: 3 + 3 + 2
         (dict(length=60, prompt=list(range(1, 10))), "maximum length"),
         (dict(unmasking="nope"), "unknown unmasking"),
         (dict(remasking=ReMDM()), r"unmasking=proseco.ReMDM"),

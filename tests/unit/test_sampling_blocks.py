@@ -40,6 +40,23 @@ def test_confidence_reveals_llada_counts_block_by_block(block_length, steps):
         assert ((cols >= start) & (cols < start + block_length)).all()
 
 
+def test_a_block_length_that_does_not_divide_the_length_makes_the_last_block_shorter():
+    """D8: 10 tokens in blocks of 4 are blocks of 4, 4 and 2, each with its share of the steps."""
+    out = sample(
+        ToyDenoiser(vocab_size=V).eval(), mask_id=MASK, batch_size=2, length=10, steps=6,
+        block_length=4, unmasking="confidence", return_history=True, generator=gen(),
+        prompt=torch.tensor([1, 2]),
+    )  # fmt: skip
+    records = [r for r in out.history if r.kind == "step"]
+    per_block = [sum(int(r.unmasked[0].sum()) for r in records if r.block == b) for b in range(3)]
+    assert per_block == [4, 4, 2]
+    assert [int(r.unmasked[0].sum()) for r in records] == [2, 2, 2, 2, 1, 1]
+    for r in records:  # only the current block is ever revealed
+        cols = r.unmasked.any(0).nonzero().flatten()
+        assert ((cols >= 2 + 4 * r.block) & (cols < min(2 + 4 * r.block + 4, 12))).all()
+    assert not (out.tokens == MASK).any() and out.generated.shape == (2, 10)
+
+
 @pytest.mark.parametrize(
     "schedule, expected",
     [

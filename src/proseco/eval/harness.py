@@ -28,8 +28,9 @@ continuation greedily to fill lm-eval's ``is_greedy``, default true), ``seed``, 
 ``temperature``, ``unmasking``, ...) and the shortcuts ``corrector_steps`` /
 ``corrector_every`` / ``corrector_update`` / ``corrector_start``. A preset is resolved for each
 answer length (its ``steps`` and ``block_length`` depend on it) and turns on ``stop_at_eos``, as
-the paper's harness does; with a ``block_length`` that does not divide ``max_gen_toks``, the
-length is rounded up to whole blocks and the answer cut back. A task's ``temperature`` /
+the paper's harness does (a preset's blocks are at most 32 tokens, the last one shorter when
+needed, so any ``max_gen_toks`` keeps about ``length / tokens per step`` steps; a ``block_length``
+that does not divide ``max_gen_toks`` also just makes the last block shorter). A task's ``temperature`` /
 ``do_sample`` are ignored: the sampling config decides (as in the paper's harness); its ``until``
 strings and ``max_gen_toks`` are honoured. ``device=cuda...`` falls back to the CPU with a warning
 when CUDA is missing (lm-eval's command line passes ``cuda:0`` unless told otherwise). ``batch_size``
@@ -47,7 +48,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -482,12 +482,11 @@ class ProsecoLM(TemplateLM):
 
     def _generate_batch(self, prompts: list[list[int]], until: tuple[str, ...], length: int):
         config = self.config_for(length)
-        block = config.block_length  # sampling needs whole blocks: round the length up
-        decoded = length if block is None else math.ceil(length / block) * block
+        decoded = length  # a block_length that does not divide it makes the last block shorter
         room = self.max_length - decoded
         if room < 1:
             raise ConfigError(
-                f"max_gen_toks={length} (padded to {decoded}) leaves no room for a prompt within "
+                f"max_gen_toks={length} leaves no room for a prompt within "
                 f"max_length={self.max_length}; lower max_gen_toks"
             )
         prompts = [p[-room:] for p in prompts]  # keep the end of over-long prompts

@@ -64,7 +64,8 @@ class SamplingConfig:
         top_p: nucleus mass in ``(0, 1]`` (``1`` = off).
         top_k: keep the ``top_k`` most likely tokens (``0`` = off).
         float64: float64 softmax and Gumbel noise (recommended for text metrics).
-        block_length: semi-autoregressive blocks (LLaDA); must divide the generated length.
+        block_length: semi-autoregressive blocks (LLaDA); when it does not divide the generated
+            length the last block is shorter (``steps`` must split evenly across blocks).
         eos_id: end-of-sequence id (for ``stop_at_eos``; also the default ``pad_id``).
         stop_at_eos: in block mode, a row whose block ends with ``eos_id`` stops there.
         pad_id: id used to left-pad list prompts (default ``eos_id``, else 0).

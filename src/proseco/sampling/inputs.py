@@ -3,7 +3,8 @@
 The sequence is ``[prompt | length masks]`` per row. Prompts of different lengths are left-padded
 (LLaDA style) and come with an attention mask; padding and prompt are never edited. The generated
 part is split into blocks of ``block_length`` positions (one block when ``block_length`` is
-``None``) and ``steps`` are split evenly across blocks, each block running its own time grid
+``None``; when it does not divide the length, the last block is shorter) and ``steps`` are split
+evenly across blocks, each block running its own time grid
 ``t_k = linspace(1, eps, steps_per_block + 1)``.
 """
 
@@ -141,23 +142,15 @@ def _blocks(
     if block_length is None:
         return [(prompt_length, prompt_length + length)], steps
     _check_positive_int("block_length", block_length)
-    if length % block_length:
-        raise ConfigError(
-            f"block_length {block_length} does not divide length {length}; choose a block length "
-            f"that divides the number of generated tokens (e.g. {_divisor_hint(length)})"
-        )
-    num_blocks = length // block_length
+    num_blocks = -(-length // block_length)  # ceil: a last block may be shorter
     if steps % num_blocks:
         raise ConfigError(
             f"steps {steps} cannot be split evenly across {num_blocks} blocks; use a multiple of "
             f"{num_blocks} steps"
         )
-    starts = range(prompt_length, prompt_length + length, block_length)
-    return [(s, s + block_length) for s in starts], steps // num_blocks
-
-
-def _divisor_hint(length: int) -> int:
-    return max(d for d in range(1, min(length, 32) + 1) if length % d == 0)
+    end = prompt_length + length
+    starts = range(prompt_length, end, block_length)
+    return [(s, min(s + block_length, end)) for s in starts], steps // num_blocks
 
 
 def resolve_length(model: Any, length: int | None, prompt_length: int) -> tuple[int, int | None]:
