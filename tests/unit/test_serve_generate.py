@@ -236,3 +236,10 @@ def test_chat_keeps_the_history_and_resets_it(dit, capsys, monkeypatch):
     assert calls[1][0]["content"] == "ab" and calls[1][2]["content"] == "cd"
     assert calls[2][0]["content"] == "ef"
     assert captured.err.count("NFE") == 3
+
+
+def test_serve_without_the_extra_is_a_one_line_error(dit, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # `import fastapi` raises ImportError
+    assert main(["serve", str(dit), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("proseco serve: error:") and 'pip install "proseco[serve]"' in err
