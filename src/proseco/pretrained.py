@@ -16,6 +16,13 @@ DiT, no adapter)::
     model, tokenizer, config = load_pretrained("GSAI-ML/LLaDA-8B-Base", adapter="llada",
                                                trust_remote_code=True, dtype="bfloat16")
 
+LoRA adapters load everywhere a model does: a directory holding ``adapter_config.json`` (what
+``proseco train`` writes with ``model.lora.save: adapter``) is loaded on the base model it names
+(``base_model_name_or_path``: absolute, relative to the adapter directory, or a hub name), and
+``lora=ADAPTER`` (``--lora`` on the command line) applies an adapter directory or hub adapter to
+``path``. The adapters are merged into the weights; the tokenizer and ``sampling_config.json``
+come from the adapter directory when it has them, else from the base.
+
 Every failure to load raises :class:`~proseco.errors.ModelLoadError` with the path and the fix.
 """
 
@@ -30,7 +37,15 @@ import torch
 from proseco.errors import ConfigError, ModelLoadError
 from proseco.sampling.config import SamplingConfig
 
-__all__ = ["Pretrained", "load_pretrained", "load_model", "load_tokenizer", "shipped_checkpoints"]
+__all__ = [
+    "Pretrained",
+    "adapter_base",
+    "is_adapter_dir",
+    "load_model",
+    "load_pretrained",
+    "load_tokenizer",
+    "shipped_checkpoints",
+]
 
 _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.json")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -71,7 +86,7 @@ def _resolve(path: str | os.PathLike) -> tuple[str, bool]:
                 f"{local} is a file, not a model directory; pass the directory that holds "
                 "config.json (written by `proseco train` or save_pretrained)"
             )
-        if not (local / "config.json").is_file():
+        if not (local / "config.json").is_file() and not is_adapter_dir(local):
             raise ModelLoadError(
                 f"{local} is not a model directory (no config.json); pass a directory written by "
                 "`proseco train` (its final/ folder) or save_pretrained"
@@ -84,6 +99,93 @@ def _resolve(path: str | os.PathLike) -> tuple[str, bool]:
             "or save_pretrained (or a hub name such as org/model)"
         )
     return text, False
+
+
+def is_adapter_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a LoRA adapter directory (``adapter_config.json``, no ``config.json``)."""
+    path = Path(path)
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def adapter_base(adapter_dir: str | os.PathLike) -> str:
+    """The base model of a LoRA adapter directory, from its ``adapter_config.json``.
+
+    ``base_model_name_or_path`` is used as written when it is absolute or a hub name; a relative
+    path is looked up relative to the adapter directory, then (adapters written before paths
+    were made absolute) relative to the current directory.
+
+    Raises:
+        ModelLoadError: no adapter config, no base named, or a relative base found nowhere.
+    """
+    import json
+
+    adapter_dir = Path(adapter_dir)
+    config_file = adapter_dir / "adapter_config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(
+            f"{adapter_dir} holds no adapter_config.json; pass the final/ directory of a run "
+            "trained with model.lora.save: adapter"
+        )
+    try:
+        base = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot read {config_file}: {e}") from None
+    if not base:
+        raise ModelLoadError(
+            f"{config_file} names no base model; give the base and the adapter: "
+            f"proseco sample BASE_DIR --lora {adapter_dir}"
+        )
+    from proseco.data.text import resolve_source
+
+    text = resolve_source(str(base))
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        return str(path)
+    for candidate in (adapter_dir / path, path):
+        if candidate.exists():
+            return str(candidate.resolve())
+    if not text.startswith((".", "~")) and text.count("/") <= 1:
+        return text  # a hub name
+    raise ModelLoadError(
+        f"{config_file} names the base model {base!r}, found neither relative to the adapter "
+        f"directory nor to the current one; give the base and the adapter: proseco sample "
+        f"BASE_DIR --lora {adapter_dir}"
+    )
+
+
+def _lora_source(path: str | os.PathLike, lora: str | os.PathLike | None) -> tuple[Any, Any]:
+    """``(base, adapter)`` locations: ``path`` with ``lora``, an adapter directory and its base,
+    or ``(path, None)`` for a plain model."""
+    if lora is not None:
+        return path, lora
+    location, local = _resolve(path)
+    if local and is_adapter_dir(location):
+        return adapter_base(location), location
+    return path, None
+
+
+def _load_lora(base_model: Any, adapter: str | os.PathLike, *, merge: bool = True) -> Any:
+    """``base_model`` with the LoRA adapter ``adapter`` (a directory or hub name) applied."""
+    try:
+        import peft
+    except ImportError:
+        raise ModelLoadError(
+            f'{adapter} is a LoRA adapter; loading it needs peft: pip install "proseco[lora]"'
+        ) from None
+    from proseco.models.hub import HubDiffusionLM
+
+    def apply(network: Any) -> Any:
+        try:
+            wrapped = peft.PeftModel.from_pretrained(network, str(adapter))
+        except Exception as e:  # peft raises many types for a missing or mismatched adapter
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"cannot load the LoRA adapter {adapter}: {reason}") from e
+        return wrapped.merge_and_unload() if merge else wrapped
+
+    if isinstance(base_model, HubDiffusionLM):  # adapt the wrapped network, keep the adapter
+        base_model.model = apply(base_model.model)
+        return base_model
+    return apply(base_model)
 
 
 def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -119,6 +221,7 @@ def load_model(
     adapter: str | None = None,
     gradient_checkpointing: bool = False,
     tokenizer: Any = None,
+    lora: str | os.PathLike | None = None,
 ) -> Any:
     """Load only the network (eval mode, on ``device``). See :func:`load_pretrained`.
 
@@ -128,6 +231,14 @@ def load_model(
     from transformers import AutoModelForMaskedLM
 
     _register()
+    base, lora = _lora_source(path, lora)
+    if lora is not None:
+        model = load_model(base, device="cpu", dtype=dtype, trust_remote_code=trust_remote_code,
+                           adapter=adapter, tokenizer=tokenizer)  # fmt: skip
+        model = _load_lora(model, lora)
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        return model.to(device).eval()
     location, local = _resolve(path)
     name = _adapter_of(location, adapter)
     torch_dtype = _dtype(dtype)
@@ -185,6 +296,7 @@ def load_pretrained(
     trust_remote_code: bool = False,
     adapter: str | None = None,
     gradient_checkpointing: bool = False,
+    lora: str | os.PathLike | None = None,
 ) -> Pretrained:
     """Load a model directory (or hub name): model (eval mode), tokenizer, sampling config.
 
@@ -196,6 +308,9 @@ def load_pretrained(
         adapter: ``"proseco"``, ``"llada"``, ``"dream"`` or ``"masked_lm"`` (default: detected
             from ``config.json``); see :mod:`proseco.models.hub`.
         gradient_checkpointing: recompute activations in the backward pass (fine-tuning).
+        lora: a LoRA adapter (directory or hub name) to merge into ``path``'s weights. A ``path``
+            that is itself an adapter directory needs none: its base is read from its
+            ``adapter_config.json``.
 
     Returns:
         :class:`Pretrained` ``(model, tokenizer, sampling_config)``; ``tokenizer`` is ``None``
@@ -215,14 +330,26 @@ def load_pretrained(
             tokenizer = gpt2_tokenizer()
             tokenizer.add_special_tokens({"mask_token": "[MASK]"})
         return Pretrained(model, tokenizer, SamplingConfig())
-    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    model = load_model(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+    base, lora = _lora_source(path, lora)
+    tokenizer = None
+    if lora is not None:  # the adapter's own tokenizer (the one it was trained with) first
+        try:
+            tokenizer = load_tokenizer(lora, trust_remote_code=trust_remote_code)
+        except ModelLoadError:
+            if Path(str(lora)).expanduser().exists():
+                raise
+            # a hub adapter's repository need not hold a tokenizer: the base's is used
+    if tokenizer is None:
+        tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
+    model = load_model(base, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                        adapter=adapter, gradient_checkpointing=gradient_checkpointing,
-                       tokenizer=tokenizer)  # fmt: skip
-    location, local = _resolve(path)
+                       tokenizer=tokenizer, lora=lora)  # fmt: skip
     config = SamplingConfig()
-    if local and SamplingConfig.exists(location):
-        config = SamplingConfig.from_pretrained(location)
+    for source in (lora, base):
+        location = Path(str(source)).expanduser() if source is not None else None
+        if location is not None and location.is_dir() and SamplingConfig.exists(location):
+            config = SamplingConfig.from_pretrained(location)
+            break
     return Pretrained(model, tokenizer, config)
 
 

@@ -110,3 +110,48 @@ def test_lora_adapter_export_reloads_on_the_base_model(tmp_path, base_dir):
     ids = torch.randint(4, 100, (2, 16), generator=torch.Generator().manual_seed(2))
     expected = _logits(_trained_peft_model(base_dir, result.checkpoint), ids)
     torch.testing.assert_close(_logits(model, ids), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_adapter_run_loads_like_a_model_directory_from_anywhere(
+    tmp_path, base_dir, monkeypatch, caplog
+):
+    """D4: ``model.lora.save: adapter`` with a relative ``model.pretrained`` (as a user types it)
+    gives a final/ folder that ``load_pretrained`` and ``proseco sample`` take from any
+    directory; the trainable-parameter count is logged."""
+    import logging
+
+    from proseco.commands import main
+
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO, logger="proseco.training")
+    lora = LoraSection(r=4, target_modules=("qkv", "out"), save="adapter")
+    config = tiny(
+        tmp_path, "sft-cpu-tiny", model={**ARCH, "pretrained": "base", "lora": lora},
+        train={"max_steps": 2, "global_batch_size": 8, "ema_decay": 0.0, "eval_every": 0},
+        optim={"lr": 0.02, "warmup_steps": 0, "min_lr": 0.0},
+    )  # fmt: skip
+    result = train(config, "run")
+    assert "LoRA r=4" in caplog.text and "trainable parameters of" in caplog.text
+    final = (tmp_path / result.final_dir).resolve()
+    recorded = json.loads((final / "adapter_config.json").read_text())
+    assert recorded["base_model_name_or_path"] == str(base_dir.resolve())  # absolute
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    ids = torch.randint(4, 100, (2, 16), generator=torch.Generator().manual_seed(2))
+    expected = _logits(load_adapter(final), ids)
+    model, tokenizer, _ = load_pretrained(final)
+    assert tokenizer is not None and type(model).__name__ == "ProsecoDiT"
+    torch.testing.assert_close(_logits(model, ids), expected, rtol=1e-5, atol=1e-5)
+    # an adapter_config.json naming its base relative to the adapter directory loads too
+    recorded["base_model_name_or_path"] = "../../base"
+    (final / "adapter_config.json").write_text(json.dumps(recorded))
+    torch.testing.assert_close(_logits(load_pretrained(final).model, ids), expected)
+    # and `proseco sample` takes the final/ folder, or the base with --lora
+    for argv in ([str(final)], [str(base_dir), "--lora", str(final)]):
+        out = elsewhere / "samples.jsonl"
+        code = main(["sample", *argv, "--num-samples", "2", "--length", "8", "--steps", "4",
+                     "--prompt", "hi", "--output", str(out), "--no-progress"])  # fmt: skip
+        assert code == 0
+        assert len(out.read_text().splitlines()) == 2

@@ -111,9 +111,59 @@ def test_prompts_blocks_and_guidance_options(tmp_path):
     ]  # fmt: skip
     cli.run(parse(argv))
     lines = read(out)
-    assert [r["prompt_tokens"] for r in lines] == [[0, 1, 2], [3], [0, 1, 2]]
+    # laid out as SFT lays out a prompt: [BOS] prompt, BOS falling back to EOS here
+    assert [r["prompt_tokens"] for r in lines] == [[EOS, 0, 1, 2], [EOS, 3], [EOS, 0, 1, 2]]
     assert all(len(r["tokens"]) == 8 for r in lines)
     assert all(r["denoiser_nfe"] % 2 == 0 for r in lines)  # guided calls cost 2
+
+
+def test_a_text_prompt_is_encoded_as_sft_encoded_it(tmp_path):
+    """D6: ``--prompt`` gets the layout SFT trained on: ``[BOS] prompt``, or the tokenizer's chat
+    template (one user turn + generation prompt); the SFT run's ``data.chat_template`` (in the
+    run's config.yaml, beside final/) is the default and ``--chat-template`` overrides it."""
+    from transformers import AutoTokenizer
+
+    from proseco.data.text import encode_sft
+
+    model = tmp_path / "run" / "final"
+    save_model(model)
+    tok = AutoTokenizer.from_pretrained(str(model))
+    tok.chat_template = "{% for m in messages %}[PAD]{{ m['content'] }}{% endfor %}[EOS]"
+    tok.save_pretrained(str(model))
+
+    def prompt_tokens(*flags):
+        out = tmp_path / "s.jsonl"
+        cli.run(parse([str(model), "-o", str(out), "--num-samples", "1", "--prompt", "abc",
+                       "--length", "4", "--steps", "2", "--no-progress", *flags]))  # fmt: skip
+        return read(out)[0]["prompt_tokens"], read(out)[0]["settings"]["chat_template"]
+
+    def sft_prompt(chat_template):
+        batch = encode_sft(["abc"], ["d"], tok, max_length=12, chat_template=chat_template)
+        return batch["input_ids"][0][batch["prompt_mask"][0]].tolist()
+
+    assert prompt_tokens() == ([PAD, 0, 1, 2, EOS], "auto") == (sft_prompt("auto"), "auto")
+    assert prompt_tokens("--chat-template", "none") == ([EOS, 0, 1, 2], "none")
+    assert sft_prompt("none") == [EOS, 0, 1, 2]
+    (tmp_path / "run" / "config.yaml").write_text(
+        "data: {kind: sft, chat_template: none}\n"
+    )  # the SFT run trained without the template
+    assert prompt_tokens() == ([EOS, 0, 1, 2], "none")
+    (tmp_path / "run" / "config.yaml").write_text("data: {kind: text}\n")  # pretraining
+    assert prompt_tokens()[0] == [EOS, 0, 1, 2]
+
+
+def test_a_preset_stops_at_the_tokenizers_eos_and_no_progress_is_quiet(tmp_path, capfd):
+    save_model(tmp_path / "model")  # no sampling_config.json: EOS only in the tokenizer
+    out = tmp_path / "s.jsonl"
+    cli.run(parse([str(tmp_path / "model"), "-o", str(out), "--num-samples", "2", "--preset",
+                   "fast", "--length", "5", "--no-progress"]))  # fmt: skip
+    record = read(out)[0]
+    assert (record["sampling_config"]["eos_id"], record["sampling_config"]["stop_at_eos"]) == (
+        EOS, True,
+    )  # fmt: skip
+    assert record["length"] == 5 and record["sampling_config"]["block_length"] == 5
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "sampling" not in err
 
 
 def test_remdm_option_runs(tmp_path):

@@ -147,8 +147,10 @@ def test_cli_preset_overrides_the_saved_config_and_flags_override_the_preset(mod
     d = str(model_dir)
     # no --length: the model's 16 positions, so blocks of 16 and 16 / 4 = 4 steps
     config = _printed([d, "--preset", "fast"], capsys)
-    assert config == apply_preset(SamplingConfig(steps=5, eos_id=9, top_p=0.7), "fast", length=16)
+    saved = SamplingConfig(steps=5, eos_id=9, top_p=0.7)
+    assert config == apply_preset(saved, "fast", length=16).replace(stop_at_eos=True)
     assert (config.steps, config.block_length, config.eos_id, config.top_p) == (4, 16, 9, 0.7)
+    assert not _printed([d, "--preset", "fast", "--no-stop-at-eos"], capsys).stop_at_eos
     config = _printed([d, "--preset", "max", "--length", "8", "--steps", "4",
                        "--corrector-steps", "1"], capsys)  # fmt: skip
     assert (config.steps, config.block_length) == (4, 8)

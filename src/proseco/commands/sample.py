@@ -21,7 +21,16 @@ Each output line is one sample::
      "corrector_nfe": 32, "num_corrected": 3, "batch": 0, "seed": 0,
      "sampling_config": {...}, "settings": {...}, "command": "proseco sample MODEL_DIR ..."}
 
-``text`` is written only when a tokenizer is found. ``sampling_config`` is the full resolved config,
+A ``--prompt`` is laid out as SFT laid out the model's prompts (:func:`proseco.data.text.prompt_ids`):
+the tokenizer's chat template applied to one user turn when it has one, else ``[BOS] prompt``;
+``--chat-template none`` forces the latter, and by default the model's own SFT run decides
+(``data.chat_template`` in its ``config.yaml``). ``--prompt-ids`` are used as given. With
+``--preset``, EOS comes from the tokenizer and rows stop at it (``--no-stop-at-eos`` to decode
+the whole length), as ``eval lm-eval`` does. MODEL_DIR may be a LoRA adapter run's ``final/``
+(its base is loaded with the adapter merged in), or pass ``--lora ADAPTER`` with the base.
+
+``text`` is written only when a tokenizer is found. ``length`` is the number of tokens the batch
+generated. ``sampling_config`` is the full resolved config,
 ``settings`` the run options and ``command`` the exact command line, so a file can be reproduced
 from itself: samples are drawn batch after batch from one ``torch.Generator`` seeded with
 ``--seed`` (same device type, same tokens). The file is written to a temporary name and moved into
@@ -41,13 +50,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from proseco.commands.options import add_model_options
 from proseco.errors import ConfigError, OutputError
 from proseco.fileio import atomic_open
 
 __all__ = ["add_arguments", "run", "build_config", "read_config"]
 
 _RUN_OPTIONS = (
-    "num_samples", "batch_size", "length", "seed", "mask_id", "device", "dtype", "eos_rule"
+    "num_samples", "batch_size", "length", "seed", "mask_id", "device", "dtype", "eos_rule",
+    "chat_template", "lora",
 )  # fmt: skip
 
 
@@ -109,12 +120,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="'text' ends at the first EOS of the generated tokens (first), or special "
                    "tokens are stripped wherever they are, as the research code does (research)")  # fmt: skip
     g = parser.add_argument_group("runtime")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
-    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    g.add_argument("--trust-remote-code", action="store_true")
-    g.add_argument("--adapter", default=None, choices=["proseco", "llada", "dream", "masked_lm"],
-                   help="how to load MODEL_DIR (default: detected from its config.json)")  # fmt: skip
-    g.add_argument("--no-progress", action="store_true")
+    add_model_options(g)
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (sampling, loading weights)")  # fmt: skip
 
 
 def _corrector(args: argparse.Namespace, base: Any) -> Any:
@@ -205,7 +213,11 @@ def _device(spec: str) -> torch.device:
     return device
 
 
-def _prompts(args: argparse.Namespace, tokenizer: Any) -> list[list[int]] | None:
+def _prompts(
+    args: argparse.Namespace, tokenizer: Any, chat_template: str = "auto"
+) -> list[list[int]] | None:
+    """``--prompt-ids`` as given, then each ``--prompt`` laid out as SFT did
+    (:func:`proseco.data.text.prompt_ids` with ``chat_template``)."""
     prompts = []
     for text in args.prompt_ids or []:
         try:
@@ -217,7 +229,9 @@ def _prompts(args: argparse.Namespace, tokenizer: Any) -> list[list[int]] | None
     if args.prompt:
         if tokenizer is None:
             raise ConfigError("--prompt needs a tokenizer in MODEL_DIR; use --prompt-ids instead")
-        prompts += [tokenizer(p, add_special_tokens=False)["input_ids"] for p in args.prompt]
+        from proseco.data.text import prompt_ids
+
+        prompts += [prompt_ids(tokenizer, p, chat_template) for p in args.prompt]
     return prompts or None
 
 
@@ -236,7 +250,11 @@ def _row_nfe(out: Any, i: int) -> dict[str, Any]:
     """Model evaluations row ``i`` took part in (rows that finish early leave the batch), falling
     back to the batch means when the sampler keeps no per-row counts."""
     if out.nfe_per_row is None:
-        return {"nfe": out.nfe, "denoiser_nfe": out.denoiser_nfe, "corrector_nfe": out.corrector_nfe}
+        return {
+            "nfe": out.nfe,
+            "denoiser_nfe": out.denoiser_nfe,
+            "corrector_nfe": out.corrector_nfe,
+        }
     nfe = int(out.nfe_per_row[i])
     corrector = int(out.corrector_nfe_per_row[i]) if out.corrector_nfe_per_row is not None else 0
     return {"nfe": nfe, "denoiser_nfe": nfe - corrector, "corrector_nfe": corrector}
@@ -266,6 +284,18 @@ def _preset_length(args: argparse.Namespace, model: Any, prompts: list[list[int]
     if max_length is None or max_length <= width:
         return DEFAULT_LENGTH
     return max_length - width
+
+
+def _preset_eos(args: argparse.Namespace, config: Any, tokenizer: Any) -> Any:
+    """A preset's EOS: the tokenizer's (else SEP) when the config has none, and rows stop at it
+    unless ``--no-stop-at-eos`` (flags set later still override both)."""
+    eos = config.eos_id
+    if eos is None and tokenizer is not None:
+        eos = tokenizer.eos_token_id
+        eos = getattr(tokenizer, "sep_token_id", None) if eos is None else eos
+    if eos is None:
+        return config
+    return config.replace(eos_id=eos, stop_at_eos=args.stop_at_eos is not False)
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -318,7 +348,7 @@ def _sampler(model: Any, args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Generate ``--num-samples`` samples in batches and write them to ``--output``."""
-    from proseco.pretrained import load_pretrained
+    from proseco.commands.options import chat_template, load_model_from_args
     from proseco.sampling import SamplingConfig
     from proseco.sampling.presets import apply_preset
 
@@ -326,17 +356,13 @@ def run(args: argparse.Namespace) -> int:
     if args.preset is not None:
         apply_preset(SamplingConfig(), args.preset)  # an unknown name fails before loading
     device = _device(args.device)
-    model, tokenizer, saved = load_pretrained(
-        args.model_dir,
-        device=device,
-        dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code,
-        adapter=args.adapter,
-    )
+    args.chat_template = chat_template(args)  # resolved, so the record reproduces the run
+    model, tokenizer, saved = load_model_from_args(args, device)
     base = read_config(args.config) if args.config is not None else saved
-    prompts = _prompts(args, tokenizer)
+    prompts = _prompts(args, tokenizer, args.chat_template)
     if args.preset is not None:
         base = apply_preset(base, args.preset, length=_preset_length(args, model, prompts))
+        base = _preset_eos(args, base, tokenizer)
     config = build_config(args, base)
     if args.print_config:
         print(config.to_json(), end="")
@@ -371,14 +397,15 @@ def run(args: argparse.Namespace) -> int:
                 if tokenizer is not None:
                     record["text"] = tokenizer.decode(
                         _until_eos(row, eos_id, getattr(tokenizer, "bos_token_id", None))
-                        if args.eos_rule == "first" else row,
+                        if args.eos_rule == "first"
+                        else row,
                         skip_special_tokens=not args.keep_special_tokens,
                     )
                 record["tokens"] = row
                 if batch_prompts is not None:
                     record["prompt_tokens"] = batch_prompts[i]
                 record.update(
-                    **_row_nfe(out, i),
+                    length=int(out.generated.shape[1]), **_row_nfe(out, i),
                     num_corrected=int(out.num_corrected[i]), batch=batch_index, **record_base,
                 )  # fmt: skip
                 f.write(json.dumps(record) + "\n")

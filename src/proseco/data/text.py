@@ -37,6 +37,7 @@ __all__ = [
     "split_records",
     "encode_pretraining",
     "encode_sft",
+    "prompt_ids",
     "special_ids",
 ]
 
@@ -348,6 +349,27 @@ def _prompt_ids(tokenizer: Any, prompt: str, bos: int, chat_template: str = "aut
         out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
     return [bos, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+
+
+def prompt_ids(tokenizer: Any, prompt: str, chat_template: str = "auto") -> list[int]:
+    """``prompt`` laid out as :func:`encode_sft` lays out an SFT prompt: the tokenizer's chat
+    template applied to one user turn with the generation prompt (``chat_template='auto'`` and
+    the tokenizer has one), else ``[BOS] prompt`` (BOS falls back to CLS, then EOS; none when
+    the tokenizer has none of them).
+
+    A model fine-tuned by ``proseco train`` (``data.kind: sft``) saw its prompts exactly so;
+    ``proseco sample --prompt`` and ``eval humaneval --generate`` prompt it this way.
+    """
+    if chat_template not in CHAT_TEMPLATE_CHOICES:
+        raise ValueError(
+            f"chat_template must be one of {CHAT_TEMPLATE_CHOICES}, got {chat_template!r}"
+        )
+    bos = tokenizer.bos_token_id
+    for fallback in ("cls_token_id", "eos_token_id", "sep_token_id"):
+        bos = getattr(tokenizer, fallback, None) if bos is None else bos
+    if bos is None and not (chat_template == "auto" and getattr(tokenizer, "chat_template", None)):
+        return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    return _prompt_ids(tokenizer, prompt, bos, chat_template)
 
 
 def encode_sft(

@@ -501,6 +501,7 @@ def load_engine(args: argparse.Namespace, *, name: str | None = None) -> Engine:
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
         adapter=args.adapter,
+        lora=getattr(args, "lora", None),
     )
     base = read_config(args.config) if args.config is not None else saved
     engine = Engine(

@@ -8,13 +8,17 @@ layers. What ``OUTPUT/final`` holds depends on ``model.lora.save``:
   the base model's own ``save_pretrained``, so :func:`proseco.load_pretrained` loads it like
   any other model directory. The merge works on a (gathered) state dict, so it also works
   after FSDP / DeepSpeed training.
-* ``adapter``: only ``adapter_config.json`` and ``adapter_model.safetensors`` (small); load
-  them on top of the base model with :func:`load_adapter`.
+* ``adapter``: only ``adapter_config.json`` and ``adapter_model.safetensors`` (small), with
+  the base model recorded as an absolute path (a hub name stays a name). The directory loads
+  wherever a model directory does (:func:`proseco.load_pretrained`, ``proseco sample``,
+  ``proseco eval ...``: the base named in ``adapter_config.json`` with the adapter merged in),
+  or with :func:`load_adapter`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -25,9 +29,18 @@ from torch import nn
 from proseco.errors import ConfigError, ModelLoadError
 from proseco.training.config import LoraSection
 
-__all__ = ["apply_lora", "is_lora_model", "merged_state_dict", "save_model", "load_adapter"]
+__all__ = [
+    "apply_lora",
+    "count_parameters",
+    "is_lora_model",
+    "merged_state_dict",
+    "save_model",
+    "load_adapter",
+]
 
 _PREFIX = "base_model.model."
+
+log = logging.getLogger("proseco.training")
 
 
 def _peft() -> Any:
@@ -62,7 +75,20 @@ def apply_lora(model: nn.Module, section: LoraSection) -> nn.Module:
             f"model.lora.target_modules {list(section.target_modules)} match no module of the "
             f"model ({err}); its module names include {names[:20]}"
         ) from None
+    trainable, total = count_parameters(wrapped)
+    log.info(
+        "proseco train: LoRA r=%d, alpha %g on %s: %s trainable parameters of %s (%.2f%%)",
+        section.r, alpha, targets if isinstance(targets, str) else ", ".join(targets),
+        f"{trainable:,}", f"{total:,}", 100.0 * trainable / max(total, 1),
+    )  # fmt: skip
     return wrapped
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts (tied weights counted once)."""
+    params = list(model.parameters())  # parameters() yields a shared tensor once
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    return trainable, sum(p.numel() for p in params)
 
 
 def is_lora_model(model: Any) -> bool:
@@ -119,6 +145,7 @@ def save_model(
         return
     if mode == "adapter":
         model.save_pretrained(str(out_dir), state_dict=state_dict)
+        _absolute_base(Path(out_dir) / "adapter_config.json")
         return
     lora = model.peft_config["default"]
     if lora.fan_in_fan_out or lora.use_dora or lora.use_rslora:
@@ -127,6 +154,21 @@ def save_model(
         )
     merged = merged_state_dict(state_dict, lora.lora_alpha / lora.r)
     model.get_base_model().save_pretrained(str(out_dir), state_dict=merged)
+
+
+def _absolute_base(config_file: Path) -> None:
+    """Record a local base model in ``adapter_config.json`` as an absolute path, so the adapter
+    loads from any working directory (peft writes the path as it was given)."""
+    from proseco.data.text import resolve_source
+
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base:
+        return
+    path = Path(resolve_source(str(base))).expanduser()
+    if path.exists() and str(path.resolve()) != base:
+        config["base_model_name_or_path"] = str(path.resolve())
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def load_adapter(
@@ -150,25 +192,15 @@ def load_adapter(
     Raises:
         ModelLoadError: no adapter in ``adapter_dir``.
     """
-    from proseco.pretrained import load_model
+    from proseco.pretrained import _load_lora, adapter_base, load_model
 
-    peft = _peft()
-    config_file = Path(adapter_dir) / "adapter_config.json"
-    if not config_file.is_file():
+    _peft()
+    if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise ModelLoadError(
             f"{adapter_dir} holds no adapter_config.json; pass the final/ directory of a run "
             "trained with model.lora.save: adapter"
         )
     if base is None:
-        base = json.loads(config_file.read_text()).get("base_model_name_or_path")
-        if not base:
-            raise ModelLoadError(f"{config_file} names no base model; pass base=")
-    from proseco.models.hub import HubDiffusionLM
-
+        base = adapter_base(adapter_dir)
     model = load_model(base, device=device, trust_remote_code=trust_remote_code)
-    if isinstance(model, HubDiffusionLM):
-        inner = peft.PeftModel.from_pretrained(model.model, str(adapter_dir))
-        model.model = inner.merge_and_unload() if merge else inner
-        return model.eval()
-    model = peft.PeftModel.from_pretrained(model, str(adapter_dir))
-    return (model.merge_and_unload() if merge else model).eval()
+    return _load_lora(model, adapter_dir, merge=merge).eval()
