@@ -116,9 +116,9 @@ def test_same_answer_as_the_engine_for_a_seeded_request(server, engine):
     b = server.client.chat.completions.create(**body).choices[0].message.content
     assert a == b
     prompt = engine.format.chat(CHAT)
-    config, length, decoded = engine.plan(len(prompt), 8)
+    config, length = engine.plan(len(prompt), 8)
     config = config.replace(temperature=1.0)
-    (direct,), _ = engine.generate([prompt], config, length, decoded,
+    (direct,), _ = engine.generate([prompt], config, length,
                                    generator=torch.Generator().manual_seed(3))  # fmt: skip
     assert a == direct.text
 

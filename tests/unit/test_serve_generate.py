@@ -134,15 +134,15 @@ def test_text_streams_block_by_block_and_adds_up_to_the_answer(dit):
     model, tok, saved = load_pretrained(dit)
     engine = Engine(model, tok, saved, mask_id=tok.mask_token_id)
     prompt = engine.format.chat([{"role": "user", "content": "hello"}])
-    config, length, decoded = engine.plan(len(prompt), 16)
+    config, length = engine.plan(len(prompt), 16)
     config = config.replace(steps=8, block_length=4, temperature=0.0, unmasking="confidence")
     deltas = []
     g = torch.Generator().manual_seed(0)
-    (result,), out = engine.generate([prompt], config, length, decoded, generator=g,
+    (result,), out = engine.generate([prompt], config, length, generator=g,
                                      on_text=lambda row, d: deltas.append(d))  # fmt: skip
     assert 1 <= len(deltas) <= 4  # at most one chunk per block
     assert not result.revised and "".join(deltas) + result.unsent == result.text
-    plain, _ = engine.generate([prompt], config, length, decoded,
+    plain, _ = engine.generate([prompt], config, length,
                                generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert plain[0].text == result.text  # streaming does not change the answer
     assert result.nfe == int(out.nfe_per_row[0]) > 0 and result.prompt_tokens == len(prompt)

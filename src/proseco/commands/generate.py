@@ -103,8 +103,8 @@ class Session:
     def answer(self, prompt_ids: list[int]) -> str:
         """Generate the answer to ``prompt_ids``, streaming it; returns its final text."""
         engine, args = self.engine, self.args
-        config, length, decoded = engine.plan(len(prompt_ids), args.max_new_tokens)
-        engine.check(config, [prompt_ids], decoded)
+        config, length = engine.plan(len(prompt_ids), args.max_new_tokens)
+        engine.check(config, [prompt_ids], length)
         shown = [0]  # history records already printed
 
         def on_text(row: int, delta: str) -> None:
@@ -117,7 +117,7 @@ class Session:
 
         started = time.perf_counter()
         (result,), out = engine.generate(
-            [prompt_ids], config, length, decoded, generator=self.generator,
+            [prompt_ids], config, length, generator=self.generator,
             stop=tuple(args.stop or ()), on_text=on_text,
             on_steps=on_steps if args.show_steps else None,
         )  # fmt: skip

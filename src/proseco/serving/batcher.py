@@ -145,7 +145,7 @@ class Batcher:
         started = time.perf_counter()
         try:
             results, _ = engine.generate(
-                prompts, first.config, first.length, first.decoded, generator=generator,
+                prompts, first.config, first.length, generator=generator,
                 stop=[job.stop for job, _ in owner], on_text=on_text if streaming else None,
                 cancelled=cancelled, ignore_eos=first.ignore_eos,
             )  # fmt: skip

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -313,12 +312,6 @@ class Engine:
             self._configs[key] = config
         return self._configs[key]
 
-    @staticmethod
-    def decoded_length(config: Any, length: int) -> int:
-        """Positions sampled for ``length`` new tokens: whole blocks (the rest is cut)."""
-        block = config.block_length
-        return length if block is None else math.ceil(length / block) * block
-
     def room(self, prompt_length: int) -> int | None:
         """New tokens the model's maximum length leaves after a prompt (None: no maximum)."""
         return None if self.max_length is None else self.max_length - prompt_length
@@ -330,18 +323,14 @@ class Engine:
         preset: str | None = None,
         adjust: Callable[[Any], Any] | None = None,
     ) -> tuple[Any, int, int]:
-        """``(config, length, decoded)`` for a prompt of ``prompt_length`` tokens.
+        """``(config, length)`` for a prompt of ``prompt_length`` tokens.
 
         ``max_tokens=None`` asks for :data:`DEFAULT_MAX_TOKENS`, capped by the room the model's
-        length leaves (in whole blocks); an explicit ``max_tokens`` that does not fit is an error.
-        ``preset`` replaces the engine's preset; ``adjust(config) -> config`` applies a request's
-        own settings last.
+        length leaves; an explicit ``max_tokens`` that does not fit is an error. ``preset``
+        replaces the engine's preset; ``adjust(config) -> config`` applies a request's own
+        settings last. (A block length that does not divide ``length`` leaves a shorter last
+        block.)
         """
-
-        def config_for(length: int) -> Any:
-            config = self.config_for(length, preset)
-            return adjust(config) if adjust is not None else config
-
         room = self.room(prompt_length)
         if room is not None and room < 1:
             raise ConfigError(
@@ -350,38 +339,24 @@ class Engine:
             )
         if max_tokens is None:
             length = DEFAULT_MAX_TOKENS if room is None else min(DEFAULT_MAX_TOKENS, room)
-            config = config_for(length)
-            decoded = self.decoded_length(config, length)
-            if room is not None and decoded > room:
-                block = config.block_length or 1
-                length = (room // block) * block
-                if length < 1:
-                    raise ConfigError(
-                        f"the prompt has {prompt_length} tokens and leaves {room} positions of "
-                        f"the model's maximum length {self.max_length}, less than one block of "
-                        f"{block}; shorten it or lower the block length"
-                    )
-                config = config_for(length)
-                decoded = self.decoded_length(config, length)
-            return config, length, decoded
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ConfigError(f"max tokens must be an int >= 1, got {max_tokens!r}")
-        config = config_for(max_tokens)
-        decoded = self.decoded_length(config, max_tokens)
-        if room is not None and decoded > room:
-            whole = f" (rounded up to {decoded}: whole blocks)" if decoded != max_tokens else ""
+        elif room is not None and max_tokens > room:
             raise ConfigError(
-                f"{max_tokens} new tokens{whole} after a prompt of {prompt_length} tokens exceed "
-                f"the model's maximum length {self.max_length}; ask for at most {room}"
+                f"{max_tokens} new tokens after a prompt of {prompt_length} tokens exceed the "
+                f"model's maximum length {self.max_length}; ask for at most {room}"
             )
-        return config, max_tokens, decoded
+        else:
+            length = max_tokens
+        config = self.config_for(length, preset)
+        return (adjust(config) if adjust is not None else config), length
 
-    def check(self, config: Any, prompts: list[list[int]], decoded: int) -> None:
+    def check(self, config: Any, prompts: list[list[int]], length: int) -> None:
         """Raise the :class:`ConfigError` sampling would raise for these settings."""
         from proseco.sampling.dispatch import sampler_for
 
         check, _ = sampler_for(self.model, stop_at_eos=config.stop_at_eos)
-        check(self.model, config, mask_id=self.mask_id, length=decoded, prompt=prompts[:1])
+        check(self.model, config, mask_id=self.mask_id, length=length, prompt=prompts[:1])
 
     # -- generation ---------------------------------------------------------------------------
     def generate(
@@ -389,7 +364,6 @@ class Engine:
         prompts: list[list[int]],
         config: Any,
         length: int,
-        decoded: int,
         *,
         generator: torch.Generator | None = None,
         stop: Sequence[str] | Sequence[Sequence[str]] = (),
@@ -402,7 +376,7 @@ class Engine:
 
         Args:
             prompts: token ids per row.
-            config, length, decoded: from :meth:`plan`.
+            config, length: from :meth:`plan`.
             generator: the random draws.
             stop: stop strings (text is cut before the first; the row stops sampling), or a
                 list of them per row.
@@ -443,7 +417,7 @@ class Engine:
 
             keywords["on_block"] = on_block
             keywords["return_history"] = on_steps is not None
-        out = sample(self.model, config, mask_id=self.mask_id, length=decoded, prompt=prompts,
+        out = sample(self.model, config, mask_id=self.mask_id, length=length, prompt=prompts,
                      generator=generator, **keywords)  # fmt: skip
         if on_steps is not None and "on_block" not in keywords and out.history is not None:
             on_steps(out.history, width)

@@ -85,7 +85,6 @@ class Job:
     choices_per_prompt: int
     config: Any
     length: int
-    decoded: int
     seed: int | None
     stop: tuple[str, ...]
     stream: bool
@@ -105,7 +104,7 @@ class Job:
             # rows batch together when they decode with the same settings and length; a seeded
             # request runs alone, so that its seed alone fixes its tokens
             alone = self.id if self.seed is not None else None
-            self.key = (self.config.to_json(), self.decoded, self.ignore_eos, alone)
+            self.key = (self.config.to_json(), self.length, self.ignore_eos, alone)
 
     def send(self, kind: str, a: Any = None, b: Any = None) -> None:
         if self.post is not None:
@@ -210,8 +209,8 @@ def _common(body: dict[str, Any], engine: Any, prompts: list[list[int]], kind: s
     adjust = _adjust(body, ignore_eos)
     width = max(len(p) for p in prompts)
     try:
-        config, length, decoded = engine.plan(width, max_tokens, preset, adjust)
-        engine.check(config, prompts, decoded)
+        config, length = engine.plan(width, max_tokens, preset, adjust)
+        engine.check(config, prompts, length)
     except RequestError:
         raise
     except ConfigError as err:
@@ -223,7 +222,7 @@ def _common(body: dict[str, Any], engine: Any, prompts: list[list[int]], kind: s
         raise RequestError(str(err)) from None
     rows = [p for p in prompts for _ in range(n)]
     return Job(kind=kind, prompts=rows, choices_per_prompt=n, config=config, length=length,
-               decoded=decoded, seed=seed, stop=stop, stream=stream,
+               seed=seed, stop=stop, stream=stream,
                include_usage=include_usage, model=engine.name,
                ignore_eos=ignore_eos)  # fmt: skip
 
