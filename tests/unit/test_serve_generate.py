@@ -11,7 +11,7 @@ import torch
 
 from proseco.commands import main
 from proseco.sampling import Confidence, Corrector, sample
-from proseco.serving.engine import Engine, PromptFormat, RowText, saved_chat_template
+from proseco.serving.engine import Engine, PromptFormat, RowText
 from tests.conftest import MixModel
 from tests.unit.serve_helpers import CHAT_TEMPLATE, save_dit, trained_sft_model
 
@@ -115,14 +115,25 @@ def test_multi_turn_layout_without_a_template_repeats_the_sft_rows():
     ]
 
 
-def test_the_sft_runs_chat_template_setting_is_read_from_its_config(tmp_path, trained):
-    assert saved_chat_template(trained) == "auto"
+def test_generate_lays_prompts_out_as_the_sft_run_did(tmp_path, dit, capsys, monkeypatch):
+    import shutil
+
     run = tmp_path / "run"
-    (run / "final").mkdir(parents=True)
-    (run / "config.yaml").write_text("data:\n  kind: sft\n  chat_template: none\n")
-    assert saved_chat_template(run / "final") == "none"
-    (run / "config.yaml").write_text("data:\n  kind: text\n")
-    assert saved_chat_template(run / "final") is None
+    shutil.copytree(dit, run / "final")
+    seen = []
+    original = PromptFormat.chat
+
+    def spy(self, messages):
+        seen.append(self.chat_template)
+        return original(self, messages)
+
+    monkeypatch.setattr(PromptFormat, "chat", spy)
+    for setting in ("auto", "none"):
+        (run / "config.yaml").write_text(f"data:\n  kind: sft\n  chat_template: {setting}\n")
+        argv = ["generate", str(run / "final"), "hi", "--max-new-tokens", "2", "--no-progress"]
+        assert main(argv) == 0
+    assert main([*argv, "--chat-template", "auto"]) == 0
+    assert seen == ["auto", "none", "auto"]
 
 
 # -- streaming ------------------------------------------------------------------------------------

@@ -42,6 +42,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     sample.add_arguments(source)
     for action in source._actions:
         if action.dest in _SHARED_OPTIONS:
+            if action.dest == "config":
+                action.help = (
+                    "a sampling_config.json, or a samples .jsonl of `proseco sample`, "
+                    "to start from (default: MODEL_DIR's own sampling_config.json)"
+                )
             parser._add_action(action)
     for group in source._action_groups:
         if not any(str(group.title).startswith(t) for t in _SHARED_GROUPS):

@@ -3,8 +3,9 @@ formats prompts the way SFT trained it, resolves decoding settings and streams t
 
 * :class:`PromptFormat`: the prompt layout of :func:`proseco.data.text.encode_sft` — the
   tokenizer's chat template applied to the conversation with the generation prompt when it has
-  one (``chat_template='auto'``, the SFT default), else ``[BOS] prompt``. A run directory's
-  ``config.yaml`` (next to ``final/``) says which one its SFT used (``data.chat_template``).
+  one (``chat_template='auto'``, the SFT default), else ``[BOS] prompt``
+  (:func:`proseco.data.text.prompt_ids` for one user turn); ``--chat-template``, else the SFT
+  run's ``data.chat_template`` (:func:`proseco.commands.options.chat_template`), chooses.
 * :class:`Engine`: the model, its tokenizer and the decoding settings: saved
   ``sampling_config.json`` (or ``--config``) < ``--preset`` < decoding flags < per-request
   fields, with EOS / pad ids from the tokenizer and ``stop_at_eos`` on. :meth:`Engine.generate`
@@ -25,53 +26,23 @@ import torch
 
 from proseco.errors import ConfigError
 
-__all__ = [
-    "CHAT_TEMPLATE_CHOICES",
-    "DEFAULT_MAX_TOKENS",
-    "Engine",
-    "GenerationResult",
-    "PromptFormat",
-    "RowText",
-    "saved_chat_template",
-]
+__all__ = ["DEFAULT_MAX_TOKENS", "Engine", "GenerationResult", "PromptFormat", "RowText"]
 
 DEFAULT_MAX_TOKENS = 256
 """New tokens when a request names none (capped by what the model's length leaves)."""
 
-CHAT_TEMPLATE_CHOICES = ("auto", "none")
-
 
 def _special_ids(tokenizer: Any) -> dict[str, int | None]:
-    """``bos`` (else CLS, else EOS), ``eos`` (else SEP) and ``pad``, as SFT data uses them."""
+    """``bos`` (else CLS, EOS, SEP: as :func:`proseco.data.text.prompt_ids`), ``eos`` (else
+    SEP) and ``pad``."""
     if tokenizer is None:
         return {"bos": None, "eos": None, "pad": None}
     eos = tokenizer.eos_token_id
     eos = getattr(tokenizer, "sep_token_id", None) if eos is None else eos
     bos = tokenizer.bos_token_id
-    bos = getattr(tokenizer, "cls_token_id", None) if bos is None else bos
-    return {"bos": eos if bos is None else bos, "eos": eos, "pad": tokenizer.pad_token_id}
-
-
-def saved_chat_template(model_dir: str | Path) -> str | None:
-    """``data.chat_template`` of the SFT run that wrote ``model_dir`` (its ``config.yaml`` sits in
-    the parent of ``final/``), or ``None`` when there is no such run config."""
-    path = Path(model_dir)
-    if not path.is_dir():
-        return None
-    for candidate in (path / "config.yaml", path.parent / "config.yaml"):
-        if not candidate.is_file():
-            continue
-        try:
-            import yaml
-
-            data = yaml.safe_load(candidate.read_text(encoding="utf-8")) or {}
-        except Exception:
-            return None
-        section = data.get("data") if isinstance(data, dict) else None
-        if isinstance(section, dict) and section.get("kind") == "sft":
-            value = section.get("chat_template", "auto")
-            return value if value in CHAT_TEMPLATE_CHOICES else None
-    return None
+    for fallback in ("cls_token_id", "eos_token_id", "sep_token_id"):
+        bos = getattr(tokenizer, fallback, None) if bos is None else bos
+    return {"bos": bos, "eos": eos, "pad": tokenizer.pad_token_id}
 
 
 class PromptFormat:
@@ -84,12 +55,13 @@ class PromptFormat:
     """
 
     def __init__(self, tokenizer: Any, chat_template: str = "auto") -> None:
-        if chat_template not in CHAT_TEMPLATE_CHOICES:
+        from proseco.commands.options import CHAT_TEMPLATES
+
+        if chat_template not in CHAT_TEMPLATES:
             raise ConfigError(
-                f"--chat-template must be one of {list(CHAT_TEMPLATE_CHOICES)}, got "
-                f"{chat_template!r}"
+                f"--chat-template must be one of {list(CHAT_TEMPLATES)}, got {chat_template!r}"
             )
-        self.tokenizer = tokenizer
+        self.tokenizer, self.chat_template = tokenizer, chat_template
         self.ids = _special_ids(tokenizer)
         self.uses_template = chat_template == "auto" and bool(
             getattr(tokenizer, "chat_template", None)
@@ -119,11 +91,11 @@ class PromptFormat:
         response [EOS]``; earlier turns are laid out that way one after the other
         (``[BOS] u1 a1 [EOS] u2 a2 [EOS] ... un``) and system messages open the first user turn.
         """
-        if self.uses_template:
-            from proseco.data.text import _prompt_ids
+        if len(messages) == 1 and messages[0]["role"] == "user":
+            from proseco.data.text import prompt_ids
 
-            if len(messages) == 1 and messages[0]["role"] == "user":
-                return _prompt_ids(self.tokenizer, messages[0]["content"], self.ids["bos"], "auto")
+            return prompt_ids(self.tokenizer, messages[0]["content"], self.chat_template)
+        if self.uses_template:
             out = self.tokenizer.apply_chat_template(
                 list(messages), add_generation_prompt=True, tokenize=True
             )
@@ -453,34 +425,20 @@ def _takes_on_block(sample: Any) -> bool:
 
 def load_engine(args: argparse.Namespace, *, name: str | None = None) -> Engine:
     """Load ``args.model_dir`` as ``proseco sample`` does and wrap it in an :class:`Engine`."""
+    from proseco.commands.options import chat_template, load_model_from_args
     from proseco.commands.sample import _device, _mask_id, read_config
-    from proseco.pretrained import load_pretrained
     from proseco.sampling import SamplingConfig
     from proseco.sampling.presets import apply_preset
 
     if args.preset is not None:
         apply_preset(SamplingConfig(), args.preset)  # an unknown name fails before loading
-    chat_template = args.chat_template
-    if chat_template is None:
-        chat_template = saved_chat_template(args.model_dir) or "auto"
-    elif chat_template not in CHAT_TEMPLATE_CHOICES:
-        raise ConfigError(
-            f"--chat-template must be one of {list(CHAT_TEMPLATE_CHOICES)}, got {chat_template!r}"
-        )
-    device = _device(args.device)
+    template = chat_template(args)
     started = time.perf_counter()
-    model, tokenizer, saved = load_pretrained(
-        args.model_dir,
-        device=device,
-        dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code,
-        adapter=args.adapter,
-        lora=getattr(args, "lora", None),
-    )
+    model, tokenizer, saved = load_model_from_args(args, _device(args.device))
     base = read_config(args.config) if args.config is not None else saved
     engine = Engine(
         model, tokenizer, base, mask_id=_mask_id(args, model, tokenizer), flags=args,
-        preset=args.preset, chat_template=chat_template,
+        preset=args.preset, chat_template=template,
         name=name or model_name(args.model_dir),
     )  # fmt: skip
     engine.load_seconds = time.perf_counter() - started
