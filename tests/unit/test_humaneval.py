@@ -1,6 +1,6 @@
 """The HumanEval runner (``proseco.eval.humaneval``, ``proseco eval humaneval``): a canonical
 solution passes, a wrong one fails, an endless loop times out, sockets are refused, pass@1 is the
-mean over problems of the fraction of passing samples."""
+mean over problems of the fraction of passing samples, pass@k the unbiased estimator."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from proseco.eval.humaneval import (  # noqa: E402
     build_program,
     evaluate_samples,
     load_problems,
+    pass_at_k,
     read_samples,
     run_program,
     truncate_completion,
@@ -69,6 +70,23 @@ def test_pass_at_1_is_the_mean_over_problems():
     assert (result.num_problems, result.num_samples) == (2, 3)
     assert result.counts == {"passed": 2, "failed": 1, "timeout": 0}
     assert [s["status"] for s in result.per_sample] == ["passed", "failed", "passed"]
+
+
+def test_pass_at_k_is_the_unbiased_estimator():
+    from itertools import combinations
+    from math import comb
+
+    for n, c in [(5, 0), (5, 1), (5, 3), (5, 5), (10, 2)]:
+        outcomes = [True] * c + [False] * (n - c)
+        for k in range(1, n + 1):
+            brute = sum(any(s) for s in combinations(outcomes, k)) / comb(n, k)
+            assert pass_at_k(n, c, k) == pytest.approx(brute)
+    samples = [{"task_id": FIRST, "completion": canonical(FIRST)}]
+    samples += [{"task_id": FIRST, "completion": WRONG}] * 2
+    samples += [{"task_id": SECOND, "completion": WRONG}] * 3
+    result = evaluate_samples(samples, PROBLEMS, timeout=10.0, workers=2, ks=(1, 2, 10))
+    assert result.pass_at == pytest.approx({1: (1 / 3) / 2, 2: (2 / 3) / 2})  # no k=10 of 3
+    assert result.to_dict()["pass@2"] == pytest.approx(1 / 3)
 
 
 def test_truncation_keeps_the_function_body():
@@ -125,6 +143,33 @@ def test_command_generates_completions_with_a_model(tmp_path, capsys):
     report = json.loads((tmp_path / "samples.humaneval.json").read_text())
     assert report["generation"]["stats"]["generated_positions"] == 2 * 8
     assert report["generation"]["preset"] == "fast"
+
+
+def test_command_generates_n_samples_per_problem_for_pass_at_k(tmp_path, capsys):
+    pytest.importorskip("lm_eval")
+    from tests.unit.test_lm_eval_adapter import save_tiny_dit
+
+    save_tiny_dit(tmp_path / "model")
+    path = tmp_path / "samples.jsonl"
+    argv = [
+        "eval", "humaneval", str(path), "--generate", str(tmp_path / "model"), "--preset", "fast",
+        "--limit", "2", "--max-gen-toks", "8", "--batch-size", "3", "--num-samples", "3",
+        "--k", "1,2", "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 2  # greedy (the preset's temperature 0): 3 identical completions
+    assert "pass --temperature" in capsys.readouterr().err
+    assert main([*argv, "--temperature", "1.0", "--seed", "3"]) == 0
+    written = read_samples(path)
+    assert [s["task_id"] for s in written] == ["HumanEval/0"] * 3 + ["HumanEval/1"] * 3
+    assert len({s["completion"] for s in written[:3]}) > 1  # independent draws
+    out = capsys.readouterr().out
+    assert "generated 6 completions" in out and "pass@1 0.0000, pass@2 0.0000" in out
+    report = json.loads((tmp_path / "samples.humaneval.json").read_text())
+    generation = report["generation"]
+    assert generation["num_samples_per_problem"] == 3 and generation["seed"] == 3
+    assert generation["sampling_config"]["temperature"] == 1.0
+    assert generation["sampling_config"]["length"] == 8  # the config actually used
+    assert report["pass@2"] == 0.0
 
 
 def test_samples_files_share_one_reader_with_line_numbers(tmp_path):

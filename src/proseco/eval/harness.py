@@ -24,7 +24,12 @@ Model arguments (``--model_args key=value,...``): ``pretrained`` (a model direct
 ``mc_batch_size`` (draws per forward pass, default 32), ``check_greedy`` (also decode the
 continuation greedily to fill lm-eval's ``is_greedy``, default true), ``seed``, ``stats_path``,
 ``add_bos`` (start prompts with BOS, as ``proseco`` SFT data does; default true),
-``trust_remote_code``, any :class:`~proseco.SamplingConfig` field (``steps``, ``block_length``,
+``chat_template`` (``auto``: lay each generation prompt out as SFT did, with the tokenizer's chat
+template when it has one, :func:`proseco.data.text.prompt_ids`; ``none``: ``[BOS] prompt``;
+default: neither, the context as lm-eval gives it, plus BOS; lm-eval's own
+``--apply_chat_template`` also works), ``trust_remote_code``, ``adapter`` (``llada``, ``dream``,
+``masked_lm``, ``proseco``), ``lora`` (a LoRA adapter merged into ``pretrained``; a
+``pretrained`` that is an adapter run's ``final/`` needs none), any :class:`~proseco.SamplingConfig` field (``steps``, ``block_length``,
 ``temperature``, ``unmasking``, ...) and the shortcuts ``corrector_steps`` /
 ``corrector_every`` / ``corrector_update`` / ``corrector_start``. A preset is resolved for each
 answer length (its ``steps`` and ``block_length`` depend on it) and turns on ``stop_at_eos``, as
@@ -206,6 +211,13 @@ def _token_ids(tokenizer: Any) -> dict[str, int | None]:
     }
 
 
+def _bool(value: Any) -> bool:
+    """A flag from ``--model_args`` (``"False"`` / ``"0"`` are false) or Python."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off")
+    return bool(value)
+
+
 def _int_arg(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
@@ -241,6 +253,9 @@ class ProsecoLM(TemplateLM):
         stats_path: str | None = None,
         add_bos: bool = True,
         trust_remote_code: bool = False,
+        adapter: str | None = None,
+        lora: str | None = None,
+        chat_template: str | None = None,
         tokenizer: Any = None,
         sampling_config: SamplingConfig | None = None,
         max_batch_size: int | None = None,
@@ -259,8 +274,9 @@ class ProsecoLM(TemplateLM):
             device = "cpu"
         if isinstance(pretrained, (str, Path)):
             loaded = load_pretrained(
-                pretrained, device=device, dtype=dtype, trust_remote_code=trust_remote_code
-            )
+                pretrained, device=device, dtype=dtype, trust_remote_code=_bool(trust_remote_code),
+                adapter=adapter or None, lora=lora or None,
+            )  # fmt: skip
             self.model = loaded.model
             tokenizer = tokenizer if tokenizer is not None else loaded.tokenizer
             saved = loaded.sampling_config
@@ -293,10 +309,16 @@ class ProsecoLM(TemplateLM):
         self.check_greedy = bool(check_greedy)
         self.seed = _int_arg("seed", seed, 0)
         self.stats_path = None if stats_path in (None, "") else Path(stats_path)
-        self.add_bos = bool(add_bos)
+        self.add_bos = _bool(add_bos)
+        if chat_template not in (None, "", "auto", "none"):
+            raise ConfigError(
+                f"model argument chat_template must be auto or none, got {chat_template!r}"
+            )
+        self.chat_template = chat_template or None
         self.preset = preset
         self._saved = sampling_config or saved
         self._configs: dict[int, SamplingConfig] = {}
+        self._answers_by_length: dict[int, int] = {}
         self.sampling_config = self.config_for(self.max_gen_toks)  # raises on bad settings now
         self.stats = EvalStats()
 
@@ -424,6 +446,14 @@ class ProsecoLM(TemplateLM):
             return [bos, *ids]
         return list(ids)
 
+    def _prompt(self, context: str) -> list[int]:
+        """A generation prompt: as SFT laid prompts out (``chat_template``), else BOS + text."""
+        if self.chat_template is not None:
+            from proseco.data.text import prompt_ids
+
+            return prompt_ids(self.tokenizer, context, self.chat_template)
+        return self._with_bos(self.tok_encode(context))
+
     def _generator(self, salt: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
 
@@ -440,7 +470,7 @@ class ProsecoLM(TemplateLM):
         for i, request in enumerate(requests):
             context, gen_kwargs = request.args
             until, length = self._generation_settings(gen_kwargs)
-            prompts.append(self._with_bos(self.tok_encode(context)))
+            prompts.append(self._prompt(context))
             groups.setdefault((until, length), []).append(i)
         bar = tqdm(total=len(requests), disable=disable_tqdm, desc="proseco generate")
         for (until, length), members in groups.items():
@@ -499,6 +529,7 @@ class ProsecoLM(TemplateLM):
             generator=self._generator(self.stats.generate_requests),
         )
         rows = out.generated[:, :length].tolist()
+        self._answers_by_length[length] = self._answers_by_length.get(length, 0) + len(prompts)
         s = self.stats
         s.generate_requests += len(prompts)
         s.generate_nfe += int(getattr(out, "model_calls", 0) or out.nfe)
@@ -591,12 +622,24 @@ class ProsecoLM(TemplateLM):
 
     # -- reporting ------------------------------------------------------------------------------
     def get_model_info(self) -> dict[str, Any]:
-        """Added by lm-eval to its results JSON (``config``): settings and compute spent."""
+        """Added by lm-eval to its results JSON (``config``): settings and compute spent.
+
+        ``sampling_config`` is the config answers were decoded with, with its ``length``
+        (the most common answer length when tasks asked for several; every one is in
+        ``sampling_configs_by_length``); before any answer, the one for ``max_gen_toks``.
+        """
+        used = self.max_gen_toks
+        if self._answers_by_length:
+            used = max(self._answers_by_length, key=lambda n: (self._answers_by_length[n], -n))
         return {
             "proseco": {
                 "pretrained": self.pretrained_name,
                 "preset": self.preset,
-                "sampling_config": self.sampling_config.to_dict(),
+                "chat_template": self.chat_template,
+                "sampling_config": {**self.config_for(used).to_dict(), "length": used},
+                "answers_by_length": {
+                    str(n): c for n, c in sorted(self._answers_by_length.items())
+                },
                 "sampling_configs_by_length": {
                     str(n): c.to_dict() for n, c in sorted(self._configs.items())
                 },

@@ -7,8 +7,10 @@ check(entry_point)`` runs in its own Python subprocess::
     result = evaluate_samples(read_samples("samples.jsonl"), timeout=10.0)
     result.pass_at_1, result.counts          # 0.42, {"passed": ..., "failed": ..., "timeout": ...}
 
-or ``proseco eval humaneval samples.jsonl``. With ``n`` samples per problem, pass@1 is the mean
-over problems of ``correct / n`` (the unbiased estimator for ``k = 1``).
+or ``proseco eval humaneval samples.jsonl``. With ``n`` samples per problem, pass@k is the
+unbiased estimator of the Codex paper, ``1 - C(n - c, k) / C(n, k)`` for ``c`` correct samples,
+averaged over problems (:func:`pass_at_k`; pass@1 is the mean of ``c / n``); it is reported for
+each ``k`` in ``ks`` that every problem has at least ``k`` samples for.
 
 Limits — this is **not a sandbox**. Each program runs as the current user, in a fresh temporary
 directory (deleted afterwards), with ``python -I`` (isolated: no user site, no ``PYTHON*``
@@ -45,6 +47,7 @@ __all__ = [
     "STOP_SEQUENCES",
     "build_program",
     "evaluate_samples",
+    "pass_at_k",
     "load_problems",
     "read_samples",
     "run_program",
@@ -101,10 +104,12 @@ class ExecResult:
 
 @dataclass(frozen=True)
 class HumanEvalResult:
-    """pass@1 over the problems that have samples.
+    """pass@1 (and pass@k) over the problems that have samples.
 
     Attributes:
         pass_at_1: mean over those problems of the fraction of their samples that passed.
+        pass_at: ``{k: pass@k}`` for every requested ``k`` that each problem has ``>= k``
+            samples for (``1`` always).
         num_problems: problems with at least one sample.
         num_samples: programs run.
         counts: ``{"passed": ..., "failed": ..., "timeout": ...}`` over samples.
@@ -116,15 +121,31 @@ class HumanEvalResult:
     num_samples: int
     counts: dict[str, int]
     per_sample: list[dict[str, Any]]
+    pass_at: dict[int, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        at = {f"pass@{k}": v for k, v in sorted((self.pass_at or {}).items()) if k != 1}
         return {
             "pass@1": self.pass_at_1,
+            **at,
             "num_problems": self.num_problems,
             "num_samples": self.num_samples,
             "counts": dict(self.counts),
             "per_sample": self.per_sample,
         }
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem with ``c`` of ``n`` samples correct (the Codex paper):
+    ``1 - C(n - c, k) / C(n, k)``, computed as a stable product."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    fail = 1.0
+    for i in range(n - c + 1, n + 1):
+        fail *= 1.0 - k / i
+    return 1.0 - fail
 
 
 def _shipped_problems_path() -> Path:
@@ -250,8 +271,9 @@ def evaluate_samples(
     timeout: float = 10.0,
     workers: int | None = None,
     truncate: bool = False,
+    ks: Sequence[int] = (1, 10, 100),
 ) -> HumanEvalResult:
-    """Run every sample's program and compute pass@1.
+    """Run every sample's program and compute pass@1 and pass@k.
 
     Args:
         samples: ``{"task_id", "completion"}`` dicts (several per task are fine).
@@ -260,6 +282,7 @@ def evaluate_samples(
         workers: programs run at once (threads, each waiting on one subprocess; default
             ``min(4, cpu count)``).
         truncate: cut each completion at :data:`STOP_SEQUENCES` first.
+        ks: the ``k`` of pass@k (those above the fewest samples of a problem are skipped).
 
     Raises:
         proseco.errors.DataError: no samples, or a ``task_id`` that is not a problem.
@@ -290,10 +313,18 @@ def evaluate_samples(
     for sample, result in zip(samples, results):
         per_task.setdefault(sample["task_id"], []).append(result.passed)
     pass_at_1 = sum(sum(v) / len(v) for v in per_task.values()) / len(per_task)
+    fewest = min(len(v) for v in per_task.values())
+    pass_at = {
+        k: sum(pass_at_k(len(v), sum(v), k) for v in per_task.values()) / len(per_task)
+        for k in sorted({1, *ks})
+        if 1 <= k <= fewest
+    }
     counts = Counter({"passed": 0, "failed": 0, "timeout": 0})
     counts.update(r.status for r in results)
     per_sample = [
         {"task_id": s["task_id"], "status": r.status, "detail": r.detail}
         for s, r in zip(samples, results)
     ]
-    return HumanEvalResult(pass_at_1, len(per_task), len(samples), dict(counts), per_sample)
+    return HumanEvalResult(
+        pass_at_1, len(per_task), len(samples), dict(counts), per_sample, pass_at
+    )
