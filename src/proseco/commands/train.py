@@ -68,6 +68,27 @@ def split_overrides(tokens: list[str]) -> tuple[dict[str, object], list[str]]:
     return flags, rest
 
 
+def _console_log() -> None:
+    """Show the trainer's notes (``proseco.training`` at INFO: LoRA's trainable-parameter
+    count, ...) on stderr, from the main process only."""
+    import logging
+    import os
+
+    log = logging.getLogger("proseco.training")
+    if log.handlers or os.environ.get("RANK", "0") != "0":
+        return
+
+    class CurrentStderr(logging.StreamHandler):
+        def emit(self, record: logging.LogRecord) -> None:
+            self.stream = sys.stderr  # the stream of now (tests swap it)
+            super().emit(record)
+
+    handler = CurrentStderr()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``proseco train``; returns the exit status (2 on a bad config or data)."""
     from proseco.training.config_io import apply_overrides, list_recipes, load_config
@@ -106,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from proseco.training.loop import TrainingDivergedError, train
 
+    _console_log()
     try:
         result = train(config, output_dir, resume=resume)
     except (ValueError, FileNotFoundError, ImportError) as err:
