@@ -88,3 +88,20 @@ def test_every_command_module_provides_add_arguments_and_run():
 def test_proseco_cli_is_a_shim_for_python_dash_m():
     assert proseco.cli.main is commands.main
     assert proseco.cli.COMMANDS is commands.COMMANDS
+
+
+def test_the_command_line_starts_without_torch():
+    """``import proseco`` and parsing ``proseco --help`` / ``eval --help`` load no torch or
+    transformers (every command used to spend 6-19 s importing them before doing anything)."""
+    import subprocess
+
+    code = (
+        "import sys, proseco, proseco.commands as c\n"
+        "c.build_parser(None); c.build_parser('eval'); c.build_parser('accelerate-config')\n"
+        "assert proseco.__version__\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules)\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert proseco.ProsecoDiT.__name__ == "ProsecoDiT" and "sample" in dir(proseco)

@@ -6,6 +6,8 @@
 PosixPath('runs/tiny/final')
 """
 
+from typing import TYPE_CHECKING, Any
+
 from proseco.training.config import (
     DataSection,
     LossSection,
@@ -23,8 +25,30 @@ from proseco.training.config_io import (
     save_config,
     update_config,
 )
-from proseco.training.ema import EMA
-from proseco.training.loop import TrainingDivergedError, TrainResult, train
+
+if TYPE_CHECKING:
+    from proseco.training.ema import EMA
+    from proseco.training.loop import TrainingDivergedError, TrainResult, train
+
+_LAZY = {
+    "EMA": "proseco.training.ema",
+    "TrainingDivergedError": "proseco.training.loop",
+    "TrainResult": "proseco.training.loop",
+    "train": "proseco.training.loop",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The training loop loads on first use (it pulls in Accelerate): ``proseco train --list``
+    and config handling stay fast."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'proseco.training' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "EMA",

@@ -48,6 +48,8 @@ def build_tokenizer(spec: str, *, mask_token: str | None = None) -> Any:
     else:
         from transformers import AutoTokenizer
 
+        import proseco.data.smiles  # noqa: F401  (registers SmilesTokenizer: a QM9 model's dir)
+
         local = Path(resolve_source(spec)).expanduser()
         if spec.startswith((".", "/", "~", "package:")) and not local.exists():
             raise FileNotFoundError(f"data.tokenizer {spec!r}: no such directory")
