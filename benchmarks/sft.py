@@ -62,6 +62,7 @@ import torch
 from proseco.data.synthetic import STUDY_TASKS, check_answer, generate_synthetic
 from proseco.data.synthetic import _fill as fill_completions
 from proseco.sampling import Corrector, SamplingConfig, sample
+from proseco.sampling.inputs import model_device
 
 OBJECTIVES = ("vanilla", "proseco")
 LABELS = {"vanilla": "vanilla SFT", "proseco": "ProSeCo SFT"}
@@ -191,13 +192,14 @@ def evaluate(
     """One model, one task, one setting: per-problem correctness, NFEs, corrector diagnostics."""
     prompt = encode_prompts(tokenizer, [r["prompt"] for r in records])
     length = len(records[0]["response"]) + 1
+    device = model_device(model)
     started = time.perf_counter()
     out = sample(
         model, setting.config(length), mask_id=tokenizer.mask_token_id, prompt=prompt,
-        length=length, generator=torch.Generator().manual_seed(seed), progress=False,
+        length=length, generator=torch.Generator(device=device).manual_seed(seed), progress=False,
     )  # fmt: skip
     seconds = time.perf_counter() - started
-    answers = decode_answers(tokenizer, out.tokens[:, prompt.shape[1] :])
+    answers = decode_answers(tokenizer, out.tokens[:, prompt.shape[1] :].cpu())
     correct = [check_answer(r, a) for r, a in zip(records, answers)]
     counts = {"changed": 0, "fixed": 0, "broken": 0}
     if len(out.corrector_changes):
@@ -218,8 +220,9 @@ def evaluate(
 
 
 def run_study(
-    root: str | Path, tasks: Sequence[str], seeds: Sequence[int], n_test: int, log=print
-) -> list[dict[str, Any]]:
+    root: str | Path, tasks: Sequence[str], seeds: Sequence[int], n_test: int, log=print,
+    device: str = "cpu",
+) -> list[dict[str, Any]]:  # fmt: skip
     """Every model of ``root`` under every setting: one row per (task, objective, seed, setting)."""
     rows = []
     for task in tasks:
@@ -227,6 +230,7 @@ def run_study(
         for objective in OBJECTIVES:
             for seed in seeds:
                 model, tokenizer = load_model(model_dir(task, objective, seed, root))
+                model = model.to(device)
                 for setting in settings():
                     row = evaluate(model, tokenizer, records, setting)
                     row.update(task=task, objective=objective, seed=seed)
@@ -588,12 +592,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="docs/results/sft.md", help="markdown page to write")
     parser.add_argument("--notes", help="a markdown file appended to the page as its Notes")
-    parser.add_argument("--from-json", help="re-render from a saved sft_rows.json (no decoding)")
+    parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda)")
+    parser.add_argument(
+        "--from-json", nargs="+",
+        help="re-render from saved sft_rows.json files (no decoding; rows of several are merged)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
-        text = write_outputs(saved["rows"], saved["settings"], Path(args.out), notes)
+        parts = [json.loads(Path(p).read_text()) for p in args.from_json]
+        rows = [r for part in parts for r in part["rows"]]
+        text = write_outputs(rows, parts[0]["settings"], Path(args.out), notes)
         print(text[text.index("## Verdicts") :])
         return 0
     tasks = [t for t in args.tasks.split(",") if t]
@@ -612,11 +621,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"k tok/step in {list(TOKENS_PER_STEP)}, corrector S in {list(CORRECTOR_STEPS)} "
         "every step with early exit",
         "bootstrap": f"{BOOTSTRAP} paired resamples of seeds then problems, seed 0",
-        "threads": args.threads,
+        "device / threads": f"{args.device} / {args.threads}",
         "torch": torch.__version__,
     }
     started = time.perf_counter()
-    rows = run_study(args.models, tasks, seeds, args.limit)
+    rows = run_study(args.models, tasks, seeds, args.limit, device=args.device)
     meta["benchmark wall time"] = f"{time.perf_counter() - started:.0f} s"
     text = write_outputs(rows, meta, Path(args.out), notes)
     print(text[text.index("## Verdicts") :])
