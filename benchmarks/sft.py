@@ -59,7 +59,7 @@ from typing import Any
 
 import torch
 
-from proseco.data.synthetic import STUDY_TASKS, check_answer, generate_synthetic
+from proseco.data.synthetic import STUDY_TASKS, check_answer, generate_synthetic, latin_completions
 from proseco.data.synthetic import _fill as fill_completions
 from proseco.sampling import Corrector, SamplingConfig, sample
 from proseco.sampling.inputs import model_device
@@ -172,6 +172,11 @@ def token_judge(
             found: list[list[int]] = []
             fill_completions(cells, 10**4, found)
             allowed.append([{digit_ids[g[i]] for g in found} for i in blanks])
+        elif record["task"] == "latin":
+            puzzle = record["prompt"][2:]
+            found_sq = latin_completions(puzzle)
+            blanks = [i for i, ch in enumerate(puzzle) if ch == "."]
+            allowed.append([{digit_ids[int(sq[i])] for sq in found_sq} for i in blanks])
         else:
             allowed.append([{digit_ids[int(ch)]} for ch in record["response"]])
 

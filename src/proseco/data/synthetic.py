@@ -24,6 +24,9 @@ one token per step well:
   completion is right; the training response is the grid the puzzle was cut from. The answer
   distribution is multi-modal, so digits revealed in the same step from per-position marginals
   can come from different completions and conflict.
+* ``latin`` — ``L:`` + a 4x4 Latin square (digits 1-4, each once per row and per column; no box
+  rule) with 10 blanks -> the 10 missing digits; any valid completion is right. Like ``fill``
+  with fewer constraints, so more completions per puzzle.
 
 Every prompt of a task has the same length and every response too (7, 15 and 7 characters), so
 the answer plus EOS fills 8 or 16 positions: block decoding with blocks of 8 and 1, 2, 4 or 8
@@ -53,6 +56,9 @@ __all__ = [
     "make_sudoku",
     "make_chain",
     "make_fill",
+    "make_latin",
+    "latin_squares",
+    "latin_completions",
     "sudoku_grids",
     "count_solutions",
     "check_answer",
@@ -62,9 +68,11 @@ __all__ = [
 ]
 
 TASKS: tuple[str, ...] = ("add", "sort", "sudoku")  # issue 12's study (the default)
-STUDY_TASKS: tuple[str, ...] = ("chain", "fill")  # issue 19's study
+STUDY_TASKS: tuple[str, ...] = ("chain", "fill", "latin")  # issue 19's study
 ALL_TASKS: tuple[str, ...] = TASKS + STUDY_TASKS
-RESPONSE_LENGTHS: dict[str, int] = {"add": 7, "sort": 15, "sudoku": 7, "chain": 15, "fill": 10}
+RESPONSE_LENGTHS: dict[str, int] = {
+    "add": 7, "sort": 15, "sudoku": 7, "chain": 15, "fill": 10, "latin": 10,
+}  # fmt: skip
 SORT_LENGTH = 15
 SUDOKU_BLANKS = 7
 CHAIN_LENGTH = 15
@@ -175,6 +183,44 @@ def make_fill(rng: random.Random) -> Record:
     return {"task": "fill", "prompt": f"F:{puzzle}", "response": answer}
 
 
+def _latin_ok(cells: Sequence[int]) -> bool:
+    rows = all(len({cells[4 * r + c] for c in range(4)}) == 4 for r in range(4))
+    return rows and all(len({cells[4 * r + c] for r in range(4)}) == 4 for c in range(4))
+
+
+def latin_squares() -> list[str]:
+    """All 576 4x4 Latin squares over 1-4, as 16-digit strings in lexicographic order."""
+    from itertools import permutations, product
+
+    rows = list(permutations((1, 2, 3, 4)))
+    return [
+        "".join(map(str, sum(square, ())))
+        for square in product(rows, repeat=4)
+        if _latin_ok(sum(square, ()))
+    ]
+
+
+def latin_completions(puzzle: str) -> list[str]:
+    """Every completion of a 4x4 Latin-square ``puzzle`` (``.`` = blank)."""
+    if not _SQUARES:
+        _SQUARES.extend(latin_squares())
+    return [sq for sq in _SQUARES if all(p in (".", q) for p, q in zip(puzzle, sq))]
+
+
+_SQUARES: list[str] = []
+
+
+def make_latin(rng: random.Random) -> Record:
+    """One 4x4 Latin square with 10 blanks; response: its source square's missing digits."""
+    if not _SQUARES:
+        _SQUARES.extend(latin_squares())
+    square = rng.choice(_SQUARES)
+    blanks = set(rng.sample(range(16), FILL_BLANKS))
+    puzzle = "".join("." if i in blanks else ch for i, ch in enumerate(square))
+    answer = "".join(square[i] for i in sorted(blanks))
+    return {"task": "latin", "prompt": f"L:{puzzle}", "response": answer}
+
+
 _MAX_MISSES = 1000  # repeated prompts in a row before giving up
 
 _MAKERS: dict[str, Callable[[random.Random], Record]] = {
@@ -183,6 +229,7 @@ _MAKERS: dict[str, Callable[[random.Random], Record]] = {
     "sudoku": make_sudoku,
     "chain": make_chain,
     "fill": make_fill,
+    "latin": make_latin,
 }
 
 
@@ -202,6 +249,11 @@ def check_answer(record: Record, answer: str) -> bool:
             total = (total + int(ch)) % 10
             want.append(str(total))
         return answer == "".join(want)
+    if task == "latin":
+        if len(answer) != body.count(".") or not all(ch in "1234" for ch in answer):
+            return False
+        digits = iter(answer)
+        return _latin_ok([int(next(digits) if ch == "." else ch) for ch in body])
     if task in ("sudoku", "fill"):
         if len(answer) != body.count(".") or not all(ch in "1234" for ch in answer):
             return False
