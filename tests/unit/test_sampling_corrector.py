@@ -199,3 +199,34 @@ def test_corrector_changes_by_hand_and_concat():
     assert both.rows.tolist() == [0, 0, 1, 2, 2, 3] and len(CorrectorChanges.concat([])) == 0
     no_corrector = sample(Flipper(), mask_id=M, batch_size=2, length=4, steps=4)
     assert len(no_corrector.corrector_changes) == 0
+
+
+def test_final_steps_polish_each_finished_block():
+    base = dict(mask_id=M, batch_size=3, length=8, steps=4, block_length=4, unmasking="confidence",
+                return_history=True, shrink_batch=False)  # fmt: skip
+    plain = sample(Flipper(), corrector=Corrector(1, every=1), **base)
+    polished = sample(Flipper(), corrector=Corrector(1, every=1, final_steps=2), **base)
+    kinds = [r.kind for r in polished.history]
+    assert kinds.count("polish") == 2 and "polish" not in [r.kind for r in plain.history]
+    # each polish is one corrector loop on a mask-free block: the Flipper swaps 1 <-> 2 each call
+    assert polished.corrector_nfe == plain.corrector_nfe + 2 * 2
+    polish = [r for r in polished.history if r.kind == "polish"]
+    assert all(not (r.tokens[:, 4 * i + 4 :] != M).any() for i, r in enumerate(polish[:1]))
+    assert len(polished.corrector_changes) == int(polished.num_corrected.sum())
+    assert Corrector(1, final_steps=2).to_dict()["final_steps"] == 2
+    assert "final_steps" not in Corrector(1).to_dict()
+    assert Corrector.from_dict(Corrector(1, final_steps=2).to_dict()).final_steps == 2
+    with pytest.raises(Exception, match="final_steps"):
+        Corrector(1, final_steps=-1)
+
+
+def test_sample_command_flag_for_final_steps():
+    import argparse
+
+    from proseco.commands.sample import _corrector
+
+    args = argparse.Namespace(corrector_steps=2, corrector_every=None, corrector_start=None,
+                              corrector_update=None, corrector_early_exit=None, corrector_final=1)  # fmt: skip
+    assert _corrector(args, None).final_steps == 1
+    args.corrector_steps = None
+    assert _corrector(args, Corrector(3)).final_steps == 1

@@ -106,6 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"one of {CORRECTOR_UPDATES.names()}, e.g. "
                    "top_k_positions:positions=4")  # fmt: skip
     g.add_argument("--corrector-early-exit", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--corrector-final", type=int, default=None, metavar="N",
+                   help="after each block is decoded, one more corrector loop of up to N calls "
+                   "over it (0 = the paper's Algorithm 2)")  # fmt: skip
     g = parser.add_argument_group("guidance and conditioning")
     g.add_argument("--condition", type=int, default=None, help="class label")
     g.add_argument("--guidance-gamma", type=float, default=None, help="CFG strength")
@@ -134,6 +137,7 @@ def _corrector(args: argparse.Namespace, base: Any) -> Any:
         "start": args.corrector_start,
         "update": args.corrector_update,
         "early_exit": args.corrector_early_exit,
+        "final_steps": args.corrector_final,
     }
     given = {k: v for k, v in flags.items() if v is not None}
     if not given:
@@ -143,7 +147,7 @@ def _corrector(args: argparse.Namespace, base: Any) -> Any:
             return None
         if "steps" not in given:
             raise ConfigError(
-                "--corrector-every/-start/-update need a corrector: add --corrector-steps S"
+                "--corrector-every/-start/-update/-final need a corrector: add --corrector-steps S"
             )
         base = Corrector()
     corrector = Corrector(**{**base.to_dict(), **given})

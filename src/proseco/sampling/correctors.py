@@ -145,6 +145,10 @@ class Corrector:
         early_exit: for deterministic updates, a row whose draft is a fixed point stops there
             (further calls could change nothing, so outputs are identical); :func:`proseco.sample`
             then calls the model only on the rows still changing.
+        final_steps: after each block is fully decoded, run one more corrector loop of up to this
+            many calls over it (everything generated so far), so the tokens revealed at the
+            block's last step are checked too. ``0`` (default) is the paper's Algorithm 2, whose
+            last corrector loop comes before the last unmasking step.
     """
 
     steps: int = 1
@@ -152,9 +156,10 @@ class Corrector:
     start: int = 0
     update: CorrectorUpdate = ArgmaxUpdate()
     early_exit: bool = True
+    final_steps: int = 0
 
     def __post_init__(self) -> None:
-        for name, low in (("steps", 0), ("every", 1), ("start", 0)):
+        for name, low in (("steps", 0), ("every", 1), ("start", 0), ("final_steps", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"Corrector {name} must be an int >= {low}, got {value!r}")
@@ -180,14 +185,18 @@ class Corrector:
         return bool(self.update.deterministic)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready settings (the update as ``{"name": ..., **fields}``)."""
-        return {
+        """JSON-ready settings (the update as ``{"name": ..., **fields}``; ``final_steps`` only
+        when set, so configs saved before it existed read back equal)."""
+        out = {
             "steps": self.steps,
             "every": self.every,
             "start": self.start,
             "update": CORRECTOR_UPDATES.to_dict(self.update),
             "early_exit": self.early_exit,
         }
+        if self.final_steps:
+            out["final_steps"] = self.final_steps
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Corrector:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -237,6 +238,29 @@ class _Run:
         if bool(changed.any()):
             self.invalidate(changed)
         self.record("step", block, t, reveal, start, end, corrected, fired)
+
+    def polish(self, block: int, start: int, end: int, region: torch.Tensor) -> None:
+        """``Corrector.final_steps``: one more corrector loop over the finished block's ``region``."""
+        saved = self.corrector
+        self.corrector = replace(saved, steps=saved.final_steps)
+        t = self.plan.times[-1]
+        if not self.reusable:
+            self.invalidate()
+        has_mask = (self.xt == self.mask_id).any(dim=1)
+        before = self.xt.clone()
+        try:
+            _, corrected = self.correct(region, t, has_mask)
+        finally:
+            self.corrector = saved
+        if corrected is None:
+            return
+        self.keep_changes(before, corrected)
+        rows = corrected.any(dim=1)
+        self.num_corrected += corrected.sum(dim=1)
+        self.invalidate(rows)
+        none = torch.zeros(0, dtype=torch.long, device=self.xt.device)
+        reveal = Reveal(none, none, none, none.float())
+        self.record("polish", block, t, reveal, start, end, corrected, True)
 
     def keep_changes(self, before: torch.Tensor, corrected: torch.Tensor) -> None:
         """Log the corrector's writes: ``before`` ``[B, L]`` tokens, ``corrected`` ``[B, L]``."""
@@ -596,6 +620,8 @@ def sample(
             ):
                 break
         run.fill(b, start, end)
+        if config.corrector is not None and config.corrector.final_steps:
+            run.polish(b, start, end, region)
         if config.stop_at_eos:
             run.stop_rows_at_eos(b, end, config.eos_id)
             if bool(run.frozen.all()):

@@ -26,7 +26,8 @@ class StepRecord:
             of the step before them).
         block: 0-based block index.
         t: time at the start of the step.
-        kind: ``"step"``, ``"fill"`` (leftover masks filled after a block) or ``"eos"`` (rows
+        kind: ``"step"``, ``"fill"`` (leftover masks filled after a block), ``"polish"``
+            (``Corrector.final_steps``: the corrector loop over a finished block) or ``"eos"`` (rows
             stopped at EOS and were padded).
         tokens: ``[B, L]`` tokens after the step.
         unmasked: ``[B, L]`` bool, positions revealed in this step.
