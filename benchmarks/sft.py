@@ -15,6 +15,8 @@ confidence unmasking), the whole answer + EOS as one block (``L`` = 16 for chain
     k tok/step            k = 1, 2, 4, 8 tokens revealed per step (ceil(L / k) steps), no corrector
     k tok/step + S=s      the same with a corrector loop of up to s calls before every step
                           (early exit at a fixed point), s = 1, 3
+    k tok/step + S=1 + F=1  S=1 and one more corrector call on the finished answer
+                          (``Corrector(final_steps=1)``; not in the paper's Algorithm 2)
 
 An answer is right iff its text up to the first EOS solves the prompt
 (:func:`proseco.data.synthetic.check_answer`). NFEs are the sampler's exact per-answer model calls.
@@ -70,6 +72,7 @@ SEEDS = (0, 1, 2)
 N_TEST = 1000
 TOKENS_PER_STEP = (1, 2, 4, 8)
 CORRECTOR_STEPS = (1, 3)
+FINAL_STEPS = 1  # the F=1 rows: Corrector(final_steps=1), one more loop over the finished answer
 MODELS_DIR = "docs/results/sft_models"
 BOOTSTRAP = 2000
 MARGIN_B = 0.01  # non-inferiority margin of verdict (b), as a fraction
@@ -83,11 +86,14 @@ class Setting:
 
     tokens_per_step: int
     corrector_steps: int = 0
+    final_steps: int = 0
 
     @property
     def name(self) -> str:
         base = f"{self.tokens_per_step} tok/step"
-        return base if not self.corrector_steps else f"{base} + S={self.corrector_steps}"
+        if self.corrector_steps:
+            base += f" + S={self.corrector_steps}"
+        return base + (f" + F={self.final_steps}" if self.final_steps else "")
 
     @property
     def uses_corrector(self) -> bool:
@@ -97,7 +103,7 @@ class Setting:
         """The :class:`~proseco.SamplingConfig` for answers of ``length`` tokens (EOS included)."""
         corrector = None
         if self.corrector_steps:
-            corrector = Corrector(steps=self.corrector_steps, every=1)
+            corrector = Corrector(steps=self.corrector_steps, every=1, final_steps=self.final_steps)
         return SamplingConfig(
             steps=math.ceil(length / self.tokens_per_step),
             unmasking="confidence",
@@ -111,6 +117,7 @@ def settings() -> list[Setting]:
     """The grid, in table order: plain rows first, then corrector rows."""
     grid = [Setting(k) for k in TOKENS_PER_STEP]
     grid += [Setting(k, s) for s in CORRECTOR_STEPS for k in TOKENS_PER_STEP]
+    grid += [Setting(k, 1, FINAL_STEPS) for k in TOKENS_PER_STEP]
     return grid
 
 
@@ -154,31 +161,39 @@ def load_model(path: str | Path) -> tuple[Any, Any]:
 
 
 # --------------------------------------------------------------------- right tokens
+_ALLOWED: dict[str, list[set[str]]] = {}  # prompt -> allowed characters per answer position
+
+
+def _allowed_chars(record: dict[str, str]) -> list[set[str]]:
+    """Characters that are right at each answer position of ``record`` (cached by prompt)."""
+    prompt = record["prompt"]
+    if prompt not in _ALLOWED:
+        if record["task"] in ("fill", "latin"):
+            puzzle = prompt[2:]
+            if record["task"] == "latin":
+                found = latin_completions(puzzle)
+            else:
+                grids: list[list[int]] = []
+                fill_completions([0 if ch == "." else int(ch) for ch in puzzle], 10**4, grids)
+                found = ["".join(map(str, g)) for g in grids]
+            blanks = [i for i, ch in enumerate(puzzle) if ch == "."]
+            _ALLOWED[prompt] = [{sq[i] for sq in found} for i in blanks]
+        else:
+            _ALLOWED[prompt] = [{ch} for ch in record["response"]]
+    return _ALLOWED[prompt]
+
+
 def token_judge(
     tokenizer: Any, records: Sequence[dict[str, str]], prompt_length: int
 ) -> Callable[[int, int, int], bool]:
     """``is_right(row, position, token)`` for corrector diagnostics on ``records``' answers.
 
-    ``chain``: the unique answer's token (EOS after it). ``fill``: a digit is right iff some valid
+    ``chain``: the unique answer's token (EOS after it). ``fill``, ``latin``: a digit is right iff some valid
     completion of the puzzle has it in that blank; EOS after the last blank.
     """
     eos = tokenizer.eos_token_id
-    digit_ids = {d: tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
-    allowed: list[list[set[int]]] = []
-    for record in records:
-        if record["task"] == "fill":
-            cells = [0 if ch == "." else int(ch) for ch in record["prompt"][2:]]
-            blanks = [i for i, c in enumerate(cells) if c == 0]
-            found: list[list[int]] = []
-            fill_completions(cells, 10**4, found)
-            allowed.append([{digit_ids[g[i]] for g in found} for i in blanks])
-        elif record["task"] == "latin":
-            puzzle = record["prompt"][2:]
-            found_sq = latin_completions(puzzle)
-            blanks = [i for i, ch in enumerate(puzzle) if ch == "."]
-            allowed.append([{digit_ids[int(sq[i])] for sq in found_sq} for i in blanks])
-        else:
-            allowed.append([{digit_ids[int(ch)]} for ch in record["response"]])
+    ids = {ch: tokenizer.convert_tokens_to_ids(ch) for ch in "0123456789"}
+    allowed = [[{ids[ch] for ch in cell} for cell in _allowed_chars(r)] for r in records]
 
     def is_right(row: int, position: int, token: int) -> bool:
         j = position - prompt_length

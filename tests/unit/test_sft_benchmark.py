@@ -80,8 +80,10 @@ def _tiny_dit(tok):
 def test_grid_and_configs():
     names = [s.name for s in sft.settings()]
     assert names[:4] == ["1 tok/step", "2 tok/step", "4 tok/step", "8 tok/step"]
+    assert names[-1] == "8 tok/step + S=1 + F=1" and len(names) == 16
+    assert sft.Setting(8, 1, 1).config(11).corrector.final_steps == 1
     assert (
-        names[4:6] == ["1 tok/step + S=1", "2 tok/step + S=1"] and names[-1] == "8 tok/step + S=3"
+        names[4:6] == ["1 tok/step + S=1", "2 tok/step + S=1"] and names[11] == "8 tok/step + S=3"
     )
     plain, corr = sft.Setting(2), sft.Setting(4, 3)
     assert plain.config(16).steps == 8 and plain.config(16).block_length == 16
