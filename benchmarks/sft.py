@@ -402,13 +402,18 @@ def _ci(d: dict[str, float]) -> str:
     return f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
 
 
-def results_table(rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> list[str]:
-    """Accuracy (mean over seeds, per task and pooled, with the pooled interval), NFEs, corrector."""
+def results_table(
+    rows: Sequence[dict[str, Any]], tasks: Sequence[str], verdict_tasks: Sequence[str]
+) -> list[str]:
+    """Accuracy per task (mean over seeds) and pooled over ``verdict_tasks`` with its interval;
+    NFEs and corrector counts pooled over ``verdict_tasks`` too."""
     per_task = {t: arms(rows, [t]) for t in tasks}
-    pooled = arms(rows, tasks)
+    pooled = arms(rows, verdict_tasks)
     boot = Bootstrap(_shapes(pooled))
-    head = ["model", "decoding", *[f"{t} %" for t in tasks], "all % [95% CI]", "NFE/answer",
-            "corr. NFE", "changed", "fixed", "broken"]  # fmt: skip
+    rows = [r for r in rows if r["task"] in verdict_tasks]
+    head = ["model", "decoding", *[f"{t} %" for t in tasks],
+            f"{' + '.join(verdict_tasks)} % [95% CI]", "NFE/answer", "corr. NFE", "changed",
+            "fixed", "broken"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, arm in pooled.items():
         mine = [r for r in rows if (r["objective"], r["setting"]) == key]
@@ -494,55 +499,55 @@ def summary(rows: Sequence[dict[str, Any]], verdicts: dict[str, Any], cmp: dict)
 
 
 def plot(rows: Sequence[dict[str, Any]], tasks: Sequence[str], path: str | Path) -> None:
-    """Pooled accuracy against NFEs: one line per model and corrector setting, with 95 % bars."""
+    """Accuracy against NFEs, one panel per task: a line per model and corrector setting, 95 % bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pooled = arms(rows, tasks)
-    boot = Bootstrap(_shapes(pooled))
-    fig, ax = plt.subplots(figsize=(6.6, 4.4))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.6 * len(tasks), 4.4), squeeze=False)
     colors = {"vanilla": "tab:gray", "proseco": "tab:green"}
-    styles = {0: ("--", "o", "no corrector"), **{s: ("-", "s^D"[i % 3], f"corrector S={s}")
-                                                 for i, s in enumerate(CORRECTOR_STEPS)}}  # fmt: skip
-    for objective in OBJECTIVES:
-        for s, (line, marker, label) in styles.items():
-            mine = sorted((a for (o, _), a in pooled.items() if o == objective
-                           and (f"S={s}" in a.setting if s else "S=" not in a.setting)),
-                          key=lambda a: a.nfe)  # fmt: skip
-            if not mine:
-                continue
-            bars = [boot.interval(a) for a in mine]
-            ys = [100 * a.acc for a in mine]
-            err = [[y - 100 * lo for y, (lo, _) in zip(ys, bars)],
-                   [100 * hi - y for y, (_, hi) in zip(ys, bars)]]  # fmt: skip
-            ax.errorbar(
-                [a.nfe for a in mine],
-                ys,
-                yerr=err,
-                fmt=line,
-                marker=marker,
-                color=colors[objective],
-                capsize=2,
-                label=f"{LABELS[objective]}, {label}",
-            )
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("NFEs per answer (log scale)")
-    ax.set_ylabel(f"accuracy, {' + '.join(tasks)} pooled (%)")
-    ax.set_title("Vanilla SFT vs ProSeCo SFT (3 seeds, 95% CI)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    styles = {"": ("--", "o", "no corrector")}
+    for i, s in enumerate(CORRECTOR_STEPS):
+        styles[f" + S={s}"] = ("-", "s^"[i % 2], f"corrector S={s}")
+    styles[f" + S=1 + F={FINAL_STEPS}"] = (":", "D", f"S=1 + final loop F={FINAL_STEPS}")
+    for ax, task in zip(axes[0], tasks):
+        pooled = arms(rows, [task])
+        boot = Bootstrap(_shapes(pooled))
+        for objective in OBJECTIVES:
+            for suffix, (line, marker, label) in styles.items():
+                mine = sorted((a for (o, name), a in pooled.items() if o == objective
+                               and name.split(" tok/step", 1)[1] == suffix),
+                              key=lambda a: a.nfe)  # fmt: skip
+                if not mine:
+                    continue
+                bars = [boot.interval(a) for a in mine]
+                ys = [100 * a.acc for a in mine]
+                err = [[y - 100 * lo for y, (lo, _) in zip(ys, bars)],
+                       [100 * hi - y for y, (_, hi) in zip(ys, bars)]]  # fmt: skip
+                ax.errorbar([a.nfe for a in mine], ys, yerr=err, fmt=line, marker=marker,
+                            color=colors[objective], capsize=2,
+                            label=f"{LABELS[objective]}, {label}")  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("NFEs per answer (log scale)")
+        ax.set_ylabel(f"{task}: exact match (%)")
+        ax.set_title(f"{task}: vanilla vs ProSeCo SFT (3 seeds, 95% CI)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path,
                   notes: str = "") -> str:  # fmt: skip
-    """``out`` (markdown), ``.png``, ``_rows.json`` and ``sft_summary.json`` next to it."""
+    """``out`` (markdown), ``.png``, ``_rows.json`` and ``sft_summary.json`` next to it.
+
+    Comparisons, verdicts and the summary pool ``meta["verdict tasks"]`` (default: every task).
+    """
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    pooled = arms(rows, tasks)
+    verdict_tasks = [t for t in meta.get("verdict tasks", tasks) if t in tasks] or tasks
+    pooled = arms(rows, verdict_tasks)
     boot = Bootstrap(_shapes(pooled))
     cmp, verdicts = compare(pooled, boot), judge(pooled, boot)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -551,7 +556,10 @@ def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path,
     saved = {"settings": meta, "rows": rows}
     out.with_name(out.stem + "_rows.json").write_text(json.dumps(saved, indent=0) + "\n")
     out.with_name(out.stem + "_summary.json").write_text(
-        json.dumps(summary(rows, verdicts, cmp), indent=1) + "\n"
+        json.dumps(
+            summary([r for r in rows if r["task"] in verdict_tasks], verdicts, cmp), indent=1
+        )
+        + "\n"  # fmt: skip
     )
     lines = [
         "# Table 1 at small scale: vanilla SFT vs ProSeCo SFT (3 seeds, 95% intervals)",
@@ -567,16 +575,17 @@ def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path,
         *[f"{k}: {v}" for k, v in meta.items()],
         "```",
         "",
-        "## Results (mean over 3 seeds; pooled = tasks weighted equally)",
+        "## Results (mean over 3 seeds)",
         "",
-        *results_table(rows, tasks),
+        *results_table(rows, tasks, verdict_tasks),
         "",
-        "`changed` / `fixed` / `broken`: tokens the corrector rewrote, wrong -> right, right -> "
-        "wrong, summed over tasks and seeds.",
+        f"Pooled columns (interval, NFE, corrector counts): {' + '.join(verdict_tasks)}, tasks "
+        "weighted equally. `changed` / `fixed` / `broken`: tokens the corrector rewrote, wrong -> "
+        "right, right -> wrong, summed over those tasks and the seeds.",
         "",
         f"![accuracy vs NFE]({png.name})",
         "",
-        "## Three comparisons at equal NFE (pooled)",
+        f"## Three comparisons at equal NFE ({' + '.join(verdict_tasks)})",
         "",
         *comparison_lines("Training effect: ProSeCo model vs vanilla model, no corrector",
                           cmp["training"], "ProSeCo SFT", "vanilla SFT"),
@@ -584,7 +593,8 @@ def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path,
                           cmp["sampling"], "ProSeCo SFT + corrector", "ProSeCo SFT, no corrector"),
         *comparison_lines("Paper's comparison: ProSeCo SFT + corrector vs vanilla SFT",
                           cmp["paper"], "ProSeCo SFT + corrector", "vanilla SFT"),
-        "## Verdicts (rules in the docstring of `benchmarks/sft.py`, fixed before the run)",
+        f"## Verdicts on {' + '.join(verdict_tasks)} (rules in the docstring of "
+        "`benchmarks/sft.py`, fixed before the run)",
         "",
         *verdict_lines(verdicts),
         "",
@@ -594,7 +604,8 @@ def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path,
         tb = Bootstrap(_shapes(per))
         v = judge(per, tb)
         lines.append(f"- {task} alone: (a) {HELD if v['a']['held'] else NOT_HELD}, "
-                     f"(b) {HELD if v['b']['held'] else NOT_HELD}")  # fmt: skip
+                     f"(b) {HELD if v['b']['held'] else NOT_HELD}"
+                     + ("" if task in verdict_tasks else " (not a verdict task)"))  # fmt: skip
     if notes:
         lines += ["", "## Notes", "", notes.strip()]
     text = "\n".join(lines) + "\n"
@@ -603,6 +614,20 @@ def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path,
 
 
 # --------------------------------------------------------------------- main
+def verdict_tasks(models: str | Path, tasks: Sequence[str]) -> list[str]:
+    """Tasks whose chosen budget met the rule (``selection.json`` from ``sft_train.py``).
+
+    Issue 19's rule: vanilla at 1 token/step between 30 % and 80 %, at least 10 points lost at
+    8 tokens/step. Without a ``selection.json`` every task counts.
+    """
+    path = Path(models) / "selection.json"
+    if not path.is_file():
+        return list(tasks)
+    chosen = json.loads(path.read_text())
+    met = [t for t in tasks if chosen.get(t, {}).get("why", "").startswith("latest checkpoint")]
+    return met or list(tasks)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=MODELS_DIR, help="folder of TASK-OBJECTIVE-seedS dirs")
@@ -635,7 +660,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     meta = {
-        "models": f"{args.models}/TASK-OBJECTIVE-seedS, tasks {tasks}, seeds {seeds}",
+        "verdict tasks": verdict_tasks(args.models, tasks),
+        "models": f"{Path(args.models).name}/TASK-OBJECTIVE-seedS, tasks {tasks}, seeds {seeds}",
         "test": f"first {args.limit} held-out problems per task (generate_synthetic seed 0)",
         "decoding": "temperature 0, confidence unmasking, one block = answer + EOS, "
         f"k tok/step in {list(TOKENS_PER_STEP)}, corrector S in {list(CORRECTOR_STEPS)} "
