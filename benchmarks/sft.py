@@ -66,6 +66,7 @@ from proseco.data.synthetic import _fill as fill_completions
 from proseco.sampling import Corrector, SamplingConfig, sample
 from proseco.sampling.inputs import model_device
 
+PAGE_TASKS = ("fill", "latin")  # the tasks with committed models
 OBJECTIVES = ("vanilla", "proseco")
 LABELS = {"vanilla": "vanilla SFT", "proseco": "ProSeCo SFT"}
 SEEDS = (0, 1, 2)
@@ -241,7 +242,7 @@ def evaluate(
 
 def run_study(
     root: str | Path, tasks: Sequence[str], seeds: Sequence[int], n_test: int, log=print,
-    device: str = "cpu",
+    device: str = "cpu", only: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Every model of ``root`` under every setting: one row per (task, objective, seed, setting)."""
     rows = []
@@ -252,6 +253,8 @@ def run_study(
                 model, tokenizer = load_model(model_dir(task, objective, seed, root))
                 model = model.to(device)
                 for setting in settings():
+                    if only and setting.name not in only:
+                        continue
                     row = evaluate(model, tokenizer, records, setting)
                     row.update(task=task, objective=objective, seed=seed)
                     log(f"{task:5s} {objective:7s} seed {seed} {setting.name:16s} "
@@ -631,26 +634,44 @@ def verdict_tasks(models: str | Path, tasks: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=MODELS_DIR, help="folder of TASK-OBJECTIVE-seedS dirs")
-    parser.add_argument("--tasks", default=",".join(STUDY_TASKS))
+    parser.add_argument("--tasks", default=",".join(PAGE_TASKS),
+                        help=f"from {list(STUDY_TASKS)}; chain's models are not committed (it did "
+                        "not train, see docs/results/sft_runs/README.md)")  # fmt: skip
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--limit", type=int, default=N_TEST, help="test problems per task")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="docs/results/sft.md", help="markdown page to write")
     parser.add_argument("--notes", help="a markdown file appended to the page as its Notes")
     parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda)")
+    parser.add_argument("--settings", help="evaluate only these settings (comma-separated names)")
     parser.add_argument(
         "--from-json", nargs="+",
         help="re-render from saved sft_rows.json files (no decoding; rows of several are merged)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else ""
+    tasks = [t for t in args.tasks.split(",") if t]
     if args.from_json:
-        parts = [json.loads(Path(p).read_text()) for p in args.from_json]
-        rows = [r for part in parts for r in part["rows"]]
-        text = write_outputs(rows, parts[0]["settings"], Path(args.out), notes)
+        parts = [(Path(p).name, json.loads(Path(p).read_text())) for p in args.from_json]
+        rows = [r for _, part in parts for r in part["rows"] if r["task"] in tasks]
+        if not rows:
+            print(f"sft.py: error: no rows of tasks {tasks} in {args.from_json}; pass --tasks",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        keys = {(r["task"], r["objective"], r["seed"], r["setting"]) for r in rows}
+        if len(keys) != len(rows):
+            print("sft.py: error: the row files overlap (a task/model/seed/setting twice)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        meta = dict(parts[0][1]["settings"]) if len(parts) == 1 else {
+            "verdict tasks": verdict_tasks(args.models, tasks),
+            **{f"rows from {name}": "; ".join(f"{k}: {v}" for k, v in part["settings"].items()
+                                              if k != "verdict tasks")
+               for name, part in parts},
+        }  # fmt: skip
+        text = write_outputs(rows, meta, Path(args.out), notes)
         print(text[text.index("## Verdicts") :])
         return 0
-    tasks = [t for t in args.tasks.split(",") if t]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     missing = [str(model_dir(t, o, s, args.models)) for t in tasks for o in OBJECTIVES
                for s in seeds if not (model_dir(t, o, s, args.models) / "config.json").is_file()]  # fmt: skip
@@ -671,7 +692,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "torch": torch.__version__,
     }
     started = time.perf_counter()
-    rows = run_study(args.models, tasks, seeds, args.limit, device=args.device)
+    only = [n.strip() for n in args.settings.split(",")] if args.settings else None
+    unknown = sorted(set(only or ()) - {s.name for s in settings()})
+    if unknown:
+        print(f"sft.py: error: unknown settings {unknown}; the grid: "
+              f"{[s.name for s in settings()]}", file=sys.stderr)  # fmt: skip
+        return 2
+    rows = run_study(args.models, tasks, seeds, args.limit, device=args.device, only=only)
     meta["benchmark wall time"] = f"{time.perf_counter() - started:.0f} s"
     text = write_outputs(rows, meta, Path(args.out), notes)
     print(text[text.index("## Verdicts") :])

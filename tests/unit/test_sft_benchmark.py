@@ -192,15 +192,25 @@ def test_verdicts_both_ways(tmp_path):
     assert summary["corrector"] == {"setting": "8 tok/step + S=1", "changed": 9, "fixed": 6,
                                     "broken": 3}  # fmt: skip
     assert (tmp_path / "sft.png").stat().st_size > 1000
-    again = sft.main(["--from-json", str(tmp_path / "sft_rows.json"), "--out",
+    again = sft.main(["--tasks", "chain", "--from-json", str(tmp_path / "sft_rows.json"), "--out",
                       str(tmp_path / "again.md")])  # fmt: skip
     assert again == 0
     assert (tmp_path / "again.md").read_text() == text.replace("sft.png", "again.png")
 
 
-def test_missing_models_is_one_line(tmp_path, capsys):
+def test_missing_models_and_bad_input_are_one_line(tmp_path, capsys):
     assert sft.main(["--models", str(tmp_path)]) == 2
     assert "no model in" in capsys.readouterr().err
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps({"settings": {}, "rows": _rows({("vanilla", "1 tok/step"): [0.5]},
+                                                               NFE)}))  # fmt: skip
+    assert sft.main(["--from-json", str(rows), "--out", str(tmp_path / "x.md")]) == 2
+    assert "no rows of tasks ['fill', 'latin']" in capsys.readouterr().err
+    assert sft.main(["--tasks", "chain", "--from-json", str(rows), str(rows), "--out",
+                     str(tmp_path / "x.md")]) == 2  # fmt: skip
+    assert "overlap" in capsys.readouterr().err
+    assert sft.main(["--settings", "9 tok/step"]) == 2
+    assert "unknown settings" in capsys.readouterr().err
 
 
 def test_synth_recipes_differ_only_in_the_corrector_weight():
