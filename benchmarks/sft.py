@@ -15,7 +15,7 @@ confidence unmasking), the whole answer + EOS as one block (``L`` = 16 for chain
     k tok/step            k = 1, 2, 4, 8 tokens revealed per step (ceil(L / k) steps), no corrector
     k tok/step + S=s      the same with a corrector loop of up to s calls before every step
                           (early exit at a fixed point), s = 1, 3
-    k tok/step + S=1 + F=1  S=1 and one more corrector call on the finished answer
+    k tok/step + S=1 + F=1  (k >= 2) S=1 and one more corrector call on the finished answer
                           (``Corrector(final_steps=1)``; not in the paper's Algorithm 2)
 
 An answer is right iff its text up to the first EOS solves the prompt
@@ -118,7 +118,7 @@ def settings() -> list[Setting]:
     """The grid, in table order: plain rows first, then corrector rows."""
     grid = [Setting(k) for k in TOKENS_PER_STEP]
     grid += [Setting(k, s) for s in CORRECTOR_STEPS for k in TOKENS_PER_STEP]
-    grid += [Setting(k, 1, FINAL_STEPS) for k in TOKENS_PER_STEP]
+    grid += [Setting(k, 1, FINAL_STEPS) for k in TOKENS_PER_STEP if k > 1]
     return grid
 
 

@@ -80,7 +80,7 @@ def _tiny_dit(tok):
 def test_grid_and_configs():
     names = [s.name for s in sft.settings()]
     assert names[:4] == ["1 tok/step", "2 tok/step", "4 tok/step", "8 tok/step"]
-    assert names[-1] == "8 tok/step + S=1 + F=1" and len(names) == 16
+    assert names[-1] == "8 tok/step + S=1 + F=1" and len(names) == 15
     assert sft.Setting(8, 1, 1).config(11).corrector.final_steps == 1
     assert (
         names[4:6] == ["1 tok/step + S=1", "2 tok/step + S=1"] and names[11] == "8 tok/step + S=3"
