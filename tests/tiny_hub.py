@@ -48,3 +48,151 @@ def save_tiny_bert(path: Path, *, seed: int = 0, chat_template: str | None = Non
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+# -- a LLaDA stand-in ----------------------------------------------------------------------------
+
+TINY_LLADA_CODE = '''"""A tiny stand-in for LLaDA-8B's remote modelling code: the same class and module names
+(``LLaDAModelLM.model.transformer.blocks[i]`` are ``LLaDALlamaBlock`` with ``q_proj``, ``k_proj``,
+``v_proj``, ``attn_out``, ``ff_proj``, ``up_proj``, ``ff_out``), the same calling convention (an
+attention mask turns attention causal) and ``set_activation_checkpointing``."""
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+
+class LLaDAConfig(PretrainedConfig):
+    model_type = "llada"
+
+    def __init__(self, vocab_size=128, d_model=32, n_heads=2, n_layers=1,
+                 max_sequence_length=1024, mask_token_id=127, **kwargs):
+        self.vocab_size, self.d_model, self.n_heads = vocab_size, d_model, n_heads
+        self.n_layers, self.max_sequence_length = n_layers, max_sequence_length
+        self.mask_token_id = mask_token_id
+        super().__init__(**kwargs)
+
+
+class LLaDALlamaBlock(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        d, self.n_heads = config.d_model, config.n_heads
+        self.attn_norm, self.ff_norm = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.attn_out = nn.Linear(d, d)
+        self.ff_proj, self.up_proj = nn.Linear(d, 2 * d), nn.Linear(d, 2 * d)
+        self.ff_out = nn.Linear(2 * d, d)
+
+    def forward(self, x, bias=None):
+        b, n, d = x.shape
+        h = self.attn_norm(x)
+        q, k, v = (p(h).view(b, n, self.n_heads, -1).transpose(1, 2)
+                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        x = x + self.attn_out(y.transpose(1, 2).reshape(b, n, d))
+        h = self.ff_norm(x)
+        return x + self.ff_out(nn.functional.silu(self.ff_proj(h)) * self.up_proj(h))
+
+
+class LLaDAModel(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.d_model),
+            wpe=nn.Embedding(config.max_sequence_length, config.d_model),
+            blocks=nn.ModuleList(LLaDALlamaBlock(config) for _ in range(config.n_layers)),
+            ln_f=nn.LayerNorm(config.d_model),
+            ff_out=nn.Linear(config.d_model, config.vocab_size),
+        ))
+        self.activation_checkpointing_strategy = None
+
+    def set_activation_checkpointing(self, strategy):
+        self.activation_checkpointing_strategy = strategy
+
+    def forward(self, input_ids, attention_mask=None):
+        t, n = self.transformer, input_ids.shape[1]
+        x = t.wte(input_ids) + t.wpe(torch.arange(n, device=input_ids.device))
+        bias = None
+        if attention_mask is not None and 0.0 in attention_mask:  # as LLaDA: causal with a mask
+            low = torch.finfo(x.dtype).min
+            bias = torch.triu(torch.full((n, n), low, dtype=x.dtype), diagonal=1)
+            bias = (bias + (1.0 - attention_mask.to(x.dtype))[:, None, :] * low)[:, None]
+        for block in t.blocks:
+            x = block(x, bias)
+        return t.ff_out(t.ln_f(x))
+
+
+class LLaDAModelLM(PreTrainedModel):
+    config_class = LLaDAConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["LLaDALlamaBlock"]
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = LLaDAModel(config)
+        self.post_init()
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(0.0, 0.3)
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        return CausalLMOutputWithPast(logits=self.model(input_ids, attention_mask))
+'''
+
+# LLaDA-8B-Instruct's layout: <|startoftext|><|start_header_id|>user<|end_header_id|>\n\n...
+LLADA_CHAT_TEMPLATE = (
+    "<|startoftext|>{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>"
+    "\n\n{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+def llada_char_tokenizer():
+    """LLaDA's special tokens (``<|startoftext|>`` BOS, ``<|endoftext|>`` EOS and padding, the
+    chat headers, ``<|eot_id|>``, ``<|mdm_mask|>`` = 127, not declared as the mask token) around
+    single characters (printable ASCII, newline, tab), with LLaDA-8B-Instruct's chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|startoftext|>", "<|endoftext|>", "<|start_header_id|>", "<|end_header_id|>",
+                "<|eot_id|>"]  # fmt: skip
+    vocab = {token: i for i, token in enumerate(specials)}
+    vocab |= {c: i + len(specials) for i, c in enumerate(["\n", "\t", *CHARS])}
+    vocab["<|mdm_mask|>"] = 127
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=[*specials[2:], "<|mdm_mask|>"],
+    )  # fmt: skip
+    tokenizer.chat_template = LLADA_CHAT_TEMPLATE
+    return tokenizer
+
+
+def save_tiny_llada(path: Path, *, seed: int = 0) -> Path:
+    """A LLaDA-8B stand-in directory: remote code (``auto_map``, ``trust_remote_code=True``), a
+    1-layer 32-wide ``LLaDAModelLM`` over 128 ids (1,024 positions) and its tokenizer, laid out
+    like a downloaded ``GSAI-ML/LLaDA-8B-Base`` / ``-Instruct`` checkpoint."""
+    import json
+
+    path = Path(path)
+    path.mkdir(parents=True)
+    (path / "modeling_llada.py").write_text(TINY_LLADA_CODE)
+    namespace: dict = {}
+    exec(compile(TINY_LLADA_CODE, "modeling_llada.py", "exec"), namespace)
+    torch.manual_seed(seed)
+    model = namespace["LLaDAModelLM"](namespace["LLaDAConfig"]())
+    model.save_pretrained(str(path))
+    config = json.loads((path / "config.json").read_text())
+    config["auto_map"] = {
+        "AutoConfig": "modeling_llada.LLaDAConfig",
+        "AutoModel": "modeling_llada.LLaDAModelLM",
+    }
+    config["architectures"] = ["LLaDAModelLM"]
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    llada_char_tokenizer().save_pretrained(str(path))
+    return path

@@ -245,6 +245,25 @@ def test_chat_template_model_argument_lays_prompts_out_as_sft():
         ProsecoLM(a_model(), tokenizer=tok, chat_template="chatml")
 
 
+def test_lm_evals_apply_chat_template_finds_the_tokenizers_template(tasks_dir):
+    """The README's ``--apply_chat_template``: lm-eval calls ``lm.chat_template(True)``, a method
+    that the ``chat_template`` model argument used to shadow with its value (None: a TypeError
+    traceback). With both, the context arrives rendered and the model argument is off."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    tok = char_tokenizer()
+    tok.chat_template = "{% for m in messages %}<{{ m['content'] }}>{% endfor %}="
+    lm = ProsecoLM(a_model(), tokenizer=tok, steps=2)
+    assert lm.chat_template(True) == tok.chat_template
+    assert ProsecoLM(a_model(), tokenizer=tok, chat_template="auto").chat_template(True)
+    results = lm_eval.simple_evaluate(
+        model=lm, tasks=["tiny_gen"], apply_chat_template=True, limit=1,
+        task_manager=TaskManager(include_path=str(tasks_dir), include_defaults=False),
+    )  # fmt: skip
+    assert results["config"]["proseco"]["stats"]["generate_requests"] == 1
+
+
 def test_model_args_may_repeat_batch_size_and_device(tmp_path, caplog):
     """D2: the README's ``--model_args pretrained=DIR,...,batch_size=8,device=cpu`` comes with
     lm-eval's own ``batch_size`` / ``device`` (its command line always passes them): the

@@ -252,3 +252,25 @@ def test_pretrained_on_the_command_line_replaces_the_recipes_from_scratch_model(
         apply_overrides(recipe, {"model.pretrained": str(tmp_path / "dit")}).data.tokenizer
         == "char"
     )
+
+
+def test_a_remote_code_model_directorys_tokenizer_loads_without_a_terminal_prompt(
+    tmp_path, capsys, monkeypatch
+):
+    """``data.tokenizer`` naming a LLaDA directory (``config.json`` with ``auto_map``): without
+    ``trust_remote_code`` passed on (``model.trust_remote_code``), transformers asked "Do you
+    wish to run the custom code? [y/N]" on the terminal, in every process of an ``accelerate
+    launch``, before going on."""
+    import transformers.dynamic_module_utils as dynamic_modules
+
+    from proseco.training.build import build_tokenizer
+    from tests.tiny_hub import save_tiny_llada
+
+    monkeypatch.setattr(dynamic_modules, "HF_MODULES_CACHE", str(tmp_path / "hf_modules"))
+    directory = save_tiny_llada(tmp_path / "llada")
+    for trust in (False, True):
+        tokenizer = build_tokenizer(str(directory), mask_token="<|mdm_mask|>",
+                                    trust_remote_code=trust)  # fmt: skip
+        assert tokenizer.mask_token_id == 127
+    captured = capsys.readouterr()
+    assert "custom code" not in captured.out + captured.err

@@ -314,7 +314,9 @@ class ProsecoLM(TemplateLM):
             raise ConfigError(
                 f"model argument chat_template must be auto or none, got {chat_template!r}"
             )
-        self.chat_template = chat_template or None
+        # not ``self.chat_template``: lm-eval calls ``lm.chat_template(...)`` (a method) for
+        # ``--apply_chat_template``
+        self.prompt_layout = chat_template or None
         self.preset = preset
         self._saved = sampling_config or saved
         self._configs: dict[int, SamplingConfig] = {}
@@ -448,10 +450,10 @@ class ProsecoLM(TemplateLM):
 
     def _prompt(self, context: str) -> list[int]:
         """A generation prompt: as SFT laid prompts out (``chat_template``), else BOS + text."""
-        if self.chat_template is not None:
+        if self.prompt_layout is not None:
             from proseco.data.text import prompt_ids
 
-            return prompt_ids(self.tokenizer, context, self.chat_template)
+            return prompt_ids(self.tokenizer, context, self.prompt_layout)
         return self._with_bos(self.tok_encode(context))
 
     def _generator(self, salt: int) -> torch.Generator:
@@ -635,7 +637,7 @@ class ProsecoLM(TemplateLM):
             "proseco": {
                 "pretrained": self.pretrained_name,
                 "preset": self.preset,
-                "chat_template": self.chat_template,
+                "chat_template": self.prompt_layout,
                 "sampling_config": {**self.config_for(used).to_dict(), "length": used},
                 "answers_by_length": {
                     str(n): c for n, c in sorted(self._answers_by_length.items())

@@ -27,11 +27,16 @@ __all__ = ["build_tokenizer", "build_model"]
 _ARCH_FIELDS = ("hidden_size", "num_layers", "num_heads", "cond_dim", "dropout")
 
 
-def build_tokenizer(spec: str, *, mask_token: str | None = None) -> Any:
+def build_tokenizer(
+    spec: str, *, mask_token: str | None = None, trust_remote_code: bool = False
+) -> Any:
     """A tokenizer with BOS/EOS/PAD/MASK ids: ``char``, ``smiles``, ``gpt2``, a path or hub name.
 
     ``mask_token`` names a token of the vocabulary to use as the mask (``data.mask_token``, e.g.
     LLaDA's ``<|mdm_mask|>``) when the tokenizer does not declare it as its mask token.
+    ``trust_remote_code`` (``model.trust_remote_code``) is passed to ``AutoTokenizer``: left
+    unset, a directory whose ``config.json`` names remote code (LLaDA's) would make transformers
+    ask "Do you wish to run the custom code? [y/N]" on the terminal, in every process.
     """
     if spec == "char":
         from proseco.data.char_tokenizer import char_tokenizer
@@ -54,7 +59,9 @@ def build_tokenizer(spec: str, *, mask_token: str | None = None) -> Any:
         if spec.startswith((".", "/", "~", "package:")) and not local.exists():
             raise FileNotFoundError(f"data.tokenizer {spec!r}: no such directory")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else spec)
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(local) if local.exists() else spec, trust_remote_code=trust_remote_code
+            )
         except (OSError, ValueError) as err:
             raise ValueError(
                 f"cannot load data.tokenizer {spec!r} ({err}); use 'char', 'smiles', a tokenizer "

@@ -218,7 +218,10 @@ def _train(
     )
     _warn_if_not_sharded(accelerator)
     set_seed(config.train.seed)
-    tokenizer = build_tokenizer(config.data.tokenizer, mask_token=config.data.mask_token)
+    tokenizer = build_tokenizer(
+        config.data.tokenizer, mask_token=config.data.mask_token,
+        trust_remote_code=config.model.trust_remote_code,
+    )  # fmt: skip
     with accelerator.main_process_first():
         train_data, val_data = build_splits(config.data, tokenizer)
     if config.train.global_batch_size > len(train_data):
