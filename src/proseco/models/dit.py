@@ -30,6 +30,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 from transformers.utils import ModelOutput
 
 from proseco.models.dit_config import DIT_PRESETS, ProsecoDiTConfig
+from proseco.models.kv_cache import KVCache
 
 __all__ = [
     "ProsecoDiT",
@@ -50,9 +51,15 @@ TIME_SCALE = 1000.0
 
 
 def rotary_tables(
-    length: int, head_dim: int, device: torch.device | None = None
+    length: int,
+    head_dim: int,
+    device: torch.device | None = None,
+    positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosines and sines of the rotary embedding, base 10000.
+
+    ``positions`` ``[length]`` (default ``0 .. length - 1``): the absolute positions of the rows,
+    for a call on a window of the sequence (the KV cache).
 
     Returns:
         ``(cos, sin)``, each ``[length, head_dim // 2]`` float32: ``angle[p, i] = p * 10000^(-2i/d)``.
@@ -60,7 +67,9 @@ def rotary_tables(
     inv_freq = ROPE_BASE ** (
         -torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim
     )
-    angles = torch.outer(torch.arange(length, dtype=torch.float32, device=device), inv_freq)
+    if positions is None:
+        positions = torch.arange(length, dtype=torch.float32, device=device)
+    angles = torch.outer(positions.to(device=device, dtype=torch.float32), inv_freq)
     return angles.cos(), angles.sin()
 
 
@@ -104,7 +113,11 @@ class AdaLNModulation(nn.Linear):
 
 
 class DiTAttention(nn.Module):
-    """Multi-head self-attention with rotary ``q, k`` and no biases."""
+    """Multi-head self-attention with rotary ``q, k`` and no biases.
+
+    ``past``: ``(keys, values)`` ``[B, heads, Lc, d]`` of cached positions, attended to besides
+    the input's own; ``store``: a list that receives this call's ``(keys, values)``.
+    """
 
     def __init__(self, config: ProsecoDiTConfig) -> None:
         super().__init__()
@@ -113,14 +126,18 @@ class DiTAttention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
         self.out = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, attn_mask, is_causal: bool) -> torch.Tensor:
+    def forward(self, x, cos, sin, attn_mask, is_causal: bool, past=None, store=None):
         batch, length, hidden = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim).unbind(2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)
+        if store is not None:
+            store.append((k, v))
+        if past is not None:
+            k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
         y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-            attn_mask=attn_mask, is_causal=is_causal,
-        )  # fmt: skip
+            q.transpose(1, 2), k, v, attn_mask=attn_mask, is_causal=is_causal
+        )
         return self.out(y.transpose(1, 2).reshape(batch, length, hidden))
 
 
@@ -148,9 +165,11 @@ class DiTBlock(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.dropout)
         self.modulation = AdaLNModulation(config.cond_dim, 6 * config.hidden_size)
 
-    def forward(self, x, c, cos, sin, attn_mask, is_causal: bool) -> torch.Tensor:
+    def forward(self, x, c, cos, sin, attn_mask, is_causal: bool, past=None, store=None):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)[:, None].chunk(6, dim=-1)
-        h = self.attn(_modulate(self.norm1(x), shift1, scale1), cos, sin, attn_mask, is_causal)
+        h = self.attn(
+            _modulate(self.norm1(x), shift1, scale1), cos, sin, attn_mask, is_causal, past, store
+        )
         x = x + gate1 * self.dropout(h)
         h = self.mlp(_modulate(self.norm2(x), shift2, scale2))
         return x + gate2 * self.dropout(h)
@@ -196,10 +215,12 @@ class ProsecoDiTOutput(ModelOutput):
     """Output of a DiT with a quality head: ``logits`` ``[B, L, V]`` (first, so every caller that
     reads ``.logits`` or ``[0]`` is unchanged) and ``quality_logits`` ``[B, L]`` float32:
     ``sigmoid(quality_logits[b, i])`` estimates the probability that token ``input_ids[b, i]`` is
-    right given the rest of the sequence (PRISM)."""
+    right given the rest of the sequence (PRISM). With ``use_cache=True`` (any DiT) it also
+    carries ``past_key_values``, the :class:`~proseco.models.kv_cache.KVCache` of the call."""
 
     logits: torch.FloatTensor | None = None
     quality_logits: torch.FloatTensor | None = None
+    past_key_values: KVCache | None = None
 
 
 class QualityHead(nn.Module):
@@ -218,8 +239,8 @@ class QualityHead(nn.Module):
         self.modulation = AdaLNModulation(config.cond_dim, 2 * config.hidden_size)
         self.out = nn.Linear(config.hidden_size, 1)
 
-    def forward(self, h, c, cos, sin, attn_mask, is_causal: bool) -> torch.Tensor:
-        h = self.block(h, c, cos, sin, attn_mask, is_causal)
+    def forward(self, h, c, cos, sin, attn_mask, is_causal: bool, past=None, store=None):
+        h = self.block(h, c, cos, sin, attn_mask, is_causal, past, store)
         shift, scale = self.modulation(c)[:, None].chunk(2, dim=-1)
         return self.out(_modulate(self.norm(h), shift, scale)).squeeze(-1).float()
 
@@ -251,6 +272,8 @@ class ProsecoDiT(PreTrainedModel):
     # An MDM checkpoint loaded with ``quality_head=True`` has no head weights: they are new by
     # design (PRISM fine-tuning), so transformers should not warn about them.
     _keys_to_ignore_on_load_missing = [r"^quality_head\."]
+    # The sampler's window cache (proseco.models.kv_cache): use_cache / past_key_values.
+    supports_window_cache = True
 
     def __init__(self, config: ProsecoDiTConfig) -> None:
         super().__init__(config)
@@ -312,6 +335,9 @@ class ProsecoDiT(PreTrainedModel):
         class_labels: torch.LongTensor | int | None = None,
         timesteps: torch.Tensor | float | None = None,
         return_dict: bool | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
     ) -> MaskedLMOutput | ProsecoDiTOutput | tuple[torch.Tensor, ...]:
         """Logits of the clean tokens at every position (and quality logits with a head).
 
@@ -324,11 +350,22 @@ class ProsecoDiT(PreTrainedModel):
             timesteps: diffusion times ``[B]`` (or one float); required when
                 ``config.time_conditioning``, ignored otherwise.
             return_dict: return a ``MaskedLMOutput`` (default ``config.return_dict``) or ``(logits,)``.
+            position_ids: ``[L]`` absolute positions of the input's tokens (default ``0 .. L-1``);
+                required with ``past_key_values`` (a window of a longer sequence).
+            past_key_values: a :class:`~proseco.models.kv_cache.KVCache` of other positions of
+                the same sequences (one entry per block, plus one for a quality head): the
+                input's queries attend to them as well as to the input itself (bidirectional
+                models only). Its ``key_mask`` says which cached keys are padding;
+                ``attention_mask`` covers the input's own keys.
+            use_cache: also return the keys and values of this call (``past_key_values`` of the
+                output; with ``past_key_values`` given, the cached entries come first).
 
         Returns:
             ``MaskedLMOutput`` with float32 ``logits`` ``[B, L, V]`` (or the tuple ``(logits,)``).
             With ``config.quality_head``: :class:`ProsecoDiTOutput` with ``logits`` and float32
             ``quality_logits`` ``[B, L]`` (or ``(logits, quality_logits)``), one forward pass.
+            With ``use_cache``: :class:`ProsecoDiTOutput` with ``past_key_values`` (last in the
+            tuple).
 
         Raises:
             ValueError: on ids outside the vocabulary, sequences longer than ``max_length``,
@@ -342,24 +379,95 @@ class ProsecoDiT(PreTrainedModel):
         labels = _check_class_labels(class_labels, batch, config, device)
         times = _check_timesteps(timesteps, batch, config, device)
 
+        past = past_key_values
+        positions = None
+        if past is not None or use_cache or position_ids is not None:
+            positions = self._check_cache_args(position_ids, past, use_cache, batch, length)
+
         c = self.conditioning(batch, times, labels)
         x = self.embed_tokens(input_ids)
-        cos, sin = rotary_tables(length, config.head_dim, device)
-        attn_mask, is_causal = _attention_mask(keep, length, config.causal, device)
-        for block in self.blocks:
-            x = block(x, c, cos, sin, attn_mask, is_causal)
+        if positions is None:
+            cos, sin = rotary_tables(length, config.head_dim, device)
+        else:
+            cos, sin = rotary_tables(length, config.head_dim, device, positions=positions)
+        if past is None:
+            attn_mask, is_causal = _attention_mask(keep, length, config.causal, device)
+        else:
+            attn_mask, is_causal = _window_attention_mask(past.key_mask, keep, batch, length), False
+        store: list[tuple[torch.Tensor, torch.Tensor]] | None = [] if use_cache else None
+        for i, block in enumerate(self.blocks):
+            layer = None if past is None else (past.keys[i], past.values[i])
+            x = block(x, c, cos, sin, attn_mask, is_causal, layer, store)
         shift, scale = self.final_modulation(c)[:, None].chunk(2, dim=-1)
         logits = self.lm_head(_modulate(self.norm_final(x), shift, scale)).float()
         quality = None
         if self.quality_head is not None:
-            quality = self.quality_head(x, c, cos, sin, attn_mask, is_causal)
+            layer = None if past is None else (past.keys[-1], past.values[-1])
+            quality = self.quality_head(x, c, cos, sin, attn_mask, is_causal, layer, store)
+        cache = None
+        if use_cache:
+            cache = _new_cache(store, past, positions, keep)
 
         return_dict = return_dict if return_dict is not None else config.return_dict
         if not return_dict:
-            return (logits,) if quality is None else (logits, quality)
+            out = (logits,) if quality is None else (logits, quality)
+            return out if cache is None else (*out, cache)
+        if cache is not None:
+            return ProsecoDiTOutput(logits=logits, quality_logits=quality, past_key_values=cache)
         if quality is None:
             return MaskedLMOutput(logits=logits)
         return ProsecoDiTOutput(logits=logits, quality_logits=quality)
+
+    def _check_cache_args(
+        self,
+        position_ids: torch.Tensor | None,
+        past: KVCache | None,
+        use_cache: bool,
+        batch: int,
+        length: int,
+    ) -> torch.Tensor:
+        """``[L]`` long positions of the input, after checking the cache arguments."""
+        config = self.config
+        device = self.embed_tokens.weight.device
+        if (past is not None or use_cache) and config.causal:
+            raise ValueError(
+                "the window KV cache (past_key_values / use_cache) is for bidirectional models; "
+                "this DiT is causal (config.causal=True)"
+            )
+        if past is not None:
+            if not isinstance(past, KVCache):
+                raise ValueError(
+                    f"past_key_values must be a proseco.models.kv_cache.KVCache, got "
+                    f"{type(past).__name__}"
+                )
+            layers = config.num_layers + (self.quality_head is not None)
+            if len(past.keys) != layers or len(past.values) != layers:
+                raise ValueError(
+                    f"past_key_values has {len(past.keys)} layers but this model needs {layers}"
+                )
+            if past.batch_size != batch:
+                raise ValueError(
+                    f"past_key_values holds {past.batch_size} rows but input_ids has {batch}"
+                )
+            if position_ids is None:
+                raise ValueError(
+                    "pass position_ids [L] (the input's absolute positions) with past_key_values"
+                )
+        if position_ids is None:
+            return torch.arange(length, device=device)
+        positions = torch.as_tensor(position_ids, device=device)
+        if positions.dim() == 2 and positions.shape[0] == 1:
+            positions = positions[0]
+        if positions.shape != (length,) or not _is_integer(positions.dtype):
+            raise ValueError(
+                f"position_ids must be [L] = [{length}] integer positions, got "
+                f"{tuple(positions.shape)} {positions.dtype}"
+            )
+        if bool(((positions < 0) | (positions >= config.max_length)).any()):
+            raise ValueError(
+                f"position_ids must lie in [0, {config.max_length}) (the model's max_length)"
+            )
+        return positions.long()
 
 
 def _check_input_ids(input_ids: torch.Tensor, config: ProsecoDiTConfig) -> None:
@@ -485,6 +593,57 @@ def _attention_mask(
     empty = ~allowed.any(dim=-1, keepdim=True)
     eye = torch.eye(length, dtype=torch.bool, device=device)
     return allowed | (empty & eye), False
+
+
+def _window_attention_mask(
+    cached: torch.Tensor | None, keep: torch.Tensor | None, batch: int, length: int
+) -> torch.Tensor | None:
+    """Boolean SDPA mask ``[B, 1, 1 or L, Lc + L]`` over cached keys then the input's keys
+    (True = may attend), or None when nothing is padding. A row with no key to attend may
+    attend to its own positions (as :func:`_attention_mask`), so that SDPA never sees an empty
+    row."""
+    if cached is None and keep is None:
+        return None
+    device = (cached if cached is not None else keep).device
+    if cached is None:
+        cached = torch.ones(batch, 0, dtype=torch.bool, device=device)
+    if keep is None:
+        keep = torch.ones(batch, length, dtype=torch.bool, device=device)
+    allowed = torch.cat((cached.to(device=device, dtype=torch.bool), keep.to(device)), dim=1)
+    allowed = allowed[:, None, None, :]
+    empty = ~allowed.any(dim=-1)  # [B, 1, 1]
+    if bool(empty.any()):
+        eye = torch.eye(length, dtype=torch.bool, device=device)
+        own = torch.cat((eye.new_zeros(length, allowed.shape[-1] - length), eye), dim=1)
+        allowed = allowed.expand(-1, -1, length, -1) | (empty[..., None] & own)
+    return allowed
+
+
+def _new_cache(
+    store: list[tuple[torch.Tensor, torch.Tensor]],
+    past: KVCache | None,
+    positions: torch.Tensor,
+    keep: torch.Tensor | None,
+) -> KVCache:
+    """The :class:`KVCache` of a call: its keys and values after ``past``'s, if any."""
+    keys = [k for k, _ in store]
+    values = [v for _, v in store]
+    mask = keep
+    if past is not None:
+        keys = [torch.cat((p, k), dim=2) for p, k in zip(past.keys, keys)]
+        values = [torch.cat((p, v), dim=2) for p, v in zip(past.values, values)]
+        positions = torch.cat((past.positions.to(positions.device), positions))
+        if past.key_mask is not None or keep is not None:
+            batch = keys[0].shape[0]
+            old = past.key_mask
+            if old is None:
+                old = torch.ones(batch, past.length, dtype=torch.bool, device=positions.device)
+            new = keep
+            if new is None:
+                new = torch.ones(batch, len(positions) - past.length, dtype=torch.bool,
+                                 device=positions.device)  # fmt: skip
+            mask = torch.cat((old.to(new.device), new), dim=1)
+    return KVCache(keys, values, positions, mask)
 
 
 def _register_auto_classes() -> None:

@@ -11,6 +11,11 @@ that take no time input keep working.
 Quality scores (PRISM): a model whose output object also has ``quality_logits`` ``[B, L]``
 (:class:`proseco.models.dit.ProsecoDiTOutput`) gives them with the logits of the same call;
 :func:`call_model_with_quality` returns both.
+
+Window KV cache (``SamplingConfig.cache``): a model with ``supports_window_cache = True`` takes
+``use_cache=True`` (return ``past_key_values``, a :class:`~proseco.models.kv_cache.KVCache`) and
+``past_key_values=`` with ``position_ids=`` (run a window of the sequence against cached keys
+and values); :func:`call_model_cached` makes either call.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ __all__ = [
     "is_time_conditioned",
     "model_vocab_size",
     "model_max_length",
+    "supports_window_cache",
+    "call_model_cached",
 ]
 
 
@@ -33,6 +40,11 @@ def has_quality_head(model: Any) -> bool:
     """Whether the model declares a PRISM quality head (``config.quality_head``)."""
     config = getattr(model, "config", None)
     return bool(getattr(config, "quality_head", False))
+
+
+def supports_window_cache(model: Any) -> bool:
+    """Whether the model follows the window KV-cache protocol (:mod:`proseco.models.kv_cache`)."""
+    return bool(getattr(model, "supports_window_cache", False))
 
 
 def is_time_conditioned(model: Any) -> bool:
@@ -93,6 +105,46 @@ def call_model_with_quality(
         **conditioning: extra keyword arguments (``class_labels``, ``attention_mask`` …); ``None``
             values are dropped so that models without those inputs are not bothered.
     """
+    logits, quality, _ = _call(model, input_ids, t, conditioning)
+    return logits, quality
+
+
+def call_model_cached(
+    model: Any,
+    input_ids: torch.Tensor,
+    t: torch.Tensor | None = None,
+    *,
+    past_key_values: Any = None,
+    position_ids: torch.Tensor | None = None,
+    use_cache: bool = False,
+    **conditioning: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+    """One call of a model with the window cache: ``(logits, quality_logits or None, cache)``.
+
+    ``use_cache=True``: ``cache`` is the output's ``past_key_values`` (every input position).
+    ``past_key_values`` with ``position_ids``: ``input_ids`` is a window of the sequence at those
+    positions, attending to the cached entries too; ``cache`` is ``None``. Logits cover the
+    input's positions only.
+    """
+    extra: dict[str, Any] = {}
+    if use_cache:
+        extra["use_cache"] = True
+    if past_key_values is not None:
+        extra["past_key_values"] = past_key_values
+        extra["position_ids"] = position_ids
+    logits, quality, out = _call(model, input_ids, t, {**conditioning, **extra})
+    cache = getattr(out, "past_key_values", None) if use_cache else None
+    if use_cache and cache is None:
+        raise TypeError(
+            f"{type(model).__name__} returned no past_key_values for use_cache=True; it does not "
+            "follow the window cache protocol (proseco.models.kv_cache)"
+        )
+    return logits, quality, cache
+
+
+def _call(
+    model: Any, input_ids: torch.Tensor, t: torch.Tensor | None, conditioning: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
     kwargs = {k: v for k, v in conditioning.items() if v is not None}
     if t is not None and is_time_conditioned(model):
         kwargs["timesteps"] = t
@@ -120,4 +172,4 @@ def call_model_with_quality(
             f"model returned quality_logits of shape {tuple(quality.shape)} for input_ids of "
             f"shape {tuple(input_ids.shape)}; expected [B, L]"
         )
-    return logits, quality
+    return logits, quality, out

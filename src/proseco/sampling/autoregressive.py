@@ -130,6 +130,11 @@ def _setup(
             "a ProSeCo corrector needs a masked diffusion model; drop the corrector (and any "
             "--corrector-*/--preset flag) for an autoregressive model"
         )
+    if config.cache != "none":
+        raise ConfigError(
+            f"cache={config.cache!r} is the block cache of masked diffusion decoding; sample an "
+            "autoregressive model with cache='none' (--cache none)"
+        )
     device = model_device(
         model, generator.device if isinstance(generator, torch.Generator) else None
     )

@@ -35,9 +35,12 @@ from proseco.sampling.processors import LogitsProcessor
 from proseco.sampling.unmasking import UNMASKING, Ancestral, UnmaskingStrategy, get_unmasking
 from proseco.schedules import SCHEDULES, Schedule, get_schedule
 
-__all__ = ["SamplingConfig", "SAMPLING_CONFIG_NAME"]
+__all__ = ["SamplingConfig", "SAMPLING_CONFIG_NAME", "CACHE_MODES"]
 
 SAMPLING_CONFIG_NAME = "sampling_config.json"
+
+CACHE_MODES = ("none", "prefix", "dual")
+"""Values of :attr:`SamplingConfig.cache`."""
 
 
 def _is_int(value: Any) -> bool:
@@ -73,6 +76,15 @@ class SamplingConfig:
         eps: last time of the grid ``t_k = linspace(1, eps, steps_per_block + 1)``, in ``(0, 1)``.
         conditioning: extra keyword arguments for every model call (e.g.
             ``{"class_labels": 1}`` for a class-conditional model without guidance).
+        cache: keys and values reused within a block (Fast-dLLM), for models with the window
+            cache (the bundled DiT). ``"none"`` (default): every call runs the whole sequence.
+            ``"prefix"``: at each block's first call the whole sequence runs once and the keys
+            and values of the positions before the block (prompt, finished blocks) are kept;
+            later calls of the block run the block and everything after it. ``"dual"``: those
+            of the positions after the block are kept too, and later calls run the block only.
+            An approximation (cached entries do not see the block's later changes); a corrector
+            then revises the current block only, earlier blocks being committed. NFEs count the
+            same (a call on a window is one evaluation).
     """
 
     steps: int | None = None
@@ -90,6 +102,7 @@ class SamplingConfig:
     schedule: str | Schedule = "loglinear"
     eps: float = 1e-5
     conditioning: dict[str, Any] | None = None
+    cache: str = "none"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -128,6 +141,11 @@ class SamplingConfig:
         self._check_numbers()
         if self.stop_at_eos and self.eos_id is None:
             raise ConfigError("stop_at_eos=True needs eos_id: pass eos_id=<the EOS token id>")
+        if self.cache not in CACHE_MODES:
+            raise ConfigError(
+                f"cache must be one of {list(CACHE_MODES)}, got {self.cache!r}; e.g. "
+                "cache='dual' (block decoding with keys and values of the context reused)"
+            )
         if self.conditioning is not None and not isinstance(self.conditioning, dict):
             raise ConfigError(
                 "conditioning must be a dict of extra model keyword arguments, "
@@ -192,10 +210,13 @@ class SamplingConfig:
 
     # -- serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready settings; strategy objects as ``{"name": ..., **fields}``."""
+        """JSON-ready settings; strategy objects as ``{"name": ..., **fields}`` (``cache`` only
+        when set, so that configs written before it existed read back the same)."""
         data: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "cache" and value == "none":
+                continue
             if f.name == "unmasking":
                 value = UNMASKING.to_dict(value)
             elif f.name == "corrector" and value is not None:

@@ -10,6 +10,15 @@ of evaluations is kept.
 
 Guided log-probabilities: ``gamma * log p(x | z, c) + (1 - gamma) * log p(x | z, null)``,
 renormalised (``gamma = 1``: conditional only, ``gamma = 0``: unconditional only, one call each).
+
+Window cache (``SamplingConfig.cache``, :mod:`proseco.models.kv_cache`): after
+:meth:`ModelCaller.begin_block` every call still takes whole sequences ``[n, L]`` but returns
+logits of the block's window only (``[n, W, V]``, columns ``window[0] .. window[1] - 1``). A call
+whose rows have a cache for this block runs the window alone against the cached keys and values;
+otherwise (the block's first call, or rows without one) it runs the whole sequence with
+``use_cache=True`` and keeps the entries outside the window. There is one cache per kind of call
+(plain, conditional, unconditional: guidance needs two), with rows kept per batch row, and each
+call, windowed or not, counts as one evaluation.
 """
 
 from __future__ import annotations
@@ -20,7 +29,12 @@ from typing import Any
 import torch
 
 from proseco.errors import ModelOutputError
-from proseco.models.protocol import call_model_with_quality, is_time_conditioned, model_vocab_size
+from proseco.models.protocol import (
+    call_model_cached,
+    call_model_with_quality,
+    is_time_conditioned,
+    model_vocab_size,
+)
 from proseco.sampling.processors import exclude_token
 
 __all__ = ["Guidance", "ModelCaller"]
@@ -71,6 +85,8 @@ class ModelCaller:
         conditioning: extra keyword arguments for every call (``class_labels``, ...).
         attention_mask: ``[B, L]`` padding mask passed to every call, or ``None``.
         guidance: guidance settings, or ``None``.
+        cache: ``"none"``, ``"prefix"`` or ``"dual"`` (:meth:`begin_block`; the model must
+            support the window cache, which :func:`proseco.sample` checks).
     """
 
     def __init__(
@@ -83,6 +99,7 @@ class ModelCaller:
         conditioning: dict[str, Any] | None = None,
         attention_mask: torch.Tensor | None = None,
         guidance: Guidance | None = None,
+        cache: str = "none",
     ) -> None:
         self.model = model
         self.mask_id = mask_id
@@ -103,6 +120,12 @@ class ModelCaller:
         # when guided), or None for a model without a quality head
         self.last_quality: torch.Tensor | None = None
         self._quality: torch.Tensor | None = None
+        self.cache_mode = cache
+        self.window: tuple[int, int] | None = None  # columns the logits cover; None = all
+        self._positions: torch.Tensor | None = None  # [W] positions of the window
+        self._context: torch.Tensor | None = None  # positions kept in the caches
+        self._caches: dict[str, _RowCache] = {}
+        self.cache_refreshes = 0  # calls that ran the whole sequence to fill a cache
         if guidance is not None:
             null = guidance.null_label
             if null is None:
@@ -114,6 +137,22 @@ class ModelCaller:
                 )
             self.cond_labels = self._labels(guidance.condition)
             self.null_labels = self._labels(null)
+
+    def begin_block(self, start: int, end: int, length: int) -> tuple[int, int]:
+        """Start the block ``[start, end)`` of sequences of ``length``: forget every cache; the
+        window is ``[start, length)`` (prefix cache) or ``[start, end)`` (dual). Returns the
+        window, ``(0, length)`` without a cache."""
+        if self.cache_mode == "none":
+            return 0, length
+        stop = length if self.cache_mode == "prefix" else end
+        self.window = (start, stop)
+        device = self.device
+        self._positions = torch.arange(start, stop, device=device)
+        self._context = torch.cat(
+            (torch.arange(0, start, device=device), torch.arange(stop, length, device=device))
+        )
+        self._caches = {}
+        return start, stop
 
     @property
     def nfe(self) -> int:
@@ -150,9 +189,18 @@ class ModelCaller:
         return {key: _take(value, rows, self.batch_size) for key, value in self.kwargs.items()}
 
     def _raw(
-        self, x: torch.Tensor, t: torch.Tensor | None, kwargs: dict[str, Any], **extra: Any
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | None,
+        kwargs: dict[str, Any],
+        rows: torch.Tensor | None = None,
+        key: str = "plain",
+        **extra: Any,
     ) -> torch.Tensor:
-        logits, self._quality = call_model_with_quality(self.model, x, t, **{**kwargs, **extra})
+        if self.window is None:
+            logits, self._quality = call_model_with_quality(self.model, x, t, **{**kwargs, **extra})
+        else:
+            logits, self._quality = self._windowed(x, t, {**kwargs, **extra}, rows, key)
         if not logits.is_contiguous():
             logits = logits.contiguous()
         self._check_width(logits)
@@ -164,6 +212,33 @@ class ModelCaller:
                 "mask at some position); check its weights (a diverged checkpoint?) and its input"
             )
         return logits
+
+    def _windowed(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | None,
+        kwargs: dict[str, Any],
+        rows: torch.Tensor | None,
+        key: str,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (and quality logits) of the window for ``x`` ``[n, L]`` through cache ``key``."""
+        start, stop = self.window
+        entry = self._caches.get(key)
+        if entry is not None and entry.ready(rows):
+            mask = kwargs.get("attention_mask")
+            if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+                kwargs = {**kwargs, "attention_mask": mask[:, start:stop]}
+            logits, quality, _ = call_model_cached(
+                self.model, x[:, start:stop], t, past_key_values=entry.get(rows),
+                position_ids=self._positions, **kwargs,
+            )  # fmt: skip
+            return logits, quality
+        logits, quality, cache = call_model_cached(self.model, x, t, use_cache=True, **kwargs)
+        if entry is None:
+            entry = self._caches[key] = _RowCache(self.batch_size, self.device)
+        entry.put(rows, cache.select(self._context))
+        self.cache_refreshes += 1
+        return logits[:, start:stop], None if quality is None else quality[:, start:stop]
 
     def _check_width(self, logits: torch.Tensor) -> None:
         """Refuse logits whose vocabulary disagrees with the model's or lacks the mask column."""
@@ -188,20 +263,20 @@ class ModelCaller:
         kwargs = self._kwargs(rows)
         g = self.guidance
         if g is None:
-            return self._raw(x, times, kwargs), None, 1
+            return self._raw(x, times, kwargs, rows), None, 1
         key = g.label_key
         cond_labels, null_labels = self.cond_labels, self.null_labels
         if rows is not None:
             cond_labels, null_labels = cond_labels[rows], null_labels[rows]
         if not guided or g.gamma == 1.0:
-            logits = self._raw(x, times, kwargs, **{key: cond_labels})
+            logits = self._raw(x, times, kwargs, rows, "cond", **{key: cond_labels})
             return logits, logits, 1
         if g.gamma == 0.0:
-            logits = self._raw(x, times, kwargs, **{key: null_labels})
+            logits = self._raw(x, times, kwargs, rows, "uncond", **{key: null_labels})
             return logits, None, 1
-        cond = self._raw(x, times, kwargs, **{key: cond_labels})
+        cond = self._raw(x, times, kwargs, rows, "cond", **{key: cond_labels})
         quality = self._quality  # the conditional evaluation's
-        uncond = self._raw(x, times, kwargs, **{key: null_labels})
+        uncond = self._raw(x, times, kwargs, rows, "uncond", **{key: null_labels})
         self._quality = quality
         lc = torch.log_softmax(cond.float(), dim=-1).clamp_min_(_LOG_FLOOR)
         lu = torch.log_softmax(uncond.float(), dim=-1).clamp_min_(_LOG_FLOOR)
@@ -209,7 +284,8 @@ class ModelCaller:
         return exclude_token(mixed, self.mask_id), cond, 2
 
     def denoise(self, x: torch.Tensor, t: float, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Denoiser logits ``[n, L, V]`` for ``x`` ``[n, L]`` at time ``t`` (guided if set).
+        """Denoiser logits ``[n, L, V]`` for ``x`` ``[n, L]`` at time ``t`` (guided if set);
+        ``[n, W, V]`` of the window after :meth:`begin_block` with a cache.
 
         ``rows`` ``[n]``: the batch rows ``x`` holds (``None`` = all ``B`` rows, in order).
         """
@@ -238,8 +314,8 @@ class ModelCaller:
         cond_labels, null_labels = self.cond_labels, self.null_labels
         if rows is not None:
             cond_labels, null_labels = cond_labels[rows], null_labels[rows]
-        cond = self._raw(x, times, kwargs, **{g.label_key: cond_labels})
-        uncond = self._raw(x, times, kwargs, **{g.label_key: null_labels})
+        cond = self._raw(x, times, kwargs, rows, "cond", **{g.label_key: cond_labels})
+        uncond = self._raw(x, times, kwargs, rows, "uncond", **{g.label_key: null_labels})
         self.last_conditional = cond
         self.denoiser_nfe += 2
         _count(self.denoiser_rows, rows, 2)
@@ -266,6 +342,34 @@ class ModelCaller:
         if g is not None and not g.in_corrector and self.last_conditional is not None:
             return self.last_conditional
         return logits
+
+
+class _RowCache:
+    """One window cache of a block for the ``B`` rows of a run, filled row by row."""
+
+    def __init__(self, batch_size: int, device: torch.device) -> None:
+        self.batch_size = batch_size
+        self.cache: Any = None  # a KVCache with B rows once filled
+        self.valid = torch.zeros(batch_size, dtype=torch.bool, device=device)
+
+    def ready(self, rows: torch.Tensor | None) -> bool:
+        """Whether every row of ``rows`` (all for ``None``) has its entries."""
+        return bool(self.valid.all() if rows is None else self.valid[rows].all())
+
+    def get(self, rows: torch.Tensor | None) -> Any:
+        """The cache of ``rows`` (gathered; the whole cache for ``None``)."""
+        return self.cache if rows is None else self.cache.rows(rows)
+
+    def put(self, rows: torch.Tensor | None, cache: Any) -> None:
+        """Keep ``cache`` as the entries of ``rows`` (all rows for ``None``)."""
+        if rows is None:
+            self.cache = cache
+            self.valid.fill_(True)
+            return
+        if self.cache is None:
+            self.cache = cache.empty_rows(self.batch_size)
+        self.cache.put_rows(rows, cache)
+        self.valid[rows] = True
 
 
 def _take(value: Any, rows: torch.Tensor, batch_size: int) -> Any:

@@ -13,6 +13,12 @@ One loop serves every strategy (paper, Algorithm 2)::
 Time-conditioned models get ``timesteps = t`` of the current step, in corrector calls too (as in
 training, where both passes share ``t``); their logits are never reused. Exact NFE accounting,
 optional per-step history, per-row EOS stop in block mode.
+
+With a window cache (``SamplingConfig.cache`` ``"prefix"`` / ``"dual"``) each block works on a
+window of columns, ``[start, L)`` or ``[start, end)``: the block's first model call runs the whole
+sequence and keeps the keys and values outside the window, the later ones run the window only
+(:class:`~proseco.sampling.guidance.ModelCaller`); logits buffers cover the window, and the
+corrector rewrites the current block only (earlier blocks are committed, as they are cached).
 """
 
 from __future__ import annotations
@@ -58,12 +64,15 @@ class _Run:
         mask_id: int,
         history: SamplingHistory | None,
         shrink: bool = True,
+        cache: str = "none",
     ) -> None:
         self.plan, self.caller, self.strategy = plan, caller, strategy
         self.corrector, self.processor, self.generator = corrector, processor, generator
         self.mask_id, self.history, self.shrink = mask_id, history, shrink
         self.xt, self.editable = plan.xt, plan.editable
         batch = self.xt.shape[0]
+        self.cache = cache
+        self.ws, self.we = 0, self.xt.shape[1]  # columns of the logits buffers (the window)
         device = self.xt.device
         self.frozen = torch.zeros(batch, dtype=torch.bool, device=device)
         self.num_corrected = torch.zeros(batch, dtype=torch.long, device=device)
@@ -83,6 +92,21 @@ class _Run:
         self.uses_quality = bool(getattr(strategy, "uses_quality", False))
         self.quality: torch.Tensor | None = None
         self.step_number = 0  # 1-based number of the current step, over the whole run
+
+    def begin_block(self, start: int, end: int) -> None:
+        """With a cache: move the window to the block ``[start, end)`` and drop every buffer
+        of the previous window (a no-op without a cache)."""
+        if self.cache == "none":
+            return
+        self.ws, self.we = self.caller.begin_block(start, end, self.xt.shape[1])
+        self.logits = self.conditional = self.corrector_logits = self.quality = None
+        self.invalidate()
+
+    def has_mask(self) -> torch.Tensor:
+        """``[B]`` rows with a mask in the window (everywhere without a cache)."""
+        if self.cache == "none":
+            return (self.xt == self.mask_id).any(dim=1)
+        return (self.xt[:, self.ws : self.we] == self.mask_id).any(dim=1)
 
     def invalidate(self, rows: torch.Tensor | None = None) -> None:
         """Forget reusable logits of ``rows`` ``[B]`` bool (all rows for ``None``)."""
@@ -140,7 +164,8 @@ class _Run:
             self.quality = quality.float()
             return
         if self.quality is None:
-            self.quality = quality.new_zeros(self.xt.shape, dtype=torch.float32)
+            shape = (self.xt.shape[0], quality.shape[1])
+            self.quality = quality.new_zeros(shape, dtype=torch.float32)
         self.quality[rows] = quality.float()
 
     def correct(
@@ -160,15 +185,29 @@ class _Run:
         logits = self.denoiser_logits(t, run & has_mask)  # drafts read masked positions only
         if self.caller.drafts_from_conditional and self.conditional is not None:
             logits = self.conditional
+        ws, we = self.ws, self.we
+        windowed = self.cache != "none"
+        current = self.xt[:, ws:we] if windowed else self.xt
+        if windowed:
+            region = region[:, ws:we]
         if rows is None:
-            xt, draft, reg = self.xt, logits, region
+            xt, draft, reg = current, logits, region
         else:
-            xt, draft, reg = self.xt[rows], logits[rows], region[rows]
+            xt, draft, reg = current[rows], logits[rows], region[rows]
+
+        def whole(y: torch.Tensor, batch_rows: torch.Tensor | None) -> torch.Tensor:
+            """The draft ``y`` of the window inside the rows' whole sequences."""
+            if not windowed:
+                return y
+            full = (self.xt if batch_rows is None else self.xt[batch_rows]).clone()
+            full[:, ws:we] = y
+            return full
 
         def call(y: torch.Tensor, sub: torch.Tensor | None = None) -> torch.Tensor:
             if sub is None:
-                return self.caller.correct(y, t, rows)
-            return self.caller.correct(y, t, sub if rows is None else rows[sub])
+                return self.caller.correct(whole(y, rows), t, rows)
+            batch_rows = sub if rows is None else rows[sub]
+            return self.caller.correct(whole(y, batch_rows), t, batch_rows)
 
         result = run_corrector(
             corrector,
@@ -182,12 +221,18 @@ class _Run:
             per_row=self.shrink,
         )
         if rows is None:
-            self.xt = result.xt
+            if windowed:
+                self.xt[:, ws:we] = result.xt
+            else:
+                self.xt = result.xt
             self.corrector_logits = result.logits
             changed = result.changed
             self.corrector_fresh.fill_(cacheable)
         else:
-            self.xt[rows] = result.xt
+            if windowed:
+                self.xt[rows, ws:we] = result.xt
+            else:
+                self.xt[rows] = result.xt
             self.corrector_logits = _scatter(
                 self.corrector_logits, rows, result.logits, self.xt.shape[0], self.mask_id
             )
@@ -195,6 +240,10 @@ class _Run:
             changed[rows] = result.changed
             if cacheable:
                 self.corrector_fresh[rows] = True
+        if windowed:  # positions of the whole sequence
+            whole_changed = torch.zeros_like(self.xt, dtype=torch.bool)
+            whole_changed[:, ws:we] = changed
+            changed = whole_changed
         return self.corrector_logits, changed
 
     def step(self, block: int, start: int, end: int, k: int, region: torch.Tensor) -> None:
@@ -204,7 +253,7 @@ class _Run:
         t, s = plan.times[k], plan.times[k + 1]
         if not self.reusable:
             self.invalidate()  # a new time: no logits carry over
-        has_mask = (self.xt == self.mask_id).any(dim=1)  # [B]
+        has_mask = self.has_mask()  # [B]
         fired = self.corrector is not None and self.corrector.fires(self.step_number)
         corrected = None
         if fired:
@@ -226,9 +275,10 @@ class _Run:
             processor=self.processor,
             generator=self.generator,
             scores=None if self.scores is None else self.scores[:, start:end],
-            quality=self.quality[:, start:end] if self.uses_quality else None,
+            quality=self.quality[:, start - self.ws : end - self.ws] if self.uses_quality else None,
         )
-        reveal = self.strategy(logits[:, start:end], self.xt[:, start:end], info)
+        here = logits[:, start - self.ws : end - self.ws]
+        reveal = self.strategy(here, self.xt[:, start:end], info)
         changed = self.apply(reveal, start, end)
         if corrected is not None:
             rows = corrected.any(dim=1)
@@ -246,7 +296,7 @@ class _Run:
         t = self.plan.times[-1]
         if not self.reusable:
             self.invalidate()
-        has_mask = (self.xt == self.mask_id).any(dim=1)
+        has_mask = self.has_mask()
         before = self.xt.clone()
         try:
             _, corrected = self.correct(region, t, has_mask)
@@ -300,7 +350,9 @@ class _Run:
             self.invalidate()
         logits = self.denoiser_logits(t, rows)
         greedy = getattr(self.strategy, "final_fill", "sample") == "argmax"
-        reveal = draw_at(logits[:, start:end], left, self.processor, self.generator, greedy)
+        reveal = draw_at(
+            logits[:, start - self.ws : end - self.ws], left, self.processor, self.generator, greedy
+        )
         self.apply(reveal, start, end)
         self.invalidate(rows)
         self.record("fill", block, t, reveal, start, end, None, False)
@@ -427,6 +479,18 @@ def _check_quality(model: Any, config: SamplingConfig) -> None:
         )
 
 
+def _check_cache(model: Any, config: SamplingConfig) -> None:
+    """``cache`` other than ``"none"`` needs a model with the window cache."""
+    from proseco.models.protocol import supports_window_cache
+
+    if config.cache != "none" and not supports_window_cache(model):
+        raise ConfigError(
+            f"cache={config.cache!r} needs a model that takes past_key_values (the window cache "
+            f"of proseco.models.kv_cache, as the bundled DiT does) and {type(model).__name__} "
+            "does not; sample it with cache='none' (--cache none)"
+        )
+
+
 def _check_generator(generator: Any, device: torch.device) -> None:
     if generator is None:
         return
@@ -479,6 +543,7 @@ def _setup(
         config = config.replace(**overrides)
     mask_id = _mask_id(model, mask_id)
     _check_quality(model, config)
+    _check_cache(model, config)
     device = model_device(
         model, generator.device if isinstance(generator, torch.Generator) else None
     )
@@ -508,6 +573,7 @@ def _setup(
         conditioning=config.conditioning,
         attention_mask=plan.attention_mask,
         guidance=config.guidance,
+        cache=config.cache,
     )
     return config, mask_id, plan, caller
 
@@ -604,13 +670,16 @@ def sample(
     strategy = config.unmasking
     run = _Run(
         plan, caller, strategy, config.corrector, config.processor(), generator, mask_id, history,
-        shrink=shrink_batch,
+        shrink=shrink_batch, cache=config.cache,
     )  # fmt: skip
     total_steps = plan.steps_per_block * len(plan.blocks)
     bar = tqdm(total=total_steps, disable=not progress, desc="sampling", leave=False)
     for b, (start, end) in enumerate(plan.blocks):
+        run.begin_block(start, end)
         region = run.editable.clone()
         region[:, end:] = False
+        if config.cache != "none":
+            region[:, :start] = False  # earlier blocks are committed (and cached)
         run.corrector_fresh.zero_()  # the corrector's region changed
         for k in range(plan.steps_per_block):
             run.step(b, start, end, k, region)

@@ -6,6 +6,10 @@
 * :class:`OracleModel` — knows the right answer but only says it when its input has no mask: on an
   input that still contains masks it predicts a wrong token everywhere. MDLM sampling therefore
   returns wrong tokens and ProSeCo's corrector (whose inputs are fully unmasked) fixes them.
+* :class:`TokenCache` — gives any of these the window-cache protocol
+  (:mod:`proseco.models.kv_cache`) with an *exact* cache: it caches the context's tokens, not
+  keys and values, and a window call reruns the whole sequence as it was when cached. Decoding
+  with it tests the sampler's cache bookkeeping apart from the approximation of a real cache.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-__all__ = ["ToyDenoiser", "OracleModel", "Spy"]
+from proseco.models.kv_cache import KVCache
+
+__all__ = ["ToyDenoiser", "OracleModel", "Spy", "TokenCache"]
 
 
 class ToyDenoiser(nn.Module):
@@ -121,3 +127,50 @@ class Spy(nn.Module):
     def forward(self, input_ids: torch.Tensor, **kwargs):
         self.calls.append((input_ids.clone(), kwargs))
         return self.inner(input_ids, **kwargs)
+
+
+class TokenCache(nn.Module):
+    """``inner`` with an exact window cache: the "keys" it caches are the context's tokens.
+
+    ``calls`` records the input width of every call and whether it was a window call.
+    """
+
+    supports_window_cache = True
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+        self.calls: list[tuple[int, int, bool]] = []  # (rows, width, window call)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        position_ids: torch.Tensor | None = None,
+        use_cache: bool = False,
+        **kwargs,
+    ):
+        batch, width = input_ids.shape
+        self.calls.append((batch, width, past_key_values is not None))
+        if past_key_values is None:
+            logits = self.inner(input_ids, attention_mask=attention_mask, **kwargs)
+            if not use_cache:
+                return logits
+            ids = input_ids[:, None, :, None]  # [B, 1, L, 1]: the "keys" and "values"
+            mask = None if attention_mask is None else attention_mask.bool()
+            cache = KVCache([ids], [ids.clone()], torch.arange(width), mask)
+            return SimpleNamespace(logits=logits, past_key_values=cache)
+        cache = past_key_values
+        positions = torch.as_tensor(position_ids).reshape(-1)
+        length = cache.length + width
+        full = input_ids.new_zeros((batch, length))
+        full[:, cache.positions] = cache.keys[0][:, 0, :, 0]
+        full[:, positions] = input_ids
+        keep = torch.ones((batch, length), dtype=torch.bool, device=input_ids.device)
+        if cache.key_mask is not None:
+            keep[:, cache.positions] = cache.key_mask
+        if attention_mask is not None:
+            keep[:, positions] = attention_mask.bool()
+        mask = None if bool(keep.all()) else keep.long()
+        return self.inner(full, attention_mask=mask, **kwargs)[:, positions]

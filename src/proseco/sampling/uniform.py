@@ -131,6 +131,11 @@ def _setup(
         )
     if config.block_length is not None:
         raise ConfigError("block_length is a masked-diffusion setting; drop it for a UDLM model")
+    if config.cache != "none":
+        raise ConfigError(
+            f"cache={config.cache!r} is the block cache of masked diffusion decoding; sample a "
+            "UDLM model with cache='none' (--cache none)"
+        )
     if final not in _FINAL:
         raise ConfigError(f"final must be one of {_FINAL}, got {final!r}")
     device = model_device(
