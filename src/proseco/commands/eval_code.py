@@ -12,14 +12,15 @@ isolate)::
 
 (``--generate`` first completes the prompts with a model, through the lm-eval adapter, and reports
 its NFEs per answer and tokens/s next to pass@k. It takes the model flags of ``proseco sample``:
-``--device --dtype --trust-remote-code --adapter --lora --chat-template``; prompts are laid out
+``--device --dtype --trust-remote-code --adapter --lora --chat-template``, and ``--cache``; prompts are laid out
 as the model's SFT laid them out (``--chat-template``). ``--num-samples N`` completes every
 problem N times, drawn at ``--temperature``, for pass@k.)
 
 ``lm-eval`` is lm-evaluation-harness's own command line with the ``proseco`` model registered
 (lm-eval 0.4.13 has no plugin discovery, so plain ``lm_eval --model proseco`` cannot find it);
 every argument after ``lm-eval`` goes to lm-eval unchanged, and ``--model proseco`` is added when
-no ``--model`` is given::
+no ``--model`` is given; proseco's ``--cache MODE`` (as on ``proseco sample``) is moved into
+``--model_args`` as ``cache=MODE``::
 
     proseco eval lm-eval --tasks gsm8k --batch_size 8 \\
         --model_args pretrained=runs/sft/final,preset=balanced --output_path results/
@@ -34,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from proseco.commands.options import add_model_options
+from proseco.commands.options import CACHE_MODES, add_cache_option, add_model_options
 from proseco.errors import ConfigError, ModelLoadError, ProsecoError
 from proseco.fileio import atomic_open
 
@@ -82,6 +83,7 @@ def add_humaneval_arguments(tasks: Any) -> None:
                    "skipped; default 1,10,100)")  # fmt: skip
     g = p.add_argument_group("model (for --generate; as in proseco sample)")
     add_model_options(g, device_default="cpu")
+    add_cache_option(g)
     g.add_argument("--no-progress", action="store_true",
                    help="no progress bars (generation, loading weights)")  # fmt: skip
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default 10)")
@@ -186,6 +188,8 @@ def _generate(args: argparse.Namespace, problems: dict[str, dict[str, Any]]) -> 
     if args.no_progress:
         quiet_loading()
     overrides = {} if args.temperature is None else {"temperature": args.temperature}
+    if args.cache is not None:
+        overrides["cache"] = args.cache
     try:
         lm = ProsecoLM(
             args.generate, preset=args.preset, batch_size=args.batch_size,
@@ -227,6 +231,36 @@ def add_lm_eval_arguments(tasks: Any) -> None:
     p.set_defaults(_eval_run=run_lm_eval)
 
 
+def cache_to_model_args(forwarded: list[str]) -> list[str]:
+    """lm-eval's arguments with proseco's ``--cache MODE`` moved into ``--model_args``
+    (``cache=MODE``; lm-eval itself has no ``--cache``, and would read it as an abbreviation
+    of its ``--cache_requests``)."""
+    mode = None
+    rest: list[str] = []
+    items = iter(forwarded)
+    for item in items:
+        if item == "--cache":
+            mode = next(items, None)
+            if mode is None:
+                raise ConfigError(f"--cache needs a value: one of {list(CACHE_MODES)}")
+        elif item.startswith("--cache="):
+            mode = item.split("=", 1)[1]
+        else:
+            rest.append(item)
+    if mode is None:
+        return rest
+    if mode not in CACHE_MODES:
+        raise ConfigError(f"--cache must be one of {list(CACHE_MODES)}, got {mode!r}")
+    for i, item in enumerate(rest):
+        if item == "--model_args" and i + 1 < len(rest):
+            rest[i + 1] = f"{rest[i + 1]},cache={mode}" if rest[i + 1] else f"cache={mode}"
+            return rest
+        if item.startswith("--model_args="):
+            rest[i] = f"{item},cache={mode}"
+            return rest
+    return [*rest, "--model_args", f"cache={mode}"]
+
+
 def run_lm_eval(args: argparse.Namespace) -> int:
     """Run lm-eval's command line in this process, after registering ``proseco``."""
     try:
@@ -240,6 +274,7 @@ def run_lm_eval(args: argparse.Namespace) -> int:
     forwarded = list(args.lm_eval_args)
     if forwarded and forwarded[0] == "--":
         forwarded = forwarded[1:]
+    forwarded = cache_to_model_args(forwarded)
     if forwarded and not any(a == "--model" or a.startswith("--model=") for a in forwarded):
         forwarded = ["--model", "proseco", *forwarded]
     log = logging.getLogger("proseco.eval.harness")  # NFE and tokens/s after each request type

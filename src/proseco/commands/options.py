@@ -6,6 +6,9 @@ and the commands built on ``sample``'s parser: ``generate``, ``chat``, ``serve``
 :func:`load_model_from_args` loads ``args.model_dir`` with them, and names these flags (not the
 Python keyword arguments) in its errors. :func:`chat_template` says how prompts are laid out:
 as SFT laid them out for the model (:func:`proseco.data.text.prompt_ids`).
+:func:`add_cache_option` adds ``--cache none|prefix|dual`` (``SamplingConfig.cache``) to every
+command that samples (``sample``, ``generate``, ``chat``, ``serve``, ``eval humaneval``,
+``eval lm-eval``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from typing import Any
 from proseco.errors import ConfigError, ModelLoadError
 
 __all__ = [
+    "CACHE_MODES",
     "CHAT_TEMPLATES",
     "DTYPES",
+    "add_cache_option",
     "add_model_options",
     "chat_template",
     "load_model_from_args",
@@ -29,6 +34,14 @@ __all__ = [
 
 DTYPES = ("float32", "bfloat16", "float16")
 CHAT_TEMPLATES = ("auto", "none")
+# SamplingConfig.cache's values (proseco.sampling.config.CACHE_MODES; spelled out here so that
+# building a parser imports no torch)
+CACHE_MODES = ("none", "prefix", "dual")
+CACHE_HELP = (
+    "reuse attention keys/values within a block (Fast-dLLM): none (default: every call runs the "
+    "whole sequence), prefix (prompt and finished blocks cached), dual (the masked future too); "
+    "needs a model with the window cache (the bundled DiT); an approximation, see the README"
+)
 
 # Python keyword arguments in library messages -> the flags that set them
 _FLAGS = (
@@ -60,6 +73,11 @@ def add_model_options(
                        "tokenizer's chat template when it has one, else [BOS] prompt; none = "
                        "[BOS] prompt (default: what the model's SFT run used, from its "
                        "config.yaml, else auto)")  # fmt: skip
+
+
+def add_cache_option(group: Any, *, help: str | None = None) -> None:
+    """Add ``--cache none|prefix|dual`` (default: not given, so the saved config's value stays)."""
+    group.add_argument("--cache", default=None, choices=CACHE_MODES, help=help or CACHE_HELP)
 
 
 def saved_chat_template(model_dir: str | Path) -> str | None:

@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from proseco.commands.options import add_model_options
+from proseco.commands.options import add_cache_option, add_model_options
 from proseco.errors import ConfigError, OutputError
 from proseco.fileio import atomic_open
 
@@ -98,6 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--eps", type=float, default=None)
     g.add_argument("--eos-id", type=int, default=None)
     g.add_argument("--stop-at-eos", action=argparse.BooleanOptionalAction, default=None)
+    add_cache_option(g)
     g = parser.add_argument_group("ProSeCo corrector")
     g.add_argument("--corrector-steps", type=int, default=None, help="S (0 = no corrector)")
     g.add_argument("--corrector-every", type=int, default=None, help="omega: fire every W steps")
@@ -184,7 +185,7 @@ def _fields(obj: Any) -> dict[str, Any]:
 def build_config(args: argparse.Namespace, base: Any) -> Any:
     """The :class:`~proseco.SamplingConfig` of ``base`` with the flags that were given applied."""
     direct = ("steps", "unmasking", "block_length", "temperature", "top_p", "top_k", "float64",
-              "schedule", "eps", "eos_id", "stop_at_eos")  # fmt: skip
+              "schedule", "eps", "eos_id", "stop_at_eos", "cache")  # fmt: skip
     changes: dict[str, Any] = {k: getattr(args, k) for k in direct if getattr(args, k) is not None}
     changes["corrector"] = _corrector(args, base.corrector)
     guidance, conditioning = _guidance(args, base.guidance)

@@ -207,10 +207,10 @@ class RowText:
 
 
 _DECODING_FLAGS = ("steps", "unmasking", "block_length", "temperature", "top_p", "top_k",
-                   "float64", "schedule", "eps", "eos_id", "stop_at_eos", "corrector_steps",
-                   "corrector_every", "corrector_start", "corrector_update",
-                   "corrector_early_exit", "condition", "guidance_gamma", "null_label",
-                   "guidance_conditional_corrector")  # fmt: skip
+                   "float64", "schedule", "eps", "eos_id", "stop_at_eos", "cache",
+                   "corrector_steps", "corrector_every", "corrector_start", "corrector_update",
+                   "corrector_early_exit", "corrector_final", "condition", "guidance_gamma",
+                   "null_label", "guidance_conditional_corrector")  # fmt: skip
 
 
 def no_flags() -> argparse.Namespace:

@@ -7,7 +7,7 @@ raises :class:`RequestError`, which the app turns into OpenAI's error JSON::
                "code": null}}
 
 ProSeCo's decoding knobs are extra body fields (``openai`` clients send them with
-``extra_body={...}``): ``preset``, ``steps``, ``block_length``, ``unmasking``,
+``extra_body={...}``): ``preset``, ``steps``, ``block_length``, ``unmasking``, ``cache``,
 ``corrector_steps``, ``corrector_every``, ``top_k``, ``ignore_eos`` — next to the standard ``temperature``,
 ``top_p``, ``seed``, ``max_tokens``, ``stop``, ``n``. Each is validated by
 :class:`~proseco.SamplingConfig` (or :class:`~proseco.Corrector`) and a failure names the field.
@@ -36,6 +36,7 @@ _CONFIG_FIELDS = {
     "top_p": "top_p",
     "top_k": "top_k",
     "unmasking": "unmasking",
+    "cache": "cache",
 }
 # accepted only at their "off" value: anything else would be silently ignored
 _UNSUPPORTED = {
