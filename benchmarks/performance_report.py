@@ -11,7 +11,8 @@ Runs, in order, the committed benchmarks and writes their tables with the machin
     python benchmarks/performance_report.py --threads 1            # about 20 min on 2 shared cores
     python benchmarks/performance_report.py --threads 1 --quick    # smaller settings, a smoke run
 
-The raw numbers go to ``docs/results/performance.json`` beside the page.
+The raw numbers go to ``docs/results/performance.json`` beside the page. Sections that other
+benchmarks write between ``<!-- NAME:start -->`` / ``<!-- NAME:end -->`` markers are kept.
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores visible, Python {platform.python_version()}, "
         f"torch {torch.__version__}"
     )
+
+
+def marked_sections(text: str) -> list[str]:
+    """The sections other benchmarks write into the page between ``<!-- NAME:start -->`` and
+    ``<!-- NAME:end -->`` markers (``serve_throughput.py``, ``kv_cache.py``), markers included:
+    this report rewrites the rest of the page and keeps them as they are."""
+    import re
+
+    pattern = re.compile(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->\n?", re.DOTALL)
+    return [m.group(0).rstrip("\n") + "\n" for m in pattern.finditer(text)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
+    kept = marked_sections(out.read_text() if out.is_file() else "")
+    out.write_text("\n".join(lines) + ("\n" + "\n".join(kept) if kept else ""))
     raw = {
         "generated": when,
         "machine": machine(),
