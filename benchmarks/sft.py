@@ -15,7 +15,7 @@ confidence unmasking), the whole answer + EOS as one block (``L`` = 16 for chain
     k tok/step            k = 1, 2, 4, 8 tokens revealed per step (ceil(L / k) steps), no corrector
     k tok/step + S=s      the same with a corrector loop of up to s calls before every step
                           (early exit at a fixed point), s = 1, 3
-    k tok/step + S=1 + F=1  (k >= 2) S=1 and one more corrector call on the finished answer
+    k tok/step + S=1 + F=1  (k = 4, 8) S=1 and one more corrector call on the finished answer
                           (``Corrector(final_steps=1)``; not in the paper's Algorithm 2)
 
 An answer is right iff its text up to the first EOS solves the prompt
@@ -118,7 +118,7 @@ def settings() -> list[Setting]:
     """The grid, in table order: plain rows first, then corrector rows."""
     grid = [Setting(k) for k in TOKENS_PER_STEP]
     grid += [Setting(k, s) for s in CORRECTOR_STEPS for k in TOKENS_PER_STEP]
-    grid += [Setting(k, 1, FINAL_STEPS) for k in TOKENS_PER_STEP if k > 1]
+    grid += [Setting(k, 1, FINAL_STEPS) for k in TOKENS_PER_STEP if k >= 4]
     return grid
 
 
@@ -359,8 +359,10 @@ def compare(pooled: dict[tuple, Arm], boot: Bootstrap) -> dict[str, list[dict[st
     vanilla_plain = {a.setting: a for a in plain("vanilla")}
     training = [pair(a, vanilla_plain[a.setting]) for a in plain("proseco")
                 if a.setting in vanilla_plain]  # fmt: skip
-    sampling = [pair(a, *matched_plain(a, plain("proseco"))) for a in corrected("proseco")]
-    paper = [pair(a, *matched_plain(a, plain("vanilla"))) for a in corrected("proseco")]
+    sampling = [pair(a, *matched_plain(a, plain("proseco"))) for a in corrected("proseco")
+                if plain("proseco")]  # fmt: skip
+    paper = [pair(a, *matched_plain(a, plain("vanilla"))) for a in corrected("proseco")
+             if plain("vanilla")]  # fmt: skip
     return {"training": training, "sampling": sampling, "paper": paper}
 
 
@@ -369,6 +371,9 @@ def judge(pooled: dict[tuple, Arm], boot: Bootstrap) -> dict[str, Any]:
     vanilla = sorted((a for (o, _), a in pooled.items() if o == "vanilla" and "S=" not in a.setting),
                      key=lambda a: a.nfe)  # fmt: skip
     pros = [a for (o, _), a in pooled.items() if o == "proseco"]
+    if not vanilla or not pros:
+        empty = {"held": False, "testable": False, "points": []}
+        return {"a": empty, "b": {**empty, "best_vanilla": None, "v_acc": 0.0, "n_star": 0.0}}
     points = []
     for v in vanilla:
         within = [p for p in pros if p.nfe <= v.nfe + 1e-9]
@@ -548,16 +553,16 @@ def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path,
 
     Comparisons, verdicts and the summary pool ``meta["verdict tasks"]`` (default: every task).
     """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    saved = {"settings": meta, "rows": rows}  # first: the rows survive a failing report
+    out.with_name(out.stem + "_rows.json").write_text(json.dumps(saved, indent=0) + "\n")
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     verdict_tasks = [t for t in meta.get("verdict tasks", tasks) if t in tasks] or tasks
     pooled = arms(rows, verdict_tasks)
     boot = Bootstrap(_shapes(pooled))
     cmp, verdicts = compare(pooled, boot), judge(pooled, boot)
-    out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plot(rows, tasks, png)
-    saved = {"settings": meta, "rows": rows}
-    out.with_name(out.stem + "_rows.json").write_text(json.dumps(saved, indent=0) + "\n")
     out.with_name(out.stem + "_summary.json").write_text(
         json.dumps(
             summary([r for r in rows if r["task"] in verdict_tasks], verdicts, cmp), indent=1

@@ -80,7 +80,7 @@ def _tiny_dit(tok):
 def test_grid_and_configs():
     names = [s.name for s in sft.settings()]
     assert names[:4] == ["1 tok/step", "2 tok/step", "4 tok/step", "8 tok/step"]
-    assert names[-1] == "8 tok/step + S=1 + F=1" and len(names) == 15
+    assert names[-1] == "8 tok/step + S=1 + F=1" and len(names) == 14
     assert sft.Setting(8, 1, 1).config(11).corrector.final_steps == 1
     assert (
         names[4:6] == ["1 tok/step + S=1", "2 tok/step + S=1"] and names[11] == "8 tok/step + S=3"
@@ -196,6 +196,16 @@ def test_verdicts_both_ways(tmp_path):
                       str(tmp_path / "again.md")])  # fmt: skip
     assert again == 0
     assert (tmp_path / "again.md").read_text() == text.replace("sft.png", "again.png")
+
+
+def test_a_partial_grid_still_saves_its_rows(tmp_path):
+    rows = _rows({("proseco", "8 tok/step + S=1"): [0.5, 0.4, 0.6]}, NFE)  # no plain rows
+    pooled = sft.arms(rows)
+    boot = sft.Bootstrap(sft._shapes(pooled), draws=50)
+    assert sft.compare(pooled, boot)["sampling"] == [] and not sft.judge(pooled, boot)["a"]["held"]
+    text = sft.write_outputs(rows, {}, tmp_path / "p.md")
+    assert "not testable" in text
+    assert json.loads((tmp_path / "p_rows.json").read_text())["rows"] == rows
 
 
 def test_missing_models_and_bad_input_are_one_line(tmp_path, capsys):
