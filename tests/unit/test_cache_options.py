@@ -110,3 +110,13 @@ def test_a_serve_request_may_ask_for_the_cache(dit):
     with pytest.raises(RequestError) as err:
         parse_chat({**body, "cache": "full"}, engine)
     assert err.value.param == "cache"
+
+
+def test_the_lm_eval_model_decodes_with_the_cache_model_argument(dit):
+    pytest.importorskip("lm_eval")
+    from proseco.eval.harness import ProsecoLM
+
+    lm = ProsecoLM(str(dit), preset="fast", cache="dual", max_gen_toks=8)
+    assert lm.config_for(8).cache == "dual"
+    (answer,) = lm.generate(["ab"], until=[], max_gen_toks=8)
+    assert isinstance(answer, str) and lm.stats.to_dict()["nfe_per_answer"] > 0
