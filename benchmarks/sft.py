@@ -423,7 +423,9 @@ def results_table(
             f"{' + '.join(verdict_tasks)} % [95% CI]", "NFE/answer", "corr. NFE", "changed",
             "fixed", "broken"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for key, arm in pooled.items():
+    order = {s.name: i for i, s in enumerate(settings())}
+    for key, arm in sorted(pooled.items(), key=lambda kv: (OBJECTIVES.index(kv[0][0]),
+                                                           order.get(kv[0][1], 99))):  # fmt: skip
         mine = [r for r in rows if (r["objective"], r["setting"]) == key]
         low, high = boot.interval(arm)
         cells = [LABELS[key[0]], key[1], *[_pct(per_task[t][key].acc) for t in tasks],
