@@ -8,7 +8,7 @@ The layers (lowest first; see docs/architecture.md)::
     3  proseco.pretrained
     4  proseco.eval.*
     5  proseco.training.*
-    6  proseco.commands.*, proseco.cli
+    6  proseco.commands.*, proseco.serving.*, proseco.cli
 
 Every ``import`` / ``from ... import`` statement of every module under ``src/proseco`` counts,
 including those inside functions and ``if TYPE_CHECKING:`` blocks, as do
@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "proseco.eval": 4,
     "proseco.training": 5,
     "proseco.commands": 6,
+    "proseco.serving": 6,
     "proseco.cli": 6,
     "proseco.__main__": 6,
 }
