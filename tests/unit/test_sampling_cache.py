@@ -175,6 +175,26 @@ def test_rows_that_left_the_batch_get_their_cache_rows_gathered(cache):
 
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
+@pytest.mark.parametrize(
+    "corrector",
+    [Corrector(2), Corrector(3, every=2, update="top_k_positions:positions=1"),
+     Corrector(1, final_steps=2), Corrector(2, update="sample")],
+)  # fmt: skip
+def test_in_one_block_an_exact_cache_gives_the_corrected_tokens_of_no_cache(cache, corrector):
+    """One block after a prompt: the corrector's region is the block either way, so an exact
+    cache must reproduce ``cache="none"`` with the corrector too."""
+    kwargs = dict(mask_id=MASK, prompt=[[1, 2, 3], [4]], pad_id=PAD, length=8, steps=8,
+                  unmasking="confidence", corrector=corrector, return_history=True)  # fmt: skip
+    ref = sample(cached_toy(), generator=gen(2), **kwargs)
+    model = cached_toy()
+    out = sample(model, generator=gen(2), cache=cache, **kwargs)
+    assert torch.equal(out.tokens, ref.tokens)
+    assert torch.equal(out.num_corrected, ref.num_corrected)
+    assert torch.equal(out.corrector_changes.new, ref.corrector_changes.new)
+    assert any(w for _, _, w in model.calls) and ref.nfe == out.nfe
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
 @pytest.mark.parametrize("final_steps", [0, 1])
 def test_the_corrector_revises_only_the_current_block(cache, final_steps):
     out = sample(
