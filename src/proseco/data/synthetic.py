@@ -172,15 +172,20 @@ def make_chain(rng: random.Random) -> Record:
     return {"task": "chain", "prompt": "C:" + "".join(map(str, digits)), "response": "".join(sums)}
 
 
+def _blanked(rng: random.Random, grids: Sequence[str], task: str, tag: str) -> Record:
+    """A random grid of ``grids`` with ``FILL_BLANKS`` random cells blanked; response: the blanks."""
+    grid = rng.choice(grids)
+    blanks = set(rng.sample(range(16), FILL_BLANKS))
+    puzzle = "".join("." if i in blanks else ch for i, ch in enumerate(grid))
+    answer = "".join(grid[i] for i in sorted(blanks))
+    return {"task": task, "prompt": f"{tag}:{puzzle}", "response": answer}
+
+
 def make_fill(rng: random.Random) -> Record:
     """One 4x4 sudoku with 10 blanks, possibly several completions; response: its source grid's."""
     if not _GRIDS:
         _GRIDS.extend(sudoku_grids())
-    grid = rng.choice(_GRIDS)
-    blanks = set(rng.sample(range(16), FILL_BLANKS))
-    puzzle = "".join("." if i in blanks else ch for i, ch in enumerate(grid))
-    answer = "".join(grid[i] for i in sorted(blanks))
-    return {"task": "fill", "prompt": f"F:{puzzle}", "response": answer}
+    return _blanked(rng, _GRIDS, "fill", "F")
 
 
 def _latin_ok(cells: Sequence[int]) -> bool:
@@ -214,11 +219,7 @@ def make_latin(rng: random.Random) -> Record:
     """One 4x4 Latin square with 10 blanks; response: its source square's missing digits."""
     if not _SQUARES:
         _SQUARES.extend(latin_squares())
-    square = rng.choice(_SQUARES)
-    blanks = set(rng.sample(range(16), FILL_BLANKS))
-    puzzle = "".join("." if i in blanks else ch for i, ch in enumerate(square))
-    answer = "".join(square[i] for i in sorted(blanks))
-    return {"task": "latin", "prompt": f"L:{puzzle}", "response": answer}
+    return _blanked(rng, _SQUARES, "latin", "L")
 
 
 _MAX_MISSES = 1000  # repeated prompts in a row before giving up
