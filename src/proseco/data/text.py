@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from proseco.data.corpus import CORPUS_PREFIX, read_corpus
+
 __all__ = [
     "read_records",
     "list_source_files",
@@ -45,7 +47,6 @@ _EXTENSIONS = (".txt", ".jsonl", ".json", ".csv", ".parquet")
 
 
 PACKAGE_PREFIX = "package:"
-CORPUS_PREFIX = "corpus:"  # a corpus of proseco.data.corpus, e.g. corpus:kjv
 
 
 def _looks_like_hub_name(source: str) -> bool:
@@ -152,8 +153,6 @@ def read_records(
     """
     files = None if source.startswith(CORPUS_PREFIX) else list_source_files(source)
     if source.startswith(CORPUS_PREFIX):
-        from proseco.data.corpus import read_corpus
-
         records = read_corpus(source)
     elif files is None:
         if not _looks_like_hub_name(source):

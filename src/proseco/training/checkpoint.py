@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -43,7 +42,15 @@ from proseco.training.config import TrainConfig
 from proseco.training.config_io import config_diff, config_to_dict, load_config
 from proseco.training.ema import EMA
 from proseco.training.lora import save_model
-from proseco.training.rundir import RunDirState, inspect_run_dir, refuse_foreign, writing
+from proseco.training.rundir import (
+    CHECKPOINTS,
+    STATE_FILE,
+    RunDirState,
+    inspect_run_dir,
+    list_checkpoints,
+    refuse_foreign,
+    writing,
+)
 
 __all__ = [
     "CHECKPOINTS",
@@ -68,9 +75,6 @@ __all__ = [
 
 log = logging.getLogger("proseco.training")
 
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.json"
-_NAME = re.compile(r"^step-(\d+)$")
 
 # Fields a resumed run may change; any other difference from the saved config is an error.
 # - The learning-rate schedule (lr, min_lr, warm-up, constant/cosine), gradient clipping and
@@ -126,19 +130,6 @@ def _any_process(accelerator: Accelerator, flag: bool) -> bool:
         return flag
     value = torch.tensor(float(flag), device=accelerator.device)
     return float(accelerator.reduce(value, reduction="sum")) > 0
-
-
-def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints ``(step, path)`` under ``output_dir``, oldest first."""
-    root = Path(output_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        match = _NAME.match(path.name)
-        if match and (path / STATE_FILE).is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:

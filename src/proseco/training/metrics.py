@@ -18,11 +18,10 @@ from typing import Any
 from accelerate import Accelerator
 
 from proseco.errors import DataError
-from proseco.training.rundir import atomic_write_text, writing
+from proseco.fileio import atomic_write_text, writing
+from proseco.training.rundir import METRICS_FILE
 
 __all__ = ["MetricsLogger", "tracker_names", "read_metrics"]
-
-METRICS_FILE = "metrics.jsonl"
 
 
 def tracker_names(tensorboard: bool, wandb_project: str | None) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -31,6 +32,10 @@ from proseco.fileio import FAULT_ENV, atomic_write_text, fault_point, output_err
 
 __all__ = [
     "LOCK_FILE",
+    "CHECKPOINTS",
+    "STATE_FILE",
+    "METRICS_FILE",
+    "list_checkpoints",
     "FAULT_ENV",
     "RunLock",
     "RunDirState",
@@ -43,6 +48,10 @@ __all__ = [
 ]
 
 LOCK_FILE = ".proseco.lock"
+CHECKPOINTS = "checkpoints"  # OUTPUT/checkpoints/step-N/
+STATE_FILE = "trainer_state.json"  # written last: a checkpoint directory with it is complete
+METRICS_FILE = "metrics.jsonl"
+_CHECKPOINT_NAME = re.compile(r"^step-(\d+)$")
 
 
 @dataclass
@@ -95,6 +104,19 @@ def refuse_foreign(found: RunDirState, path: str | Path) -> None:
         )
 
 
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints ``(step, path)`` under ``output_dir``, oldest first."""
+    root = Path(output_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = _CHECKPOINT_NAME.match(path.name)
+        if match and (path / STATE_FILE).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
 def _is_recipe(path: Path) -> bool:
     from proseco.training.config_io import load_config
 
@@ -111,9 +133,6 @@ def inspect_run_dir(path: str | Path) -> RunDirState:
     Raises:
         OutputError: ``path`` is a file, or cannot be listed.
     """
-    from proseco.training.checkpoint import list_checkpoints
-    from proseco.training.metrics import METRICS_FILE
-
     path = Path(path)
     if not path.exists():
         return RunDirState(exists=False)
