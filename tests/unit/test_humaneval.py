@@ -5,7 +5,12 @@ mean over problems of the fraction of passing samples, pass@k the unbiased estim
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -55,7 +60,7 @@ def test_sockets_are_refused_and_proxies_are_not_inherited(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     network = run_program("import socket\nsocket.create_connection(('127.0.0.1', 9))\n")
     assert network.status == "failed" and "network access is disabled" in network.detail
-    env = run_program("import os, sys\nsys.exit(1 if 'HTTPS_PROXY' in os.environ else 0)\n")
+    env = run_program("import os\nassert 'HTTPS_PROXY' not in os.environ\n")
     assert env.status == "passed"
 
 
@@ -185,3 +190,109 @@ def test_samples_files_share_one_reader_with_line_numbers(tmp_path):
     path.write_text("\n")
     with pytest.raises(DataError, match="holds no samples"):
         read_jsonl_objects(path)
+
+
+# ------------------------------------------------ issue 24: a pass is the harness's, not the exit
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "    raise SystemExit(0)\n",
+        "    import os\n    os._exit(0)\n",
+        "    import sys\n    sys.exit()\n",
+    ],
+)
+def test_a_program_that_exits_with_status_0_before_its_tests_end_fails(completion):
+    result = run_program(build_program(PROBLEMS[FIRST], completion))
+    assert result.status == "failed"
+    assert "ended before its tests finished (exit status 0)" in result.detail
+
+
+def test_the_command_scores_a_system_exit_completion_as_failed(tmp_path, capsys):
+    path = tmp_path / "samples.jsonl"
+    path.write_text(
+        json.dumps({"task_id": FIRST, "completion": "    raise SystemExit(0)\n"}) + "\n"
+    )
+    assert main(["eval", "humaneval", str(path), "--timeout", "10"]) == 0
+    assert "pass@1 0.0000 over 1 problems" in capsys.readouterr().out
+    report = json.loads((tmp_path / "samples.humaneval.json").read_text())
+    assert report["counts"] == {"passed": 0, "failed": 1, "timeout": 0}
+
+
+_RSS = """
+import resource, sys
+from proseco.eval.humaneval import run_program
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = run_program("import os\\nwhile True:\\n    os.write(FD, b'x' * (1 << 20))\\n", timeout=2.0)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(result.status, len(result.detail), (after - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize("fd", [1, 2])
+def test_a_program_flooding_its_output_does_not_grow_the_evaluators_memory(fd):
+    code = _RSS.replace("FD", str(fd))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    status, detail_chars, grown_mib = done.stdout.split()
+    assert status == "timeout" and int(detail_chars) <= 2000
+    assert int(grown_mib) < 64, f"the evaluator grew by {grown_mib} MiB"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for a reaper that is not ours counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+_FORKS = """
+import os, time
+pid_file = {pid_file!r}
+if os.fork() == 0:
+    {escape}
+    with open(pid_file + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(pid_file + ".tmp", pid_file)
+    for fd in (0, 1, 2):
+        os.close(fd)
+    time.sleep(120)
+    os._exit(0)
+while not os.path.exists(pid_file):
+    time.sleep(0.01)
+{then}
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize(
+    ("escape", "then", "status"),
+    [
+        ("pass", "pass", "passed"),  # a daemon-like child of a passing program
+        ("os.setsid()", "while True:\n    pass", "timeout"),  # its own session, then a timeout
+        ("os.setsid()", "pass", "passed"),
+    ],
+)
+def test_no_process_of_a_program_outlives_its_evaluation(tmp_path, escape, then, status):
+    pid_file = tmp_path / "child.pid"
+    source = _FORKS.format(pid_file=str(pid_file), escape=escape, then=then)
+    result = run_program(source, timeout=3.0)
+    pid = int(pid_file.read_text())
+    try:
+        assert result.status == status, result.detail
+        assert not _alive(pid), f"child {pid} outlived the evaluation"
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_output_equal_to_the_samples_file_is_refused_in_one_line(tmp_path, capsys):
+    path = tmp_path / "samples.jsonl"
+    text = json.dumps({"task_id": FIRST, "completion": WRONG}) + "\n"
+    path.write_text(text)
+    for output in (path, tmp_path / "sub" / ".." / "samples.jsonl"):
+        assert main(["eval", "humaneval", str(path), "--output", str(output)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "is the samples file itself" in err
+    assert path.read_text() == text

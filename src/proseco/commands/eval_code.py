@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -112,10 +113,9 @@ def add_humaneval_arguments(tasks: Any) -> None:
 
 def run_humaneval(args: argparse.Namespace) -> int:
     """``proseco eval humaneval``: run, print pass@1 and write per-sample results."""
-    from proseco.eval.humaneval import evaluate_samples, load_problems, read_samples
+    from proseco.eval.humaneval import check_timeout, evaluate_samples, load_problems, read_samples
 
-    if not args.timeout > 0:
-        raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    check_timeout(args.timeout, "--timeout")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if args.limit is not None and args.generate is None:
@@ -126,6 +126,8 @@ def run_humaneval(args: argparse.Namespace) -> int:
         raise ConfigError("--num-samples applies to --generate; a samples file may already "
                           "hold several completions per task_id")  # fmt: skip
     ks = _ks(args.k)
+    output = args.output or args.samples.with_suffix(".humaneval.json")
+    _refuse_overwriting_samples(args.samples, output)
     problems = load_problems(args.problems)
     generation = None
     if args.generate is not None:
@@ -135,7 +137,6 @@ def run_humaneval(args: argparse.Namespace) -> int:
         samples, problems, timeout=args.timeout, workers=args.workers, truncate=args.truncate,
         ks=ks,
     )  # fmt: skip
-    output = args.output or args.samples.with_suffix(".humaneval.json")
     report = {"samples": str(args.samples), "timeout": args.timeout, **result.to_dict()}
     if generation is not None:
         report = {**report, "generation": generation}
@@ -156,6 +157,18 @@ def run_humaneval(args: argparse.Namespace) -> int:
     )
     print(f"wrote {output}", file=sys.stderr)
     return 0
+
+
+def _refuse_overwriting_samples(samples: Path, output: Path) -> None:
+    """A :class:`ConfigError` when the results file would replace the samples file."""
+    same = samples.resolve() == output.resolve()
+    if not same and samples.exists() and output.exists():
+        same = os.path.samefile(samples, output)  # a hard link
+    if same:
+        raise ConfigError(
+            f"the results file {output} is the samples file itself and would overwrite it; "
+            "pass another --output (default: SAMPLES with suffix .humaneval.json)"
+        )
 
 
 def _ks(text: str) -> tuple[int, ...]:

@@ -12,28 +12,46 @@ unbiased estimator of the Codex paper, ``1 - C(n - c, k) / C(n, k)`` for ``c`` c
 averaged over problems (:func:`pass_at_k`; pass@1 is the mean of ``c / n``); it is reported for
 each ``k`` in ``ks`` that every problem has at least ``k`` samples for.
 
+Isolation — what the runner promises. A sample **passes only when the harness reports it**: the
+program runs inside :mod:`proseco.eval._humaneval_harness`, which writes a fresh random token to a
+pipe of its own only after the whole program, ``check(entry_point)`` included, has returned;
+``raise SystemExit(0)``, ``os._exit(0)`` or a signal before that fail whatever the exit status.
+Output is read with a bounded buffer (the last 2,000 characters of each stream are kept, the rest
+is drained and dropped), so a program that floods stdout or stderr cannot grow the evaluator's
+memory. Each program starts in a new session (its own process group) whose whole group is killed
+and reaped when the program ends or times out; on Linux, processes that left the group (their own
+``setsid``) are found too, by a per-run marker variable in their environment (``/proc/PID/
+environ``), and killed.
+
 Limits — this is **not a sandbox**. Each program runs as the current user, in a fresh temporary
 directory (deleted afterwards), with ``python -I`` (isolated: no user site, no ``PYTHON*``
 variables, no current directory on ``sys.path``), a scrubbed environment (no proxy variables, no
-``HOME``), stdin closed, and its own process group, killed whole at the timeout. A prelude the
-program runs first sets hard POSIX limits (CPU seconds, 4 GiB of address space, 16 MiB per
-written file) and replaces ``socket``'s constructors, which stops accidental network use but not
-code that means harm: it can re-import ``_socket``, read your files, or write outside its
-directory. Run untrusted model output inside a container or VM without network.
+``HOME``) and stdin at its end. The harness sets hard POSIX limits (CPU seconds, 4 GiB of address
+space, 16 MiB per written file) and replaces ``socket``'s constructors, which stops accidental
+network use but not code that means harm: there is no seccomp filter, no network namespace and
+no cgroup, so a program can re-import ``_socket``, read your files, write outside its directory,
+find the token in its own interpreter and forge a pass, or escape the cleanup (a descendant that
+starts with an environment without the marker, or that runs as another user). Run untrusted
+model output inside a container or VM without network.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
+import secrets
+import selectors
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,27 +79,12 @@ _OUTPUT_LIMIT = 2_000  # characters of stdout/stderr kept per program
 _MEMORY_LIMIT = 4 * 1024**3  # bytes of address space per program (POSIX)
 _FILE_LIMIT = 16 * 1024**2  # bytes per file the program writes (POSIX)
 
-_PRELUDE = """\
-try:
-    import resource as _resource_module
-    for _limit, _value in ((_resource_module.RLIMIT_CPU, {cpu}),
-                           (_resource_module.RLIMIT_AS, {memory}),
-                           (_resource_module.RLIMIT_FSIZE, {file_size})):
-        try:
-            _resource_module.setrlimit(_limit, (_value, _value))
-        except (ValueError, OSError):
-            pass
-    del _resource_module, _limit, _value
-except ImportError:
-    pass
-import socket as _socket_module
-def _no_network(*args, **kwargs):
-    raise OSError("network access is disabled in proseco's HumanEval runner")
-_socket_module.socket = _no_network
-_socket_module.create_connection = _no_network
-_socket_module.getaddrinfo = _no_network
-del _socket_module
-"""
+_TAIL_BYTES = 4 * _OUTPUT_LIMIT  # bytes kept per stream (UTF-8: at most 4 per character)
+_TOKEN_BYTES = 256  # bytes kept of the harness's report pipe
+_READ_CHUNK = 1 << 16
+_DRAIN_SECONDS = 1.0  # after the kill: how long to wait for pipes still held by escapees
+_MARKER_ENV = "PROSECO_HUMANEVAL_RUN"  # per-run environment marker of the program's processes
+_HARNESS = Path(__file__).with_name("_humaneval_harness.py")
 
 
 @dataclass(frozen=True)
@@ -207,61 +210,236 @@ def build_program(problem: dict[str, Any], completion: str) -> str:
     )
 
 
-def _environment(workdir: str) -> dict[str, str]:
-    """A minimal environment: no proxies, no ``HOME``, no ``PYTHON*`` variables."""
-    env = {"PATH": os.defpath, "LANG": "C.UTF-8", "TMPDIR": workdir, "OMP_NUM_THREADS": "1"}
+def _environment(workdir: str, marker: str) -> dict[str, str]:
+    """A minimal environment: no proxies, no ``HOME``, no ``PYTHON*`` variables; the run's
+    marker (inherited by everything the program starts, so escapees can be found)."""
+    env = {
+        "PATH": os.defpath,
+        "LANG": "C.UTF-8",
+        "TMPDIR": workdir,
+        "OMP_NUM_THREADS": "1",
+        _MARKER_ENV: marker,
+    }
     if sys.platform == "win32":  # pragma: no cover
         env["SYSTEMROOT"] = os.environ.get("SYSTEMROOT", "")
     return env
 
 
+def check_timeout(timeout: float, what: str = "timeout") -> float:
+    """``timeout`` as a float, or a :class:`ConfigError` unless it is finite and > 0."""
+    try:
+        value = float(timeout)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number of seconds, got {timeout!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{what} must be a finite number of seconds > 0, got {timeout!r}")
+    return value
+
+
 def run_program(source: str, timeout: float = 10.0) -> ExecResult:
-    """Run ``source`` with ``python -I`` in a temporary directory; see the module's limits.
+    """Run ``source`` under the harness in a temporary directory; see the module's isolation.
 
     Args:
-        source: a whole Python program; it passes if it exits with status 0.
-        timeout: wall-clock seconds before the program (and its process group) is killed.
+        source: a whole Python program; it passes if it runs to its end (the harness reports
+            that; the exit status does not count).
+        timeout: wall-clock seconds before the program (and everything it started) is killed.
     """
-    if not timeout > 0:
-        raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
-    posix = os.name == "posix"
+    timeout = check_timeout(timeout)
+    token = secrets.token_hex(16)
+    marker = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="proseco-humaneval-") as workdir:
         program = Path(workdir) / "program.py"
-        prelude = _PRELUDE.format(cpu=int(timeout) + 1, memory=_MEMORY_LIMIT, file_size=_FILE_LIMIT)
-        program.write_text(prelude + source, encoding="utf-8")
-        process = subprocess.Popen(
-            [sys.executable, "-I", "-B", str(program)],
-            cwd=workdir,
-            env=_environment(workdir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=posix,
-        )
+        program.write_text(source, encoding="utf-8")
+        report, report_w = os.pipe()
         try:
-            _, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill(process, posix)
-            process.communicate()
-            return ExecResult("timeout", f"timed out after {timeout:g} s")
+            process = _start(program, report_w, timeout, workdir, marker)
+        except BaseException:
+            os.close(report)
+            raise
         finally:
-            if process.poll() is None:
-                _kill(process, posix)
-                process.communicate()
-    if process.returncode == 0:
-        return ExecResult("passed")
-    detail = stderr.decode("utf-8", "replace").strip()[-_OUTPUT_LIMIT:]
-    return ExecResult("failed", detail or f"exit status {process.returncode}")
+            os.close(report_w)
+        tails = _Tails({"stdout": process.stdout.fileno(), "stderr": process.stderr.fileno(),
+                        "report": report})  # fmt: skip
+        try:
+            _send_token(process, token)
+            timed_out = _watch(process, tails, timeout)
+        finally:
+            _end_tree(process, marker)
+            tails.drain(_DRAIN_SECONDS)
+            tails.close()
+            process.stdout.close()
+            process.stderr.close()
+            os.close(report)
+    return _outcome(process.returncode, tails, token, timed_out, timeout)
 
 
-def _kill(process: subprocess.Popen, posix: bool) -> None:
+def _start(
+    program: Path, report_w: int, timeout: float, workdir: str, marker: str
+) -> subprocess.Popen:
+    """Start the harness on ``program`` in a new session, reporting on ``report_w``."""
+    limits = (math.ceil(timeout) + 1, _MEMORY_LIMIT, _FILE_LIMIT)
+    return subprocess.Popen(
+        [sys.executable, "-I", "-B", str(_HARNESS), str(program), str(report_w), *map(str, limits)],
+        cwd=workdir,
+        env=_environment(workdir, marker),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(report_w,),
+        start_new_session=os.name == "posix",
+    )
+
+
+def _send_token(process: subprocess.Popen, token: str) -> None:
+    """Give the harness its token on stdin, then close stdin (the program sees its end)."""
+    with suppress(OSError):  # BrokenPipeError: the program is already gone
+        process.stdin.write(token.encode() + b"\n")
+    with suppress(OSError):
+        process.stdin.close()  # closes the pipe even when the flush fails
+
+
+class _Tails:
+    """The last bytes of each of the harness's pipes; everything before is read and dropped.
+
+    Args:
+        fds: ``{"stdout": fd, "stderr": fd, "report": fd}``.
+    """
+
+    def __init__(self, fds: dict[str, int]) -> None:
+        self.tails = {name: bytearray() for name in fds}
+        self.limits = {name: _TOKEN_BYTES if name == "report" else _TAIL_BYTES for name in fds}
+        self.selector = selectors.DefaultSelector()
+        for name, fd in fds.items():
+            self.selector.register(fd, selectors.EVENT_READ, name)
+
+    @property
+    def open(self) -> bool:
+        """Whether any pipe has not reached its end yet."""
+        return bool(self.selector.get_map())
+
+    def pump(self, seconds: float) -> None:
+        """Read whatever arrives within ``seconds`` (one chunk per ready pipe)."""
+        if not self.open:
+            time.sleep(seconds)
+            return
+        for key, _ in self.selector.select(seconds):
+            self._read(key)
+
+    def drain(self, seconds: float) -> None:
+        """Read until every pipe ends, for at most ``seconds`` (escapees may hold a pipe)."""
+        deadline = time.monotonic() + seconds
+        while self.open and (remaining := deadline - time.monotonic()) > 0:
+            self.pump(remaining)
+
+    def _read(self, key: selectors.SelectorKey) -> None:
+        try:
+            data = os.read(key.fd, _READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.selector.unregister(key.fd)
+            return
+        tail = self.tails[key.data]
+        tail += data
+        if len(tail) > self.limits[key.data]:
+            del tail[: -self.limits[key.data]]
+
+    def text(self, name: str) -> str:
+        """The kept end of ``name`` as text (at most :data:`_OUTPUT_LIMIT` characters)."""
+        return bytes(self.tails[name]).decode("utf-8", "replace").strip()[-_OUTPUT_LIMIT:]
+
+    def close(self) -> None:
+        self.selector.close()
+
+
+def _exited(process: subprocess.Popen) -> bool:
+    """Whether the harness process has ended, without reaping it (its pid, and so its process
+    group id, stays reserved until :func:`_end_tree` has killed the group)."""
+    if hasattr(os, "waitid"):
+        try:
+            flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+            return os.waitid(os.P_PID, process.pid, flags) is not None
+        except ChildProcessError:
+            return True
+    return process.poll() is not None  # pragma: no cover - no waitid
+
+
+def _watch(process: subprocess.Popen, tails: _Tails, timeout: float) -> bool:
+    """Read the pipes until the harness ends; True when ``timeout`` seconds ran out first."""
+    deadline = time.monotonic() + timeout
+    while not _exited(process):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        tails.pump(min(remaining, 0.05 if tails.open else 0.01))
+    return False
+
+
+def _end_tree(process: subprocess.Popen, marker: str) -> None:
+    """Kill the program's process group and every process carrying ``marker``; reap the
+    harness."""
     try:
-        if posix:
+        if os.name == "posix":
             os.killpg(process.pid, signal.SIGKILL)  # the program and anything it started
         else:  # pragma: no cover
             process.kill()
     except (ProcessLookupError, PermissionError):
         pass
+    _kill_marked(marker)
+    process.wait()
+
+
+def _marked_pids(needle: bytes) -> list[int]:
+    """Processes of this user whose initial environment holds ``needle`` (Linux ``/proc``)."""
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # pragma: no cover - no /proc
+        return found
+    for name in entries:
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:  # gone, or another user's
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(name))
+    return found
+
+
+def _kill_marked(marker: str, rounds: int = 20) -> None:
+    """SIGKILL every process that carries the run's marker (those that left the process group
+    with their own ``setsid``), again until a pass finds no new one."""
+    needle = f"{_MARKER_ENV}={marker}".encode()
+    killed: set[int] = set()
+    for _ in range(rounds):
+        fresh = [pid for pid in _marked_pids(needle) if pid not in killed]
+        if not fresh:
+            return
+        for pid in fresh:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+
+
+def _outcome(
+    returncode: int | None, tails: _Tails, token: str, timed_out: bool, timeout: float
+) -> ExecResult:
+    """``passed`` only on the harness's token; else ``timeout`` or ``failed`` with the detail."""
+    if token.encode() in tails.tails["report"]:
+        return ExecResult("passed")
+    if timed_out:
+        return ExecResult("timeout", f"timed out after {timeout:g} s")
+    stderr, stdout = tails.text("stderr"), tails.text("stdout")
+    ended = (
+        f"the program ended before its tests finished (exit status {returncode}); "
+        "a pass is reported by the harness after check() returns"
+    )
+    return ExecResult("failed", stderr or (f"{ended}; stdout: {stdout}" if stdout else ended))
 
 
 def evaluate_samples(
