@@ -20,6 +20,8 @@ from proseco.errors import DataError
 from proseco.eval.text import (
     Evaluator,
     cut_at_eos,
+    distinct_n,
+    generative_nll_per_sample,
     generative_perplexity,
     mauve_score,
     sample_entropy,
@@ -131,6 +133,29 @@ def test_gen_ppl_truncates_to_max_length():
 def test_gen_ppl_of_nothing_is_an_error():
     with pytest.raises(DataError, match="empty"):
         generative_perplexity(["", ""], bigram_evaluator())
+
+
+def test_per_sample_nll_is_each_text_by_hand_in_input_order():
+    ev = bigram_evaluator()
+    texts = ["a dog ran to the mat on the rug", "the cat sat", "cat"]
+    for batch_size in (1, 2, 16):
+        nll, count = generative_nll_per_sample(texts, ev, batch_size=batch_size)
+        assert count.tolist() == [9, 3, 1]
+        for i, text in enumerate(texts):
+            by_hand = math.log(by_hand_ppl(ev, [text])) * count[i].item()
+            assert nll[i].item() == pytest.approx(by_hand, rel=1e-6)
+
+
+# --- distinct-n ------------------------------------------------------------------------------
+
+
+def test_distinct_n_by_hand():
+    rows = [[1, 2, 1, 2, 1], [5, 6, 7], [4], []]
+    assert distinct_n(rows, 1) == [2 / 5, 1.0, 1.0, 0.0]
+    assert distinct_n(rows, 2) == [2 / 4, 1.0, 0.0, 0.0]  # (1,2) (2,1) (1,2) (2,1)
+    assert distinct_n(torch.tensor([[3, 3, 3, 3]]), 2) == [1 / 3]
+    with pytest.raises(Exception, match="n must be >= 1"):
+        distinct_n(rows, 0)
 
 
 # --- entropy ---------------------------------------------------------------------------------

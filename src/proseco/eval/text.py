@@ -51,6 +51,8 @@ __all__ = [
     "cut_at_eos",
     "generative_perplexity",
     "sample_entropy",
+    "distinct_n",
+    "generative_nll_per_sample",
     "evaluator_features",
     "mauve_score",
     "text_metrics",
@@ -291,6 +293,34 @@ def _autocast(device: torch.device, bf16: bool):
 
 
 @torch.no_grad()
+def generative_nll_per_sample(
+    texts: Sequence[str],
+    evaluator: Evaluator,
+    *,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    bf16: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per text: ``(sum of token NLLs in nats [N] float64, scored tokens [N] int64)``.
+
+    Scored as in :func:`generative_perplexity`; the per-sample sums let a caller bootstrap the
+    token-weighted perplexity ``exp(nll.sum() / count.sum())`` over resampled texts.
+    """
+    rows = _encode(texts, evaluator, max_length)
+    device = evaluator.device
+    nll_sums = torch.zeros(len(rows), dtype=torch.float64)
+    counts = torch.zeros(len(rows), dtype=torch.long)
+    for ids, mask, index in _batches(rows, batch_size, _pad_id(evaluator)):
+        ids, mask = ids.to(device), mask.to(device)
+        with _autocast(device, bf16):
+            logits = evaluator.model(input_ids=ids, attention_mask=mask).logits
+        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
+        scored = mask[:, 1:].bool()
+        nll_sums[index] = (nll.double() * scored).sum(dim=1).cpu()
+        counts[index] = scored.sum(dim=1).cpu()
+    return nll_sums, counts
+
+
 def generative_nll(
     texts: Sequence[str],
     evaluator: Evaluator,
@@ -301,18 +331,10 @@ def generative_nll(
 ) -> tuple[float, int]:
     """``(sum of token NLLs in nats, number of scored tokens)`` over ``texts``; see
     :func:`generative_perplexity`."""
-    rows = _encode(texts, evaluator, max_length)
-    device = evaluator.device
-    total, count = 0.0, 0
-    for ids, mask, _ in _batches(rows, batch_size, _pad_id(evaluator)):
-        ids, mask = ids.to(device), mask.to(device)
-        with _autocast(device, bf16):
-            logits = evaluator.model(input_ids=ids, attention_mask=mask).logits
-        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
-        scored = mask[:, 1:].bool()
-        total += float(nll[scored].double().sum())
-        count += int(scored.sum())
-    return total, count
+    nll_sums, counts = generative_nll_per_sample(
+        texts, evaluator, batch_size=batch_size, max_length=max_length, bf16=bf16
+    )
+    return float(nll_sums.sum()), int(counts.sum())
 
 
 def generative_perplexity(
@@ -374,6 +396,28 @@ def sample_entropy(token_ids: Iterable[Sequence[int]] | torch.Tensor) -> list[fl
         counts = Counter(int(t) for t in row)
         n = sum(counts.values())
         out.append(-sum(c / n * math.log(c / n) for c in counts.values()) if n else 0.0)
+    return out
+
+
+def distinct_n(token_ids: Iterable[Sequence[int]] | torch.Tensor, n: int) -> list[float]:
+    """Per-sample distinct-n: unique n-grams over all n-grams of the sample's own ids.
+
+    1.0 means no n-gram repeats; a sample that loops ("the the and the the and") scores low.
+
+    Args:
+        token_ids: samples as lists of ids, or a tensor ``[N, L]``.
+        n: the n-gram order (>= 1).
+
+    Returns:
+        ``N`` floats in ``[0, 1]``; a sample shorter than ``n`` scores 0.0.
+    """
+    if n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    rows = token_ids.tolist() if isinstance(token_ids, torch.Tensor) else token_ids
+    out = []
+    for row in rows:
+        grams = [tuple(row[i : i + n]) for i in range(len(row) - n + 1)]
+        out.append(len(set(grams)) / len(grams) if grams else 0.0)
     return out
 
 
