@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from proseco.errors import ConfigError, DataError, ModelLoadError, OutputError
 from proseco.training import TrainingDivergedError, save_config, train
@@ -112,12 +114,17 @@ def test_non_finite_weights_are_never_saved_or_called_good(tmp_path, monkeypatch
 def test_a_diverged_gradient_norm_is_named_as_such(tmp_path):
     run = tmp_path / "run"
     config = tiny(tmp_path, optim={"lr": 1e10},
-                  train={"max_steps": 4, "save_every": 1, "global_batch_size": 8})  # fmt: skip
+                  train={"max_steps": 4, "save_every": 0, "global_batch_size": 8})  # fmt: skip
     with pytest.raises(TrainingDivergedError) as info:
         train(config, run)
     message = str(info.value)
     assert "the gradient norm became non-finite at optimizer step 2 (grad norm inf" in message
-    assert f"the last good checkpoint is {run / 'checkpoints' / 'step-00000001'};" in message
+    assert "no checkpoint had been written yet" in message
+    # saved after step 1, those weights (max |w| ~ 1e9) would not be called good (issue 24 E6)
+    config = update_config(config, train={"save_every": 1})
+    with pytest.raises(TrainingDivergedError, match=r"the weights exploded by optimizer step 1"):
+        train(config, tmp_path / "saving")
+    assert not list((tmp_path / "saving").glob("checkpoints/step-*"))
 
 
 def test_the_divergence_advice_is_a_command_the_cli_accepts(tmp_path, monkeypatch):
@@ -147,6 +154,28 @@ def test_the_divergence_advice_is_a_command_the_cli_accepts(tmp_path, monkeypatc
     assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["lr"] == 0.0003
     (record,) = _resume_log(run)
     assert record["step"] == 2 and record["changed"] == {"optim.lr": [0.003, 0.0003]}
+
+
+def test_the_last_good_checkpoint_after_a_blow_up_is_resumable_as_advised(run_copy, capsys):
+    """Issue 24 E6: a learning rate of 1e25 without clipping makes the weights huge but finite;
+    they are not saved or called good, and the advised command resumes and finishes."""
+    from proseco.commands import main
+
+    _, run = run_copy  # checkpoints at steps 2 and 4
+    blow_up = ["--optim.lr", "1e25", "--optim.grad_clip", "0", "--train.save_every", "1",
+               "--train.max_steps", "8"]  # fmt: skip
+    assert main(["train", str(run / "config.yaml"), "--output-dir", str(run), "--resume",
+                 *blow_up]) == 3  # fmt: skip
+    message = capsys.readouterr().err
+    last = Path(message.split("the last good checkpoint is ", 1)[1].split(";", 1)[0])
+    assert last == run / "checkpoints" / "step-00000004", message
+    weights = load_file(str(last / "model.safetensors"))
+    assert max(float(w.abs().max()) for w in weights.values()) < 100
+    words = shlex.split(message.split(" run: ", 1)[1])
+    assert "--optim.grad_clip" in words and float(words[words.index("--optim.lr") + 1]) < 1e-2
+    assert main(words[1:]) == 0, capsys.readouterr().err
+    final = load_file(str(run / "final" / "model.safetensors"))
+    assert all(bool(torch.isfinite(w).all()) for w in final.values())
 
 
 def test_a_start_that_failed_does_not_block_a_fixed_rerun(tmp_path, monkeypatch):

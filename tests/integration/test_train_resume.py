@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from proseco.training import save_config, train
@@ -62,3 +64,36 @@ def test_sigkill_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     ref_log = [{k: r.get(k) for k in keys} for r in read_metrics(reference.output_dir)]
     new_log = [{k: r.get(k) for k in keys} for r in read_metrics(run)]
     assert new_log == ref_log  # the interrupted attempt's extra records were dropped
+
+
+def test_a_resume_without_flags_continues_with_the_launch_overrides(tmp_path):
+    """Issue 24 E5: `train RECIPE --optim.lr 1e-3`, killed, then `train RECIPE --resume` goes on
+    at 1e-3 (the run's config.yaml), ending bit for bit where the uninterrupted run ends; only
+    flags given with --resume change the run."""
+    from proseco.commands import main
+
+    config = tiny(tmp_path, train={"max_steps": 4, "save_every": 2, "log_every": 1,
+                                   "global_batch_size": 8, "keep_checkpoints": 0})  # fmt: skip
+    recipe = str(save_config(config, tmp_path / "recipe.yaml"))
+    run = tmp_path / "run"
+    launch = ["--optim.lr", "1e-3", "--optim.warmup_steps", "1"]
+    assert main(["train", recipe, "--output-dir", str(run), *launch]) == 0
+    reference = load_file(str(run / "final" / "model.safetensors"))
+    # what a kill after the checkpoint of step 2 leaves behind: no final/, later metrics records
+    shutil.rmtree(run / "final")
+    shutil.rmtree(run / "checkpoints" / "step-00000004")
+
+    assert main(["train", recipe, "--output-dir", str(run), "--resume"]) == 0
+    resumed = load_file(str(run / "final" / "model.safetensors"))
+    assert resumed.keys() == reference.keys()
+    for name, value in reference.items():
+        assert torch.equal(resumed[name], value), name
+    (record,) = [json.loads(line) for line in (run / "resume_log.jsonl").read_text().splitlines()]
+    assert record["step"] == 2 and record["changed"] == {}
+
+    assert (
+        main(["train", recipe, "--output-dir", str(run), "--resume", "--train.max_steps", "5"]) == 0
+    )
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["optim"]["lr"], saved["optim"]["warmup_steps"]) == (1e-3, 1)
+    assert saved["train"]["max_steps"] == 5

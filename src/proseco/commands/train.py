@@ -2,6 +2,8 @@
 
 RECIPE is a YAML file or the name of a shipped recipe (``--list`` shows them). Overrides use the
 config's dotted names (``--optim.lr 1e-3``, ``--loss.sc_weight=0``); values are parsed as YAML.
+``--resume`` continues the run as it was launched (the ``config.yaml`` saved in ``--output-dir``,
+launch overrides included); only the overrides given on the resume command change it.
 For several processes launch it with ``accelerate launch -m proseco.cli train ...`` or
 ``torchrun --nproc_per_node N -m proseco.cli train ...``.
 """
@@ -26,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", nargs="?", help="a recipe YAML path or a shipped recipe name")
     parser.add_argument("--output-dir", dest="output_dir", help="run directory (required)")
     parser.add_argument(
-        "--resume", action="store_true", help="continue from the newest checkpoint in --output-dir"
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in --output-dir, with the config the run was "
+        "launched with (its config.yaml); only overrides given with --resume change it",
     )
     parser.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
     parser.add_argument(
@@ -111,7 +116,12 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        config = apply_overrides(load_config(args.recipe), tokens)
+        recipe = load_config(args.recipe)
+        config = apply_overrides(recipe, tokens)
+        if resume and output_dir:  # continue the run as launched: only these flags change it
+            from proseco.training.checkpoint import resume_config
+
+            config = resume_config(recipe, tokens, output_dir)
     except ValueError as err:
         print(f"proseco train: error: {err}", file=sys.stderr)
         return 2

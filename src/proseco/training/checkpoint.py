@@ -8,7 +8,9 @@ learning rate are functions of the step (see :class:`~proseco.training.batches.B
 :mod:`~proseco.training.lr`), so the step restores them. It is written to a hidden temporary
 directory and renamed into place, so a run killed while saving leaves the previous checkpoint
 intact; only directories holding ``trainer_state.json`` count as checkpoints. The training loop
-only saves weights that are all finite, so every checkpoint is a good one.
+only saves weights that are all finite and within
+:data:`~proseco.training.loop.WEIGHT_GROWTH_LIMIT` times their size at the start of the run, so
+every checkpoint is a good one, one a run can resume from.
 
 Resuming (:func:`plan_resume`, :func:`load_resume_checkpoint`) tries the checkpoints newest first:
 one that cannot be read (a truncated file, a corrupt ``trainer_state.json``, non-finite weights) is
@@ -27,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +42,7 @@ from safetensors.torch import load_file, save_file
 
 from proseco.errors import ConfigError, ModelLoadError, OutputError
 from proseco.training.config import TrainConfig
-from proseco.training.config_io import config_diff, config_to_dict, load_config
+from proseco.training.config_io import apply_overrides, config_diff, config_to_dict, load_config
 from proseco.training.ema import EMA
 from proseco.training.lora import save_model
 from proseco.training.rundir import (
@@ -67,6 +70,7 @@ __all__ = [
     "without_shared",
     "load_deduplicated",
     "plan_resume",
+    "resume_config",
     "resume_point",
     "ResumePlan",
     "Resumed",
@@ -394,6 +398,41 @@ def resume_point(config: TrainConfig, output_dir: Path, resume: bool) -> Path | 
     """The newest checkpoint to resume from (None: start fresh); see :func:`plan_resume`."""
     plan = plan_resume(config, output_dir, resume)
     return plan.candidates[0] if plan.candidates else None
+
+
+def resume_config(
+    recipe: TrainConfig, overrides: Sequence[str] | Mapping[str, Any] | None, output_dir: str | Path
+) -> TrainConfig:
+    """The config a command-line ``--resume`` continues with: the run's own ``config.yaml`` (the
+    recipe and overrides it was launched with, and the changes of earlier resumes) with only the
+    ``overrides`` given on this command applied.
+
+    A recipe setting in :data:`RESUMABLE_FIELDS` that differs from the run's saved value does
+    not change the run (it is logged); pass it as a flag to change it. A recipe that differs in
+    a field that defines the run is returned as given, so :func:`plan_resume` refuses it by
+    name. Without a saved ``config.yaml`` this is ``recipe`` with ``overrides``.
+    """
+    requested = apply_overrides(recipe, overrides)
+    saved_path = Path(output_dir).expanduser() / "config.yaml"
+    if not saved_path.is_file():
+        return requested
+    try:
+        continued = apply_overrides(load_config(saved_path), overrides)
+    except ValueError:
+        return requested  # plan_resume names the unreadable config
+    differing = config_diff(continued, requested)
+    if any(name not in RESUMABLE_FIELDS for name in differing):
+        return requested
+    if differing:
+        old, new = _flat_values(continued), _flat_values(requested)
+        kept = ", ".join(f"{k} {old[k]} (the recipe says {new[k]})" for k in differing)
+        log.info(
+            "proseco train: --resume continues %s as launched, keeping %s; pass a flag "
+            "(--section.field VALUE) to change a setting",
+            output_dir,
+            kept,
+        )
+    return continued
 
 
 def _load_parts(

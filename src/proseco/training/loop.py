@@ -17,7 +17,9 @@ Around it (see :mod:`~proseco.training.rundir` and :mod:`~proseco.training.check
 holds an OS lock on its directory, so a second run into it is refused; config, data, batch size
 and model are all checked before the first file is written; checkpoints are only written with
 finite weights; a divergence says whether the loss, the gradient norm or the weights went
-non-finite and prints a ``proseco train ... --resume --optim.lr ...`` command to recover.
+non-finite, or the weights grew past :data:`WEIGHT_GROWTH_LIMIT` times their size at the start of
+the run (so every checkpoint can be resumed from), and prints a ``proseco train ... --resume
+--optim.lr ...`` command to recover from the last good one.
 """
 
 from __future__ import annotations
@@ -65,9 +67,15 @@ log = logging.getLogger("proseco.training")
 
 RESUME_LOG = "resume_log.jsonl"
 
+WEIGHT_GROWTH_LIMIT = 1e4
+"""A checkpoint is saved (and called good) only while the largest absolute weight is at most this
+many times its value at the start of the run (at least 1): finite but exploded weights (a
+learning rate of 1e25) cannot be resumed from, whatever the learning rate."""
+
 
 class TrainingDivergedError(RuntimeError):
-    """The loss, the gradient norm or the weights became NaN or infinite; nothing bad was saved."""
+    """The loss, the gradient norm or the weights became NaN or infinite, or the weights
+    exploded (see :data:`WEIGHT_GROWTH_LIMIT`); nothing bad was saved."""
 
 
 @dataclass
@@ -348,7 +356,9 @@ class _Run:
         self.schedule = get_schedule(config.loss.schedule)
         self.loss_config = config.loss.loss_config()
         self.mask_id = int(tokenizer.mask_token_id)
-        self.last_good: Path | None = None  # the newest checkpoint known to hold finite weights
+        self.last_good: Path | None = None  # the newest checkpoint known to be resumable
+        self.last_good_lr: float | None = None  # the optim.lr that checkpoint was trained with
+        self.initial_max_abs = 1.0  # max |w| at the start of the run (set by loop())
 
     def setup(self, view, train_data, val_data, micro: int, accum: int) -> None:
         acc = self.accelerator
@@ -363,11 +373,12 @@ class _Run:
             self.config.train.seed,
         )
         self.tokens_per_step = self.config.train.global_batch_size * train_data.length
+        self.term_names: tuple[str, str | None] = ("mdlm_nelbo", None)  # set by each step
         loss = self.config.loss
         self.term_stats = TermStats(
             acc,
             [p for p in self.model.parameters() if p.requires_grad],
-            enabled=loss.objective == "diffusion" and self.loss_config.sc_weight > 0,
+            enabled=loss.method().term_stats(self.loss_config),
             two_backward=bool(loss.two_backward),
         )
 
@@ -408,6 +419,7 @@ class _Run:
             err = out.proposal_error_rate
             err = torch.zeros((), device=device) if err is None else err
             terms = [out.loss.detach(), out.mdm_loss, out.corrector_loss, err]
+            self.term_names = out.term_names  # what mdm_loss and corrector_loss hold
             sums += torch.stack([x.to(device).float() for x in terms]) / self.accum
             bad[0] += (~torch.isfinite(out.loss.detach())).float()
         self.term_stats.end_step()  # reads the gradients before clipping changes them
@@ -447,9 +459,10 @@ class _Run:
         return sums, grad_norm
 
     def _advice(self) -> str:
-        """A ``proseco train`` command that resumes with a ten times lower learning rate."""
+        """A ``proseco train`` command that resumes with a ten times lower learning rate (than
+        this run's, or than the one the last good checkpoint was trained with, if lower)."""
         optim, out = self.config.optim, self.output_dir
-        lr = optim.lr / 10
+        lr = min(optim.lr, self.last_good_lr or optim.lr) / 10
         words = ["proseco", "train", str(out / "config.yaml"), "--output-dir", str(out)]
         words += ["--resume", "--optim.lr", f"{lr:g}"]
         if optim.min_lr > float(f"{lr:g}"):
@@ -475,11 +488,28 @@ class _Run:
         self.logger.close()
         raise TrainingDivergedError(f"{what}; {where}")
 
-    def _check_weights(self, step: int) -> None:
-        """Stop (without saving) if any model or EMA weight is NaN or infinite."""
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """The model's weights and the EMA shadows (this process's shards)."""
         tensors = {n: p.detach() for n, p in self.model.named_parameters()}
         if self.ema is not None:
             tensors.update({f"ema.{n}": t for n, t in self.ema.shadow.items()})
+        return tensors
+
+    def _max_abs(self, tensors: dict[str, torch.Tensor]) -> float:
+        """The largest absolute floating-point weight over all processes."""
+        acc = self.accelerator
+        local = max(
+            (float(t.abs().max()) for t in tensors.values() if t.is_floating_point() and t.numel()),
+            default=0.0,
+        )
+        if acc.num_processes == 1:
+            return local
+        return float(acc.gather(torch.tensor([local], device=acc.device)).max())
+
+    def _check_weights(self, step: int) -> None:
+        """Stop (without saving) if any model or EMA weight is NaN or infinite, or the weights
+        grew past :data:`WEIGHT_GROWTH_LIMIT` times their size at the start of the run."""
+        tensors = self._weights()
         bad = non_finite_tensors(tensors)
         flag = torch.tensor(float(bool(bad)), device=self.accelerator.device)
         if float(self.accelerator.reduce(flag, reduction="sum")) > 0:
@@ -488,6 +518,14 @@ class _Run:
                 f"the weights became non-finite after optimizer step {step} ({names}) although "
                 "the loss and gradient norm were finite (the learning rate is far too large); "
                 "they were not saved"
+            )
+        largest, start = self._max_abs(tensors), self.initial_max_abs
+        if largest > WEIGHT_GROWTH_LIMIT * max(start, 1.0):
+            self._diverged(
+                f"the weights exploded by optimizer step {step}: max |w| = {largest:.3g}, more "
+                f"than {WEIGHT_GROWTH_LIMIT:g} times their size at the start of the run "
+                f"({start:.3g}); the loss and weights were still finite, but no run resumes "
+                "from such weights (the learning rate is far too large), so they were not saved"
             )
 
     def validate(self) -> dict[str, float] | None:
@@ -517,6 +555,10 @@ class _Run:
         cfg, acc = self.config.train, self.accelerator
         start, tokens_seen = int(state["step"]), int(state.get("tokens_seen", 0))
         self.last_good = last_checkpoint
+        self.last_good_lr = state.get("lr") if last_checkpoint is not None else None
+        self.initial_max_abs = float(
+            state.get("initial_max_abs") or self._max_abs(self._weights())
+        )  # a checkpoint written before this was recorded: its own weights
         bar = tqdm(
             total=cfg.max_steps,
             initial=start,
@@ -557,6 +599,7 @@ class _Run:
                         "loss": means[0],
                         "mdm_loss": means[1],
                         "corrector_loss": means[2],
+                        **{n: means[i] for i, n in enumerate(self.term_names, 1) if n},
                         "proposal_error_rate": means[3],
                         "lr": lr,
                         "grad_norm": float(grad_norm),
@@ -600,7 +643,10 @@ class _Run:
                 "tokens_seen": tokens_seen,
                 "examples_seen": step * self.config.train.global_batch_size,
                 "epoch": self.order.epoch(step),
+                "lr": self.config.optim.lr,
+                "initial_max_abs": self.initial_max_abs,
             },
             keep=self.config.train.keep_checkpoints,
         )
+        self.last_good_lr = self.config.optim.lr
         return self.last_good
