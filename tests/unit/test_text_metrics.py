@@ -21,10 +21,12 @@ from proseco.eval.text import (
     Evaluator,
     cut_at_eos,
     distinct_n,
+    evaluator_features,
     generative_nll_per_sample,
     generative_perplexity,
     mauve_score,
     sample_entropy,
+    score_texts,
     text_metrics,
     validation_nelbo,
 )
@@ -144,6 +146,14 @@ def test_per_sample_nll_is_each_text_by_hand_in_input_order():
         for i, text in enumerate(texts):
             by_hand = math.log(by_hand_ppl(ev, [text])) * count[i].item()
             assert nll[i].item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_score_texts_gives_the_features_of_evaluator_features_in_the_same_pass():
+    ev = bigram_evaluator()
+    texts = ["a dog ran to the mat", "the cat sat", "cat"]
+    out = score_texts(texts, ev, batch_size=2, features=True)
+    assert torch.allclose(out["features"], evaluator_features(texts, ev))
+    assert torch.equal(out["count"], generative_nll_per_sample(texts, ev)[1])
 
 
 # --- distinct-n ------------------------------------------------------------------------------

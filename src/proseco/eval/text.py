@@ -53,6 +53,7 @@ __all__ = [
     "sample_entropy",
     "distinct_n",
     "generative_nll_per_sample",
+    "score_texts",
     "evaluator_features",
     "mauve_score",
     "text_metrics",
@@ -293,6 +294,51 @@ def _autocast(device: torch.device, bf16: bool):
 
 
 @torch.no_grad()
+def score_texts(
+    texts: Sequence[str],
+    evaluator: Evaluator,
+    *,
+    batch_size: int = 16,
+    max_length: int | None = None,
+    bf16: bool = False,
+    features: bool = False,
+) -> dict[str, torch.Tensor]:
+    """One evaluator pass over ``texts``: per-text NLL sums and token counts, and optionally
+    the MAUVE features of :func:`evaluator_features` from the same forward.
+
+    Scored as in :func:`generative_perplexity`; the per-sample sums let a caller bootstrap the
+    token-weighted perplexity ``exp(nll.sum() / count.sum())`` over resampled texts.
+
+    Returns:
+        ``nll`` ``[N]`` float64 (nats), ``count`` ``[N]`` int64 and, with ``features``,
+        ``features`` ``[N, hidden]`` float32, all on the CPU in the order of ``texts``.
+    """
+    rows = _encode(texts, evaluator, max_length)
+    device = evaluator.device
+    nll_sums = torch.zeros(len(rows), dtype=torch.float64)
+    counts = torch.zeros(len(rows), dtype=torch.long)
+    feats: list[torch.Tensor | None] = [None] * len(rows)
+    for ids, mask, index in _batches(rows, batch_size, _pad_id(evaluator)):
+        ids, mask = ids.to(device), mask.to(device)
+        with _autocast(device, bf16):
+            out = evaluator.model(input_ids=ids, attention_mask=mask, output_hidden_states=features)
+        nll = F.cross_entropy(
+            out.logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none"
+        )
+        scored = mask[:, 1:].bool()
+        nll_sums[index] = (nll.double() * scored).sum(dim=1).cpu()
+        counts[index] = scored.sum(dim=1).cpu()
+        if features:
+            last = mask.sum(dim=1) - 1  # [B] position of the last real token
+            hidden = out.hidden_states[-1][torch.arange(len(index), device=device), last]
+            for b, i in enumerate(index):
+                feats[i] = hidden[b].float().cpu()
+    result = {"nll": nll_sums, "count": counts}
+    if features:
+        result["features"] = torch.stack(feats) if feats else torch.empty(0)
+    return result
+
+
 def generative_nll_per_sample(
     texts: Sequence[str],
     evaluator: Evaluator,
@@ -301,24 +347,10 @@ def generative_nll_per_sample(
     max_length: int | None = None,
     bf16: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per text: ``(sum of token NLLs in nats [N] float64, scored tokens [N] int64)``.
-
-    Scored as in :func:`generative_perplexity`; the per-sample sums let a caller bootstrap the
-    token-weighted perplexity ``exp(nll.sum() / count.sum())`` over resampled texts.
-    """
-    rows = _encode(texts, evaluator, max_length)
-    device = evaluator.device
-    nll_sums = torch.zeros(len(rows), dtype=torch.float64)
-    counts = torch.zeros(len(rows), dtype=torch.long)
-    for ids, mask, index in _batches(rows, batch_size, _pad_id(evaluator)):
-        ids, mask = ids.to(device), mask.to(device)
-        with _autocast(device, bf16):
-            logits = evaluator.model(input_ids=ids, attention_mask=mask).logits
-        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
-        scored = mask[:, 1:].bool()
-        nll_sums[index] = (nll.double() * scored).sum(dim=1).cpu()
-        counts[index] = scored.sum(dim=1).cpu()
-    return nll_sums, counts
+    """Per text: ``(sum of token NLLs in nats [N] float64, scored tokens [N] int64)``; see
+    :func:`score_texts`."""
+    out = score_texts(texts, evaluator, batch_size=batch_size, max_length=max_length, bf16=bf16)
+    return out["nll"], out["count"]
 
 
 def generative_nll(
