@@ -3,7 +3,7 @@
 The layers (lowest first; see docs/architecture.md)::
 
     0  proseco.errors, proseco.fileio, proseco.registry, proseco.schedules, proseco.models.*
-    1  proseco.noising, proseco.losses, proseco.sampling.*
+    1  proseco.noising, proseco.losses.*, proseco.sampling.*, proseco.methods.*
     2  proseco.chem, proseco.data.*
     3  proseco.pretrained
     4  proseco.eval.*
@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "proseco.noising": 1,
     "proseco.losses": 1,
     "proseco.sampling": 1,
+    "proseco.methods": 1,  # training methods: each owns its loss and sampler (same layer)
     "proseco.chem": 2,
     "proseco.data": 2,
     "proseco.pretrained": 3,

@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from proseco.data.text import resolve_source, special_ids
-from proseco.models.protocol import is_time_conditioned, model_max_length, model_vocab_size
+from proseco.models.protocol import model_max_length, model_vocab_size
 from proseco.training.config import ModelSection, TrainConfig
 
 __all__ = ["build_tokenizer", "build_model"]
@@ -110,9 +110,7 @@ def _dit_config(section: ModelSection, config: TrainConfig, tokenizer: Any) -> A
         eos_token_id=ids["eos"],
         time_conditioning=section.time_conditioning,
         tie_word_embeddings=section.tie_word_embeddings,
-        causal=config.loss.objective == "ar",
-        quality_head=config.loss.objective == "prism",
-        diffusion="uniform" if config.loss.objective == "udlm" else "masked",
+        **config.loss.method().model_flags,
         **overrides,
     )
 
@@ -153,11 +151,7 @@ def build_model(config: TrainConfig, tokenizer: Any) -> nn.Module:
         model = _build_fresh(section, config, tokenizer)
         if section.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-    if config.loss.objective == "prism":
-        model = _with_quality_head(model)
-        if not config.loss.prism_backbone:  # train the head alone
-            for name, param in model.named_parameters():
-                param.requires_grad_(name.startswith("quality_head."))
+    model = config.loss.method().prepare_model(model, config.loss)
     _check_compatible(model, config, tokenizer)
     if section.lora is not None:
         from proseco.models.hub import HubDiffusionLM
@@ -168,19 +162,6 @@ def build_model(config: TrainConfig, tokenizer: Any) -> nn.Module:
         else:
             model = apply_lora(model, section.lora)
     return model
-
-
-def _with_quality_head(model: nn.Module) -> nn.Module:
-    """PRISM: the model with a quality head; an MDM without one gets a new one (initialised)."""
-    if getattr(getattr(model, "config", None), "quality_head", False):
-        return model
-    add = getattr(model, "add_quality_head", None)
-    if add is None:
-        raise ValueError(
-            f"loss.objective: prism adds a quality head to the model, which {type(model).__name__} "
-            "does not support; fine-tune a proseco DiT checkpoint (model.pretrained) instead"
-        )
-    return add()
 
 
 def _build_fresh(section: ModelSection, config: TrainConfig, tokenizer: Any) -> nn.Module:
@@ -207,18 +188,7 @@ def _check_compatible(model: nn.Module, config: TrainConfig, tokenizer: Any) -> 
             f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {vocab}; "
             "use the model's own tokenizer or resize the model's embeddings"
         )
-    causal = bool(getattr(getattr(model, "config", None), "causal", False))
-    if causal != (config.loss.objective == "ar"):
-        kind = "causal (an AR model)" if causal else "bidirectional (a diffusion model)"
-        raise ValueError(
-            f"model.pretrained is {kind} but loss.objective is {config.loss.objective!r}; set "
-            f"loss.objective: {'ar' if causal else 'diffusion'}"
-        )
-    if causal and config.model.time_conditioning:
-        raise ValueError(
-            "model.time_conditioning needs the diffusion loss; remove it for loss.objective: ar"
-        )
-    _check_uniform(model, config)
+    config.loss.method().check_model(model, config)
     data = config.data
     padded = data.kind != "text" or data.layout == "padded" or data.label is not None
     adapter = getattr(getattr(model, "config", None), "adapter", None)
@@ -237,26 +207,4 @@ def _check_compatible(model: nn.Module, config: TrainConfig, tokenizer: Any) -> 
     if config.data.num_classes and num_classes != config.data.num_classes:
         raise ValueError(
             f"data.num_classes={config.data.num_classes} but the model has {num_classes} classes"
-        )
-
-
-def _check_uniform(model: nn.Module, config: TrainConfig) -> None:
-    """UDLM needs a time-conditioned model marked ``diffusion: uniform`` (and only UDLM does)."""
-    model_config = getattr(model, "config", None)
-    uniform = getattr(model_config, "diffusion", "masked") == "uniform"
-    if config.loss.objective == "udlm":
-        if not is_time_conditioned(model):
-            raise ValueError(
-                "loss.objective: udlm needs a time-conditioned model (the UDLM denoiser depends "
-                "on t); set model.time_conditioning: true"
-            )
-        if model_config is not None and not uniform:
-            raise ValueError(
-                "model.pretrained is a masked diffusion model but loss.objective is 'udlm'; "
-                "start UDLM from a uniform-noise model or from scratch (remove model.pretrained)"
-            )
-    elif uniform:
-        raise ValueError(
-            f"model.pretrained is a uniform-noise (UDLM) model but loss.objective is "
-            f"{config.loss.objective!r}; set loss.objective: udlm"
         )

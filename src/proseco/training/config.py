@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from proseco.errors import ConfigError
 from proseco.losses import LossConfig
+from proseco.methods import TrainingMethod, get_method
 
 __all__ = [
     "LoraSection",
@@ -266,19 +267,37 @@ class DataSection:
 
 
 @dataclass(frozen=True)
-class LossSection(LossConfig):
-    """The loss: every :class:`proseco.LossConfig` field, plus how the trainer applies it.
+class LossSection:
+    """The loss: the training method, its :class:`proseco.LossConfig` options and how the
+    trainer applies them.
 
     ``sc_weight: 0`` trains plain MDLM; ``objective: ar`` trains the autoregressive baseline;
-    ``objective: udlm`` trains uniform-noise diffusion (UDLM).
+    ``objective: udlm`` trains uniform-noise diffusion (UDLM); ``objective: prism`` fine-tunes a
+    quality head (PRISM).
+
+    The section *has* a :class:`~proseco.LossConfig` (:meth:`loss_config`), built and checked
+    from the option fields below, which a recipe writes flat beside the trainer's fields
+    (``loss: {sc_weight: 1.0, t_min: 0.1, objective: diffusion}``). The option fields mirror
+    :class:`~proseco.LossConfig`'s, with its defaults; their meaning is documented there.
 
     Attributes:
-        objective: ``diffusion`` (the MDLM / ProSeCo loss) or ``ar``: a causal model
-            (``causal=True``) with the next-token loss (:func:`proseco.losses.ar_loss`); the
-            diffusion fields are then unused. ``udlm``: uniform-noise diffusion (Schiff et al.)
-            with its continuous-time NELBO (:func:`proseco.losses.udlm_loss`); needs
-            ``model.time_conditioning: true``; ``t_min``, ``antithetic`` and ``schedule`` apply,
-            the corrector fields do not. ``prism``: PRISM fine-tuning
+        proposal, corrector_input, errors_upweighted, weighted, mdm_weight, sc_weight,
+        start_step, t_min, antithetic, prism_fill: the :class:`~proseco.LossConfig` options.
+        schedule: noise schedule name (``loglinear``, ``linear``, ``cosine``, ``polynomial``).
+        two_backward: backpropagate the MDLM term before the corrector pass (same gradient,
+            about half the peak activation memory and no slower; ``benchmarks/loss_step.py``).
+            Default (``None``): on for the two-pass methods (``diffusion``, ``prism``); always
+            off for the one-pass ones (``ar``, ``udlm``); ``false`` keeps both passes' graphs
+            for one backward.
+        cond_dropout: probability that an example's class label is replaced by the null label
+            ``num_classes`` (classifier-free guidance); the same label is used in both passes.
+        objective: the training method, a name of :data:`proseco.methods.METHODS`:
+            ``diffusion`` (the MDLM / ProSeCo loss), ``ar``: a causal model (``causal=True``)
+            with the next-token loss (:func:`proseco.losses.ar_loss`); the diffusion fields are
+            then unused. ``udlm``: uniform-noise diffusion (Schiff et al.) with its
+            continuous-time NELBO (:func:`proseco.losses.udlm_loss`); needs
+            ``model.time_conditioning: true``; ``t_min``, ``antithetic`` and ``schedule``
+            apply, the corrector fields do not. ``prism``: PRISM fine-tuning
             (:func:`proseco.losses.prism_loss`) of a model with a quality head (added, newly
             initialised, to a ``model.pretrained`` MDM that lacks one): the head's BCE on
             ``prism_fill`` positions filled with the model's own samples plus ``mdm_weight``
@@ -286,39 +305,49 @@ class LossSection(LossConfig):
         prism_backbone: ``prism`` only: train the backbone too (the public code's
             ``tune_backbone``, default); ``false`` trains the quality head alone (the denoiser
             is left exactly as it was, and the MDLM term carries no gradient).
-        schedule: noise schedule name (``loglinear``, ``linear``, ``cosine``, ``polynomial``).
-        two_backward: backpropagate the MDLM term before the corrector pass (same gradient,
-            about half the peak activation memory and no slower; ``benchmarks/loss_step.py``).
-            Default (``None``): on for the diffusion loss; always off for the one-pass AR loss;
-            ``false`` keeps both passes' graphs for one backward.
-        cond_dropout: probability that an example's class label is replaced by the null label
-            ``num_classes`` (classifier-free guidance); the same label is used in both passes.
     """
 
+    proposal: Literal["argmax", "sample"] = LossConfig.proposal
+    corrector_input: Literal["masked_only", "all_positions"] = LossConfig.corrector_input
+    errors_upweighted: bool = LossConfig.errors_upweighted
+    weighted: bool = LossConfig.weighted
+    mdm_weight: float = LossConfig.mdm_weight
+    sc_weight: float = LossConfig.sc_weight
+    start_step: int = LossConfig.start_step
+    t_min: float = LossConfig.t_min
+    antithetic: bool = LossConfig.antithetic
+    prism_fill: int = LossConfig.prism_fill
     schedule: str = "loglinear"
     two_backward: bool | None = None
     cond_dropout: float = 0.0
-    objective: Literal["diffusion", "ar", "udlm", "prism"] = "diffusion"
+    objective: str = "diffusion"
     prism_backbone: bool = True
 
     def __post_init__(self) -> None:
         _finite("loss", self)
         try:
-            super().__post_init__()
+            options = LossConfig(**{name: getattr(self, name) for name in LossConfig.field_names()})
         except ValueError as err:
             raise ConfigError(f"loss: {err}") from None
+        object.__setattr__(self, "_options", options)
         _choice("loss", "schedule", self.schedule, ("loglinear", "linear", "cosine", "polynomial"))
-        _choice("loss", "objective", self.objective, ("diffusion", "ar", "udlm", "prism"))
-        # the default: two backwards wherever there are two passes; the AR and UDLM losses have
-        # one, so it is always off there (also when an override changes a resolved config)
-        if self.two_backward is None or self.objective in ("ar", "udlm"):
-            object.__setattr__(self, "two_backward", self.objective in ("diffusion", "prism"))
+        try:
+            method = self.method()
+        except ConfigError as err:
+            raise ConfigError(f"loss.objective: {err}") from None
+        # resolved here, also when an override changes a resolved config (ar, udlm: always off)
+        object.__setattr__(self, "two_backward", method.two_backward(self.two_backward))
         if not 0.0 <= self.cond_dropout <= 1.0:
             raise ConfigError(f"loss.cond_dropout must lie in [0, 1], got {self.cond_dropout}")
+        method.check_section(self)
+
+    def method(self) -> TrainingMethod:
+        """The training method ``objective`` names (:mod:`proseco.methods`)."""
+        return get_method(self.objective)
 
     def loss_config(self) -> LossConfig:
-        """The :class:`LossConfig` part of this section."""
-        return LossConfig(**{name: getattr(self, name) for name in LossConfig.field_names()})
+        """The :class:`LossConfig` of this section."""
+        return self._options
 
 
 @dataclass(frozen=True)

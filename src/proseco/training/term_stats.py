@@ -147,7 +147,8 @@ class TermStats:
     Args:
         accelerator: the run's Accelerator.
         params: the trainable parameters.
-        enabled: the ProSeCo objective (``objective == "diffusion"`` and ``sc_weight > 0``).
+        enabled: whether the method has these terms (``term_stats`` of :mod:`proseco.methods`:
+            ProSeCo, i.e. ``loss.objective: diffusion`` with ``sc_weight > 0``).
         two_backward: ``loss.two_backward``.
     """
 
