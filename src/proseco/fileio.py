@@ -6,6 +6,11 @@ the temporary file is removed (or left as a hidden ``.name.*`` file) and ``path`
 content. :func:`atomic_write_text` does the same for a string, with a :func:`fault_point` hook
 (``PROSECO_FAULT=NAME`` kills the process half way through, for crash tests).
 
+Files written here respect the umask (``0o666 & ~umask``, as ``open`` would create them; a
+replaced file keeps its mode), although ``mkstemp`` creates them private (0600);
+:func:`apply_umask` does the same for a directory of files written by other libraries
+(``safetensors`` also writes 0600).
+
 I/O failures become :class:`~proseco.errors.OutputError` naming the path and the cause (read-only
 file system, no space left, permission denied): :func:`output_error` for an ``OSError``,
 :func:`writing` around a block (it also recognises ``torch.save``'s bare "unexpected pos" errors
@@ -18,6 +23,7 @@ import errno
 import json
 import os
 import signal
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -28,9 +34,11 @@ from proseco.errors import DataError, OutputError, ProsecoError
 
 __all__ = [
     "FAULT_ENV",
+    "apply_umask",
     "atomic_open",
     "atomic_write_text",
     "fault_point",
+    "new_file_mode",
     "output_error",
     "read_jsonl_objects",
     "writing",
@@ -110,6 +118,39 @@ def writing(path: str | Path, what: str = "") -> Iterator[None]:
         raise output_error(probed, path, what) from err
 
 
+def _umask() -> int:
+    """The process's umask (read from ``/proc/self/status`` where it can be, so no thread sees
+    it changed; else set and restored)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: str | os.PathLike) -> int:
+    """The mode a file written to ``path`` should have: the mode of the file it replaces, else
+    ``0o666 & ~umask`` (what ``open`` gives a new file)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def apply_umask(directory: str | os.PathLike) -> None:
+    """Give every file under ``directory`` the mode ``0o666 & ~umask`` (for files other
+    libraries create private, as ``safetensors`` does)."""
+    mode = 0o666 & ~_umask()
+    for root, _, files in os.walk(directory):
+        for name in files:
+            os.chmod(os.path.join(root, name), mode)
+
+
 def atomic_write_text(path: str | Path, text: str, *, fault: str | None = None) -> Path:
     """Replace ``path`` by ``text`` atomically (temporary file, fsync, ``os.replace``).
 
@@ -118,8 +159,10 @@ def atomic_write_text(path: str | Path, text: str, *, fault: str | None = None) 
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    mode = new_file_mode(path)
     try:
         with open(tmp, "w") as f:
+            os.fchmod(f.fileno(), mode)
             half = len(text) // 2
             f.write(text[:half])
             f.flush()
@@ -161,6 +204,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as f:
+            os.fchmod(f.fileno(), new_file_mode(path))  # mkstemp makes it 0600
             yield f
             f.flush()
             os.fsync(f.fileno())

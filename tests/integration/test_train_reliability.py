@@ -228,6 +228,24 @@ def test_a_kill_while_metrics_jsonl_is_rewritten_leaves_it_intact(run_copy):
     assert not list(run.glob(".metrics.jsonl.tmp-*"))
 
 
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_the_exported_model_and_checkpoints_respect_the_umask(tmp_path, mask):
+    """Issue 24 E7: safetensors writes its files 0600; the run's files follow the umask."""
+    import stat
+
+    saved = os.umask(mask)
+    try:
+        config = tiny(tmp_path, train={"max_steps": 1, "global_batch_size": 8, "eval_every": 0})
+        result = train(config, tmp_path / "run")
+    finally:
+        os.umask(saved)
+    files = [p for d in (result.final_dir, result.checkpoint) for p in d.iterdir() if p.is_file()]
+    assert result.final_dir / "model.safetensors" in files
+    assert result.checkpoint / "model.safetensors" in files
+    modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert set(modes.values()) == {oct(0o666 & ~mask)}, modes
+
+
 @pytest.mark.parametrize("resume", [False, True])
 def test_a_directory_with_other_files_is_never_written_to(tmp_path, resume):
     mine = tmp_path / "mine"

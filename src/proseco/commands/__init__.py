@@ -8,6 +8,10 @@ plus one line in :data:`COMMANDS`.
 A :class:`~proseco.errors.ProsecoError` (bad input or environment) raised by a command is printed
 as one line, ``proseco COMMAND: error: MESSAGE``, and the exit status is 2. With ``--debug``
 (before the command) or ``PROSECO_DEBUG=1`` it propagates with its traceback instead.
+
+Ctrl-C (SIGINT) ends any command with one line, ``proseco COMMAND: interrupted``, and status 130.
+SIGTERM ends the commands that write result files (:data:`CLEAN_ON_SIGTERM`) the same way, with
+status 143, after their temporary files are removed (instead of dying where they stand).
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from proseco.errors import ProsecoError
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["CLEAN_ON_SIGTERM", "COMMANDS", "Terminated", "build_parser", "main"]
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,6 +54,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "evaluate samples (e.g. `proseco eval molecules SAMPLES.jsonl`)",
     ),
 }
+
+
+CLEAN_ON_SIGTERM = frozenset({"sample", "eval", "demo"})
+"""Commands that turn SIGTERM into :class:`Terminated`, so their ``finally`` blocks (removing
+temporary output files) run before they exit."""
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when SIGTERM arrives (see :data:`CLEAN_ON_SIGTERM`)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_raises(enabled: bool) -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` (main thread only)."""
+    if not enabled:
+        yield
+        return
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave the signal alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -88,7 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with _sigterm_raises(args.command in CLEAN_ON_SIGTERM):
+            return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"proseco {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"proseco {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except ProsecoError as err:
         if args.debug or _debug_env():
             raise

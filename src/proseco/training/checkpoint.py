@@ -41,6 +41,7 @@ from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 
 from proseco.errors import ConfigError, ModelLoadError, OutputError
+from proseco.fileio import apply_umask
 from proseco.training.config import TrainConfig
 from proseco.training.config_io import apply_overrides, config_diff, config_to_dict, load_config
 from proseco.training.ema import EMA
@@ -169,7 +170,9 @@ def non_finite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
 
 
 def _publish(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``; an existing ``final`` is moved aside first, then removed."""
+    """Rename ``tmp`` to ``final``; an existing ``final`` is moved aside first, then removed.
+    Its files get the umask's mode first (``safetensors`` writes them 0600)."""
+    apply_umask(tmp)
     old = None
     if final.exists():
         old = final.with_name(f".old-{final.name}")
