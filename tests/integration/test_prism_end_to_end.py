@@ -4,6 +4,7 @@ quality head), sample it with --unmasking prism; NFEs are the steps, head includ
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -40,9 +41,18 @@ def test_prism_finetune_and_sample(tmp_path, capsys):
     assert json.loads((prism / "final" / "config.json").read_text())["quality_head"] is True
     rows = [json.loads(line) for line in (prism / "metrics.jsonl").read_text().splitlines()]
     validation = [r for r in rows if r["split"] == "validation"][-1]
-    for key in ("nelbo", "quality_bce", "quality_accuracy", "fill_error_rate", "filled"):
-        assert key in validation
-    assert validation["filled"] > 0 and 0.0 <= validation["quality_accuracy"] <= 1.0
+    assert set(validation) == {"step", "split", "nelbo", "ppl", "bpd", "quality_bce",
+                               "quality_accuracy", "fill_error_rate", "filled", "tokens"}  # fmt: skip
+    # one validation batch of 8 rows, at most prism_fill = 2 filled positions per row
+    filled = validation["filled"]
+    assert 0 < filled <= 2 * 8 and validation["tokens"] <= 8 * 32
+    # accuracy and error rate are shares of the filled positions: whole counts of them
+    for share in ("quality_accuracy", "fill_error_rate"):
+        assert validation[share] * filled == pytest.approx(round(validation[share] * filled))
+    assert validation["ppl"] == pytest.approx(math.exp(validation["nelbo"]))
+    train = [r for r in rows if r["split"] == "train"][-1]
+    assert train["prism_bce"] == train["corrector_loss"] > 0  # the head's BCE, by its name
+    assert train["mdlm_nelbo"] == train["mdm_loss"] > 0
 
     out = tmp_path / "samples.jsonl"
     code = main([

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -85,9 +86,27 @@ def test_every_command_module_provides_add_arguments_and_run():
         assert help_text, name
 
 
-def test_proseco_cli_is_a_shim_for_python_dash_m():
-    assert proseco.cli.main is commands.main
-    assert proseco.cli.COMMANDS is commands.COMMANDS
+def test_python_dash_m_proseco_cli_runs_commands_with_the_dispatchers_exit_codes(tmp_path):
+    """``python -m proseco.cli`` (the module ``accelerate launch -m`` needs) runs a command: its
+    output, exit status 0, and a user error as one line with status 2."""
+    import subprocess
+
+    def cli(*argv):
+        return subprocess.run([sys.executable, "-m", "proseco.cli", *argv], capture_output=True,
+                              text=True, cwd=tmp_path)  # fmt: skip
+
+    ok = cli("accelerate-config", "ddp")
+    assert ok.returncode == 0, ok.stderr
+    path = Path(ok.stdout.strip())
+    assert path.name == "ddp.yaml" and path.is_file() and "distributed_type" in path.read_text()
+    listed = cli("accelerate-config", "--list")
+    assert listed.returncode == 0 and listed.stdout.split() == ["ddp", "deepspeed-zero3", "fsdp"]
+    bad = cli("accelerate-config", "nosuch")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines() == [
+        "proseco accelerate-config: error: no shipped Accelerate config named 'nosuch'; "
+        "choose one of ddp, deepspeed-zero3, fsdp"
+    ]
 
 
 def test_the_command_line_starts_without_torch():

@@ -60,20 +60,22 @@ def test_loss_weights_mix_the_terms():
     assert float(out.loss.detach()) == pytest.approx(expected, rel=1e-6)
 
 
-def test_sc_weight_zero_equals_mdm_loss():
-    model = MixModel(vocab_size=8, length=12)
-    g = torch.Generator().manual_seed(0)
-    x0 = torch.randint(0, 7, (4, 12), generator=g)
-    t = torch.tensor([0.2, 0.5, 0.7, 1.0])
-    xt = torch.where(torch.rand(4, 12, generator=g) < t[:, None], 7, x0)
-    a = proseco_loss(model, x0, mask_id=7, t=t, xt=xt, sc_weight=0.0)
-    b = mdm_loss(model, x0, mask_id=7, t=t, xt=xt)
-    assert torch.equal(a.loss, b.loss)
-    assert b.corrector_terms is None and float(b.corrector_loss) == 0.0
-    # and the MDLM part of the full ProSeCo loss is the same number
-    c = proseco_loss(model, x0, mask_id=7, t=t, xt=xt)
-    assert torch.equal(c.mdm_loss, b.mdm_loss)
-    assert float(c.loss.detach()) > float(b.loss.detach())
+def test_sc_weight_zero_is_the_hand_computed_mdlm_loss_in_one_pass():
+    calls = []
+    model = table_model()
+    model.register_forward_hook(lambda *_: calls.append(1))
+    mdlm = W * NLL1_POS0 / 2  # the masked position only; N = 2 loss positions
+    out = proseco_loss(model, X0, mask_id=MASK, t=T, xt=XT, sc_weight=0.0, mdm_weight=0.5)
+    assert len(calls) == 1  # no corrector pass
+    assert float(out.loss.detach()) == pytest.approx(0.5 * mdlm, rel=1e-6)  # weighted
+    assert float(out.mdm_loss) == pytest.approx(mdlm, rel=1e-6)  # the term itself
+    assert out.y is None and out.corrector_terms is None and float(out.corrector_loss) == 0.0
+    assert set(out.terms) == {"mdlm_nelbo"} and out.proposal_error_rate is None
+    # mdm_loss is that same number, and so is the MDLM part of the full ProSeCo loss
+    assert float(mdm_loss(model, X0, mask_id=MASK, t=T, xt=XT).loss) == pytest.approx(mdlm)
+    full = proseco_loss(model, X0, mask_id=MASK, t=T, xt=XT)
+    assert float(full.mdm_loss) == pytest.approx(mdlm, rel=1e-6)
+    assert len(calls) == 4  # mdm_loss: one pass; the full loss: two
 
 
 def test_mdm_loss_hand_value():
