@@ -55,7 +55,13 @@ def save_tiny_bert(path: Path, *, seed: int = 0, chat_template: str | None = Non
 TINY_LLADA_CODE = '''"""A tiny stand-in for LLaDA-8B's remote modelling code: the same class and module names
 (``LLaDAModelLM.model.transformer.blocks[i]`` are ``LLaDALlamaBlock`` with ``q_proj``, ``k_proj``,
 ``v_proj``, ``attn_out``, ``ff_proj``, ``up_proj``, ``ff_out``), the same calling convention (an
-attention mask turns attention causal) and ``set_activation_checkpointing``."""
+attention mask turns attention causal) and ``set_activation_checkpointing``.
+
+By default: learned positions (``wpe``), LayerNorm and biases. Config keys of LLaDA's own config
+switch to LLaDA-8B's layout, computed as LLaDA's code does: ``rope`` (+ ``rope_theta``: rotary
+q/k in float32 on the pairs (i, i + d/2)), ``layer_norm_type="rms"`` (+ ``rms_norm_eps``: RMSNorm
+in float32), ``include_bias=False``, ``n_kv_heads`` (grouped-query attention) and
+``mlp_hidden_size`` (default ``2 * d_model``)."""
 
 import torch
 from torch import nn
@@ -74,21 +80,64 @@ class LLaDAConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
 
+class RMSNorm(nn.Module):
+    def __init__(self, d, eps):
+        super().__init__()
+        self.eps, self.weight = eps, nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        y = x.to(torch.float32)
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * y.to(x.dtype)
+
+
+def make_norm(config):
+    if getattr(config, "layer_norm_type", "default") == "rms":
+        return RMSNorm(config.d_model, getattr(config, "rms_norm_eps", 1e-5))
+    return nn.LayerNorm(config.d_model, bias=getattr(config, "include_bias", True))
+
+
+def rotate(q, k, theta):
+    """RoPE on (B, heads, T, hs) queries and keys, as LLaDA's RotaryEmbedding computes it."""
+    hs, n = q.shape[-1], q.shape[-2]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, hs, 2, dtype=torch.float) / hs))
+    freqs = torch.einsum("i , j -> i j", torch.arange(n, dtype=torch.float), inv_freq)
+    angles = torch.cat((freqs, freqs), dim=-1)[None, None]
+
+    def one(t):
+        b, h, length, width = t.shape
+        first, second = t.float().view(b, h, length, 2, width // 2).unbind(dim=-2)
+        turned = torch.cat((-second, first), dim=-1)
+        return (t.float() * angles.cos() + turned * angles.sin()).type_as(t)
+
+    return one(q), one(k)
+
+
 class LLaDALlamaBlock(nn.Module):
     def __init__(self, config):
         super().__init__()
         d, self.n_heads = config.d_model, config.n_heads
-        self.attn_norm, self.ff_norm = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.q_proj, self.k_proj, self.v_proj = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
-        self.attn_out = nn.Linear(d, d)
-        self.ff_proj, self.up_proj = nn.Linear(d, 2 * d), nn.Linear(d, 2 * d)
-        self.ff_out = nn.Linear(2 * d, d)
+        self.n_kv = getattr(config, "n_kv_heads", None) or config.n_heads
+        self.rope = getattr(config, "rope", False) and getattr(config, "rope_theta", 10000.0)
+        bias, hidden = getattr(config, "include_bias", True), getattr(config, "mlp_hidden_size", None)
+        hidden, kv = hidden or 2 * d, d // self.n_heads * self.n_kv
+        self.attn_norm, self.ff_norm = make_norm(config), make_norm(config)
+        self.q_proj = nn.Linear(d, d, bias=bias)
+        self.k_proj, self.v_proj = nn.Linear(d, kv, bias=bias), nn.Linear(d, kv, bias=bias)
+        self.attn_out = nn.Linear(d, d, bias=bias)
+        self.ff_proj, self.up_proj = nn.Linear(d, hidden, bias=bias), nn.Linear(d, hidden, bias=bias)
+        self.ff_out = nn.Linear(hidden, d, bias=bias)
 
     def forward(self, x, bias=None):
         b, n, d = x.shape
         h = self.attn_norm(x)
-        q, k, v = (p(h).view(b, n, self.n_heads, -1).transpose(1, 2)
-                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        q = self.q_proj(h).view(b, n, self.n_heads, -1).transpose(1, 2)
+        k, v = (p(h).view(b, n, self.n_kv, -1).transpose(1, 2) for p in (self.k_proj, self.v_proj))
+        if self.rope:
+            q, k = rotate(q, k, self.rope)
+        if self.n_kv != self.n_heads:
+            k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)
+            v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
         y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         x = x + self.attn_out(y.transpose(1, 2).reshape(b, n, d))
         h = self.ff_norm(x)
@@ -98,12 +147,15 @@ class LLaDALlamaBlock(nn.Module):
 class LLaDAModel(nn.Module):
     def __init__(self, config):
         super().__init__()
+        self.rope = getattr(config, "rope", False)
+        positions = {} if self.rope else {"wpe": nn.Embedding(config.max_sequence_length, config.d_model)}
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.d_model),
-            wpe=nn.Embedding(config.max_sequence_length, config.d_model),
+            **positions,
             blocks=nn.ModuleList(LLaDALlamaBlock(config) for _ in range(config.n_layers)),
-            ln_f=nn.LayerNorm(config.d_model),
-            ff_out=nn.Linear(config.d_model, config.vocab_size),
+            ln_f=make_norm(config),
+            ff_out=nn.Linear(config.d_model, config.vocab_size,
+                             bias=getattr(config, "include_bias", True)),
         ))
         self.activation_checkpointing_strategy = None
 
@@ -112,7 +164,9 @@ class LLaDAModel(nn.Module):
 
     def forward(self, input_ids, attention_mask=None):
         t, n = self.transformer, input_ids.shape[1]
-        x = t.wte(input_ids) + t.wpe(torch.arange(n, device=input_ids.device))
+        x = t.wte(input_ids)
+        if not self.rope:
+            x = x + t.wpe(torch.arange(n, device=input_ids.device))
         bias = None
         if attention_mask is not None and 0.0 in attention_mask:  # as LLaDA: causal with a mask
             low = torch.finfo(x.dtype).min
@@ -173,10 +227,12 @@ def llada_char_tokenizer():
     return tokenizer
 
 
-def save_tiny_llada(path: Path, *, seed: int = 0) -> Path:
+def save_tiny_llada(path: Path, *, seed: int = 0, **config) -> Path:
     """A LLaDA-8B stand-in directory: remote code (``auto_map``, ``trust_remote_code=True``), a
     1-layer 32-wide ``LLaDAModelLM`` over 128 ids (1,024 positions) and its tokenizer, laid out
-    like a downloaded ``GSAI-ML/LLaDA-8B-Base`` / ``-Instruct`` checkpoint."""
+    like a downloaded ``GSAI-ML/LLaDA-8B-Base`` / ``-Instruct`` checkpoint. ``config``: keys of
+    its ``LLaDAConfig`` (sizes, or LLaDA's architecture keys: see ``TINY_LLADA_CODE``), written
+    to ``config.json``."""
     import json
 
     path = Path(path)
@@ -185,7 +241,7 @@ def save_tiny_llada(path: Path, *, seed: int = 0) -> Path:
     namespace: dict = {}
     exec(compile(TINY_LLADA_CODE, "modeling_llada.py", "exec"), namespace)
     torch.manual_seed(seed)
-    model = namespace["LLaDAModelLM"](namespace["LLaDAConfig"]())
+    model = namespace["LLaDAModelLM"](namespace["LLaDAConfig"](**config))
     model.save_pretrained(str(path))
     config = json.loads((path / "config.json").read_text())
     config["auto_map"] = {

@@ -9,9 +9,10 @@ Hugging Face hub (which needs internet).
 
 Hub diffusion LMs load through the adapters of :mod:`proseco.models.hub`, chosen from the
 directory's ``config.json`` (``model_type`` / ``architectures`` / ``auto_map``) or named with
-``adapter=``: ``"llada"`` (LLaDA-style remote code), ``"dream"`` (Dream-style, logits un-shifted),
-``"masked_lm"`` (any ``AutoModelForMaskedLM``: BERT, ModernBERT) and ``"proseco"`` (the bundled
-DiT, no adapter)::
+``adapter=``: ``"llada"`` (LLaDA: proseco's native model when it implements the checkpoint, no
+remote code needed; else its remote code, see :mod:`proseco.models.llada_hub`), ``"dream"``
+(Dream-style, logits un-shifted), ``"masked_lm"`` (any ``AutoModelForMaskedLM``: BERT,
+ModernBERT) and ``"proseco"`` (the bundled DiT, no adapter)::
 
     model, tokenizer, config = load_pretrained("GSAI-ML/LLaDA-8B-Base", adapter="llada",
                                                trust_remote_code=True, dtype="bfloat16")
@@ -29,6 +30,7 @@ Every failure to load raises :class:`~proseco.errors.ModelLoadError` with the pa
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -244,11 +246,13 @@ def load_model(
     torch_dtype = _dtype(dtype)
     if name != "proseco":
         from proseco.models.hub import load_hub_model
+        from proseco.models.llada_hub import load_llada  # native LLaDA, else its remote code
 
         if name == "masked_lm" and tokenizer is None:
             tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-        model = load_hub_model(location, name, tokenizer=tokenizer, dtype=torch_dtype,
-                               trust_remote_code=trust_remote_code)  # fmt: skip
+        load = load_llada if name == "llada" else partial(load_hub_model, adapter=name)
+        model = load(location, tokenizer=tokenizer, dtype=torch_dtype,
+                     trust_remote_code=trust_remote_code)  # fmt: skip
         if gradient_checkpointing:
             model.gradient_checkpointing_enable()
         return model.to(device).eval()

@@ -13,6 +13,10 @@ for speed) get ``-inf`` so they are never drawn.
 Three families (:data:`ADAPTERS`, besides ``"proseco"`` = the bundled DiT, which needs none):
 
 * ``llada`` — LLaDA-style remote code (``trust_remote_code=True``), mask id 126336, bidirectional.
+  (``load_pretrained`` loads LLaDA checkpoints into proseco's native LLaDA instead whenever it
+  implements their architecture, wrapped in
+  :class:`~proseco.models.llada_hub.NativeLLaDAAdapter`: a real attention mask and the window KV
+  cache; :mod:`proseco.models.llada_hub` says when and how to choose. This adapter is the fallback.)
   Its modelling code has no usable attention mask: given one, it *adds a causal bias* (a leftover
   of the OLMo code it is built on), so a mask must never be passed. Padding is therefore handled
   by ``padding="crop"``: rows are grouped by their number of left-padding tokens and each group

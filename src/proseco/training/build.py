@@ -192,10 +192,12 @@ def _check_compatible(model: nn.Module, config: TrainConfig, tokenizer: Any) -> 
     data = config.data
     padded = data.kind != "text" or data.layout == "padded" or data.label is not None
     adapter = getattr(getattr(model, "config", None), "adapter", None)
-    if adapter == "llada" and padded and not data.train_on_padding:
+    crop = getattr(model, "padding", None) == "crop"  # the native LLaDA masks padding instead
+    if adapter == "llada" and crop and padded and not data.train_on_padding:
         raise ValueError(
-            "LLaDA models take no attention mask, so padding cannot be hidden from them; train "
-            "on it as LLaDA does: data.pad_with: eos and data.train_on_padding: true"
+            "this LLaDA model runs on its own modelling code, which takes no attention mask, so "
+            "padding cannot be hidden from it; train on it as LLaDA does: data.pad_with: eos and "
+            "data.train_on_padding: true"
         )
     model_mask = getattr(getattr(model, "config", None), "mask_token_id", None)
     if isinstance(model_mask, int) and model_mask != tokenizer.mask_token_id:
