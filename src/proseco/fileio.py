@@ -217,18 +217,31 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         raise
 
 
+def _utf8_line(raw: bytes, path: Path, lineno: int) -> str:
+    """Line ``lineno`` of ``path`` as text, or a :class:`DataError` if it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}:{lineno} is not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+            "save the file as UTF-8"
+        ) from None
+
+
 def read_jsonl_objects(path: str | os.PathLike) -> list[tuple[int, dict]]:
     """``(line number, object)`` for each non-blank line of a JSONL samples file.
 
-    A missing file, a line that is not JSON or not an object, and a file without any object are
-    each a :class:`~proseco.errors.DataError` naming the file and line.
+    A missing file, a line that is not UTF-8, not JSON (or nested too deeply) or not an object,
+    and a file without any object are each a :class:`~proseco.errors.DataError` naming the file
+    and line.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"samples file {path} does not exist; write one with `proseco sample`")
     records = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = _utf8_line(raw, path, lineno)
             if not line.strip():
                 continue
             try:
@@ -237,6 +250,8 @@ def read_jsonl_objects(path: str | os.PathLike) -> list[tuple[int, dict]]:
                 raise DataError(
                     f"{path}:{lineno} is not valid JSON ({e.msg}); expected one object per line"
                 ) from None
+            except RecursionError:
+                raise DataError(f"{path}:{lineno} is nested too deeply to read") from None
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{lineno} is not a JSON object; expected one per line")
             records.append((lineno, record))

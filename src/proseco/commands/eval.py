@@ -208,6 +208,34 @@ def _column(records: list[dict[str, Any]], field: str, path: Path) -> list[Any] 
     return [r[field] for r in records]
 
 
+def _is_token_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_FIELD_TYPES = {
+    "text": (lambda v: isinstance(v, str), "a string"),
+    "tokens": (_is_token_list, "a list of integer token ids"),
+    "nfe": (_is_number, "a number"),
+}
+
+
+def _check_fields(numbered: list[tuple[int, dict[str, Any]]], path: Path) -> None:
+    """A :class:`DataError` naming the line of the first ``text`` / ``tokens`` / ``nfe`` value
+    of the wrong type (``{"text": 5}``, ``{"text": null}``)."""
+    for lineno, record in numbered:
+        for field, (check, expected) in _FIELD_TYPES.items():
+            if field in record and not check(record[field]):
+                got = json.dumps(record[field])
+                got = got if len(got) <= 40 else got[:37] + "..."
+                raise DataError(f"{path}:{lineno}: {field!r} must be {expected}, got {got}")
+
+
 def _reference_texts(args: argparse.Namespace, count: int) -> list[str] | None:
     if args.reference is None:
         return None
@@ -228,7 +256,9 @@ def run_text(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    records = read_sample_records(args.samples)
+    numbered = read_jsonl_objects(args.samples)
+    _check_fields(numbered, args.samples)  # before the evaluator is loaded
+    records = [record for _, record in numbered]
     tokens = _column(records, "tokens", args.samples)
     texts = _column(records, "text", args.samples)
     tokenizer = None

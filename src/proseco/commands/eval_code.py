@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from proseco.commands.options import CACHE_MODES, add_cache_option, add_model_options
-from proseco.errors import ConfigError, ModelLoadError, ProsecoError
+from proseco.errors import ConfigError, DataError, ModelLoadError, ProsecoError
 from proseco.fileio import atomic_open
 
 __all__ = ["add_humaneval_arguments", "add_lm_eval_arguments", "run_humaneval", "run_lm_eval"]
@@ -274,6 +274,18 @@ def cache_to_model_args(forwarded: list[str]) -> list[str]:
     return [*rest, "--model_args", f"cache={mode}"]
 
 
+def _download_message(err: OSError) -> str:
+    """One line for an ``OSError`` out of lm-eval: a download that failed says so."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+    if names & {"ConnectionError", "Timeout", "LocalEntryNotFoundError", "OfflineModeIsEnabled"}:
+        return (
+            f"lm-eval could not download a task's data ({type(err).__name__}: {first}); check "
+            "the network, or run where the task's dataset is already in the Hugging Face cache"
+        )
+    return f"lm-eval: {type(err).__name__}: {first}"
+
+
 def run_lm_eval(args: argparse.Namespace) -> int:
     """Run lm-eval's command line in this process, after registering ``proseco``."""
     try:
@@ -306,6 +318,10 @@ def run_lm_eval(args: argparse.Namespace) -> int:
         if isinstance(e, ProsecoError):
             raise
         raise ConfigError(f"lm-eval: {e}") from None
+    except OSError as e:  # datasets / the hub: no network, a task's data not cached
+        if isinstance(e, ProsecoError):
+            raise
+        raise DataError(_download_message(e)) from None
     finally:
         sys.argv = saved
     return 0

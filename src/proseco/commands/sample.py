@@ -44,6 +44,8 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +208,48 @@ def _check_run_options(args: argparse.Namespace) -> None:
         raise OutputError(f"--output {args.output} is a directory; pass a file name")
 
 
+def _check_condition(args: argparse.Namespace, model: Any) -> None:
+    """``--condition`` must name one of the model's classes (and the model must have some)."""
+    if args.condition is None:
+        return
+    classes = getattr(getattr(model, "config", None), "num_classes", None) or 0
+    if classes <= 0:
+        raise ConfigError(
+            f"--condition {args.condition}: {args.model_dir} is an unconditional model "
+            "(num_classes=0); drop --condition (and --guidance-gamma)"
+        )
+    if not 0 <= args.condition < classes:
+        raise ConfigError(
+            f"--condition {args.condition}: {args.model_dir} has classes 0..{classes - 1}"
+        )
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is a failed allocation (CPU or accelerator)."""
+    if isinstance(err, MemoryError):
+        return True
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    text = str(err).lower()
+    return isinstance(err, oom) or (
+        isinstance(err, RuntimeError)
+        and ("can't allocate memory" in text or "out of memory" in text)
+    )
+
+
+@contextmanager
+def _allocation_errors(batch: int) -> Iterator[None]:
+    """Report a batch that does not fit in memory as one :class:`ConfigError`."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as err:
+        if not _out_of_memory(err):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"a batch of {batch} samples does not fit in memory ({first[:200]}); lower --batch-size"
+        ) from None
+
+
 def _device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -320,7 +364,7 @@ def read_config(path: Path) -> Any:
         data = first["sampling_config"]
     except FileNotFoundError:
         raise ConfigError(f"--config {path} does not exist") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise ConfigError(
             f"--config {path}: not a samples file of `proseco sample` ({type(e).__name__}: {e})"
         ) from None
@@ -372,14 +416,16 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_json(), end="")
         return 0
+    _check_condition(args, model)
     mask_id = _mask_id(args, model, tokenizer)
     pad_id = getattr(tokenizer, "pad_token_id", None)
     if config.pad_id is None and pad_id is not None:
         config = config.replace(pad_id=pad_id)
     check_sample_args, sample = _sampler(model, args)
     # every setting is checked before any file is touched
-    check_sample_args(model, config, mask_id=mask_id, batch_size=args.batch_size,
-                      length=args.length, prompt=prompts[:1] if prompts else None)  # fmt: skip
+    with _allocation_errors(args.batch_size):
+        check_sample_args(model, config, mask_id=mask_id, batch_size=args.batch_size,
+                          length=args.length, prompt=prompts[:1] if prompts else None)  # fmt: skip
     eos_id = (
         config.eos_id if config.eos_id is not None else getattr(tokenizer, "eos_token_id", None)
     )
@@ -395,8 +441,10 @@ def run(args: argparse.Namespace) -> int:
             batch_prompts = None
             if prompts:
                 batch_prompts = [prompts[(written + i) % len(prompts)] for i in range(batch)]
-            out = sample(model, config, mask_id=mask_id, batch_size=batch, length=args.length,
-                         prompt=batch_prompts, generator=generator)  # fmt: skip
+            with _allocation_errors(batch):
+                out = sample(model, config, mask_id=mask_id, batch_size=batch,
+                             length=args.length, prompt=batch_prompts,
+                             generator=generator)  # fmt: skip
             for i, row in enumerate(out.generated.tolist()):
                 record: dict[str, Any] = {"index": written + i}
                 if tokenizer is not None:

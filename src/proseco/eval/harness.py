@@ -281,6 +281,11 @@ class ProsecoLM(TemplateLM):
                     )  # fmt: skip
                 continue
             merged[key] = value
+        if not merged.get("pretrained"):
+            raise ConfigError(
+                "the proseco model needs a model directory: add --model_args "
+                "pretrained=MODEL_DIR (e.g. pretrained=runs/sft/final,preset=balanced)"
+            )
         return cls(**merged)
 
     @staticmethod

