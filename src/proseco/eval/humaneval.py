@@ -92,7 +92,8 @@ class ExecResult:
     """Outcome of one program.
 
     Attributes:
-        status: ``"passed"`` (exit status 0), ``"failed"`` (an exception or non-zero exit) or
+        status: ``"passed"`` (the harness reported that the program, its ``check`` included,
+            returned), ``"failed"`` (an exception, or an exit before that, whatever its status) or
             ``"timeout"``.
         detail: the end of stderr (the failing assertion or error), ``""`` when passed.
     """
