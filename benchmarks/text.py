@@ -1,30 +1,32 @@
-"""Regenerate ``docs/results/text.md``: unconditional text, MDLM vs ReMDM vs ProSeCo (the paper's
-Table 2 at CPU scale), from the checkpoints of the ``text-*-cpu`` recipes.
+"""Regenerate ``docs/results/text_kjv.md``: unconditional text on the KJV at CPU scale, ProSeCo
+against MDLM, ReMDM and PRISM at equal NFE (the paper's Table 2 question), with a gate that says
+whether the models are past the point where samplers can differ at all.
 
-Every point samples ``--num-samples`` sequences of the training length (128) with the same seed,
-nucleus ``top_p`` 0.9 and float64 draws (the paper's OWT settings), for every ``T`` in ``--steps``:
+Models: the ``text-*-cpu`` recipes (cpu-tiny DiT, 1,024-token BPE, length 128, wrapped layout).
+Every point draws ``--num-samples`` sequences of 128 tokens with the same seed, nucleus top-p 0.9
+and float64 draws, for every T in ``--steps``:
 
-* MDLM model: MDLM sampling (ancestral), and ReMDM (``loop``, eta 0.02: the public OWT setting);
-* ProSeCo model: MDLM sampling (no corrector), and ProSeCo sampling at several corrector budgets
-  (``S`` corrector steps every ``omega`` unmasking steps, argmax updates);
-* reference rows: held-out KJV chapters (the ``data`` row) and, when its checkpoint exists, the
-  autoregressive baseline (``text-ar-cpu``, T = one step per token).
+* MDLM model: MDLM (ancestral) and ReMDM (``loop``, eta 0.02); PRISM's fine-tuned head if given;
+* ProSeCo model: no corrector, and corrector budgets S=1 every 1 and every 4 steps (argmax);
+* AR model (left to right, 127 tokens after BOS) and a data row of 128-token training chunks.
 
-Metrics (:mod:`proseco.eval.text`), every sample cut at its first EOS: generative perplexity under
-SmolLM2-135M (**not** the paper's GPT-2 Large: numbers are comparable within this report only),
-mean per-sample unigram entropy of the model's own tokens, and MAUVE against other held-out chunks
-on SmolLM2 features (skipped when ``mauve-text`` is not installed). NFE is what the sampler reports
-per sample; wall time is the sampling time of all samples of a row. The verdict (did the paper's
-ordering hold?) compares ProSeCo with MDLM and ReMDM at equal NFE (log-linear interpolation of the
-baselines' curves; points outside their NFE range are not judged).
+**Framing** (``--framing``): ``research`` (default) scores the whole 128-token window as the
+research code does for OpenWebText: nothing is cut at EOS (in the wrapped layout EOS only
+separates chapters), so every sample and the data row have the same length and entropies are
+comparable; ``eos-cut`` cuts each sample at its first EOS (the earlier page's rule). Metrics:
+gen-PPL under SmolLM2-135M (numbers compare within this study only), MAUVE against held-out
+chunks on SmolLM2 features, per-sample unigram entropy (nats, all 128 ids) and distinct-2/3 of
+the model's own ids. Every metric has a 95 % bootstrap interval (``--draws`` resamples of the
+samples; :mod:`proseco.eval.intervals`); the verdict rules are in ``benchmarks/text_verdict.py``.
 
 Usage::
 
     python benchmarks/text.py [--mdlm runs/text-mdlm/final] [--proseco runs/text-proseco/final]
-        [--ar runs/text-ar/final] [--steps 16 32 64 128] [--num-samples 200] [--batch-size 50]
-        [--seed 0] [--threads 2] [--out docs/results] [--no-mauve] [--quick]
+        [--ar runs/text-ar/final] [--prism runs/text-prism/final] [--steps 16 32 64]
+        [--num-samples 500] [--methods LABEL ...] [--rows-out FILE] [--out docs/results]
+    python benchmarks/text.py --from-json A.json [B.json ...]   # the page from saved rows only
 
-``--quick`` (24 samples, T in {8, 16}, no MAUVE) is a smoke test that writes to ``--out`` too.
+``--quick`` (24 samples, T in {8, 16}, 50 draws) is a smoke test.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import platform
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -43,16 +45,30 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from text_verdict import (  # noqa: E402
+    AR,
+    DATA,
+    GATE_MAUVE,
+    MDLM,
+    PRISM,
+    PROSECO_PLAIN,
+    REMDM,
+    UDLM,
+    comparisons,
+    gate,
+    is_proseco_sampling,
+    verdict,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 DATA_SOURCE, VALIDATION_FRACTION, SPLIT_SEED, LENGTH = "corpus:kjv", 0.05, 42, 128
 EVALUATOR_LABEL = "SmolLM2-135M gen-PPL"
-MDLM, REMDM, PROSECO_PLAIN = "MDLM", "ReMDM loop (eta 0.02)", "ProSeCo model, no corrector"
-PRISM, UDLM = "MDLM + PRISM (fine-tuned head)", "UDLM"
-DATA, AR = "Data (held-out KJV)", "AR (left to right)"
-# The diffusion baselines ProSeCo is judged against at equal NFE (AR is judged at its own NFE).
-BASELINES = (MDLM, REMDM, PRISM, UDLM)
 OPTIONAL_MODELS = ("prism", "udlm")  # used when their checkpoints exist
 BUDGETS = ((1, 1), (1, 4))  # (S, omega): corrector steps, fired every omega steps
+METRICS = ("gen_ppl", "mauve", "entropy", "distinct2", "distinct3")
+PAGE, ROWS, SUMMARY = "text_kjv.md", "text_kjv_rows.json", "text_summary.json"
+RUN_LOGS = "text_runs"
 
 
 def proseco_method(steps: int, every: int) -> str:
@@ -91,21 +107,21 @@ def settings(steps: list[int]) -> list[Setting]:
 
 
 # ------------------------------------------------------------------ data
-def held_out_rows(tokenizer: Any, n_reference: int, n_data: int, seed: int) -> tuple:
-    """Held-out chunks ``[N, 128]`` in the training layout: (MAUVE reference, data row).
-
-    The validation chapters of the recipes' split (``split_records`` 5%, seed 42), wrapped like the
-    training data, shuffled with ``seed``; the two sets do not overlap.
-    """
+def corpus_rows(tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train [N, 128], validation [M, 128])``: the recipes' split in the wrapped layout."""
     from proseco.data.text import encode_pretraining, read_records, split_records
 
-    _, val = split_records(read_records(DATA_SOURCE), VALIDATION_FRACTION, SPLIT_SEED)
-    rows = encode_pretraining([d["text"] for d in val], tokenizer, max_length=LENGTH)["input_ids"]
+    train, val = split_records(read_records(DATA_SOURCE), VALIDATION_FRACTION, SPLIT_SEED)
+
+    def encode(docs):
+        return encode_pretraining([d["text"] for d in docs], tokenizer, max_length=LENGTH)
+
+    return encode(train)["input_ids"], encode(val)["input_ids"]
+
+
+def shuffled(rows: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))
-    rows = rows[perm]
-    if len(rows) < n_reference + 2:
-        raise SystemExit(f"only {len(rows)} held-out chunks; lower --num-samples")
-    return rows[:n_reference], rows[n_reference : n_reference + n_data]
+    return rows[perm[:n]]
 
 
 # ------------------------------------------------------------------ sampling
@@ -124,16 +140,13 @@ def generate(model: Any, setting: Setting, n: int, batch_size: int, seed: int) -
         tokens.append(out.tokens.cpu())
         nfe += out.nfe * b
         corrector_nfe += out.corrector_nfe * b
-    return {
-        "tokens": torch.cat(tokens),
-        "nfe": nfe / n,
-        "corrector_nfe": corrector_nfe / n,
-        "seconds": time.perf_counter() - start,
-    }
+    return {"tokens": torch.cat(tokens), "nfe": nfe / n, "corrector_nfe": corrector_nfe / n,
+            "seconds": time.perf_counter() - start}  # fmt: skip
 
 
-def generate_ar(model: Any, n: int, batch_size: int, seed: int) -> dict[str, Any]:
-    """``n`` left-to-right samples of 127 tokens after BOS (stopping at EOS), same nucleus."""
+def generate_ar(model: Any, n: int, batch_size: int, seed: int, stop: bool) -> dict[str, Any]:
+    """``n`` left-to-right samples of 127 tokens after BOS, same nucleus; ``stop`` at EOS only
+    under the ``eos-cut`` framing (the wrapped layout continues past a chapter's EOS)."""
     from proseco.sampling import SamplingConfig
     from proseco.sampling.autoregressive import sample_autoregressive
 
@@ -144,139 +157,94 @@ def generate_ar(model: Any, n: int, batch_size: int, seed: int) -> dict[str, Any
     for first in range(0, n, batch_size):
         b = min(batch_size, n - first)
         with torch.inference_mode():
-            out = sample_autoregressive(
-                model, config, batch_size=b, length=LENGTH - 1, generator=generator
-            )
+            out = sample_autoregressive(model, config, batch_size=b, length=LENGTH - 1,
+                                        generator=generator, stop_at_eos=stop)  # fmt: skip
         tokens.append(out.tokens.cpu())
         nfe += out.nfe * b
-    return {
-        "tokens": torch.cat(tokens),
-        "nfe": nfe / n,
-        "corrector_nfe": 0.0,
-        "seconds": time.perf_counter() - start,
-    }
+    return {"tokens": torch.cat(tokens), "nfe": nfe / n, "corrector_nfe": 0.0,
+            "seconds": time.perf_counter() - start}  # fmt: skip
 
 
 # ------------------------------------------------------------------ metrics
 class Scorer:
-    """Gen-PPL, entropy and MAUVE of token rows, with the reference features computed once."""
+    """Per-sample metrics of token rows, point values and bootstrap replicates of each."""
 
-    def __init__(self, evaluator: Any, tokenizer: Any, reference: torch.Tensor, *, mauve: bool):
-        from proseco.eval.text import evaluator_features, mauve_available
+    def __init__(self, evaluator: Any, tokenizer: Any, reference: torch.Tensor, *,
+                 framing: str, mauve: bool, draws: int, seed: int) -> None:  # fmt: skip
+        from proseco.eval.text import mauve_available, score_texts
 
-        self.evaluator, self.tokenizer = evaluator, tokenizer
+        self.evaluator, self.tokenizer, self.framing = evaluator, tokenizer, framing
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-        self.mauve = mauve and mauve_available()
-        self.reference_texts = self.texts(reference)
-        self.reference_features = (
-            evaluator_features(self.reference_texts, evaluator, bf16=True).numpy()
-            if self.mauve
-            else None
-        )
+        self.mauve, self.draws, self.seed = mauve and mauve_available(), draws, seed
+        self.reference = None
+        if self.mauve:
+            texts = self.texts(self.frame(reference))
+            self.reference = score_texts(texts, evaluator, bf16=True, features=True)["features"]
 
-    def cut(self, rows: torch.Tensor) -> list[list[int]]:
+    def frame(self, rows: torch.Tensor) -> list[list[int]]:
+        """The ids every metric sees: the whole window (research) or up to the first EOS."""
         from proseco.eval.text import cut_at_eos
 
+        if self.framing == "research":
+            return [row.tolist() for row in rows]
         return [cut_at_eos(row, self.eos, bos_id=self.bos) for row in rows]
 
-    def texts(self, rows: torch.Tensor) -> list[str]:
-        return self.tokenizer.batch_decode(self.cut(rows), skip_special_tokens=True)
+    def texts(self, framed: list[list[int]]) -> list[str]:
+        return self.tokenizer.batch_decode(framed, skip_special_tokens=True)
 
-    def __call__(self, rows: torch.Tensor, seed: int) -> dict[str, Any]:
-        from proseco.eval.text import evaluator_features, text_metrics
-
-        texts = self.texts(rows)
-        out = text_metrics(
-            texts,
-            self.evaluator,
-            token_ids=rows,
-            eos_id=self.eos,
-            bos_id=self.bos,
-            mauve=False,
-            bf16=True,
+    def __call__(self, rows: torch.Tensor) -> dict[str, Any]:
+        from proseco.eval.intervals import (
+            mauve_replicates,
+            percentile_interval,
+            resample_indices,
+            token_weighted_ppl,
         )
-        out["mauve"] = None
+        from proseco.eval.text import distinct_n, sample_entropy, score_texts
+
+        framed = self.frame(rows)
+        texts = self.texts(framed)
+        scored = score_texts(texts, self.evaluator, bf16=True, features=self.mauve)
+        per_sample = {
+            "entropy": torch.tensor(sample_entropy(framed), dtype=torch.float64),
+            "distinct2": torch.tensor(distinct_n(framed, 2), dtype=torch.float64),
+            "distinct3": torch.tensor(distinct_n(framed, 3), dtype=torch.float64),
+        }
+        index = resample_indices(len(texts), self.draws, self.seed)
+        nll = torch.stack([scored["nll"], scored["count"].double()], dim=1)  # [N, 2]
+        point = {"gen_ppl": float(token_weighted_ppl(nll))}
+        boot = {"gen_ppl": token_weighted_ppl(nll[index])}
+        for key, values in per_sample.items():
+            point[key] = float(values.mean())
+            boot[key] = values[index].mean(dim=1)
+        point["mauve"], boot["mauve"] = None, None
         if self.mauve:
-            import mauve
-
-            q = evaluator_features(texts, self.evaluator, bf16=True).numpy()
-            result = mauve.compute_mauve(
-                p_features=self.reference_features, q_features=q, seed=seed, verbose=False
-            )
-            out["mauve"] = float(result.mauve)
-        out["examples"] = texts[:3]
-        return out
-
-
-# ------------------------------------------------------------------ verdict
-def interpolate(points: list[tuple[float, float]], nfe: float) -> float | None:
-    """A baseline's metric at ``nfe``: linear in log(NFE) between its two nearest points."""
-    points = sorted(p for p in points if p[1] is not None)
-    if not points or nfe < points[0][0] * 0.999 or nfe > points[-1][0] * 1.001:
-        return None
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        if x0 <= nfe <= x1:
-            if x1 == x0:
-                return y0
-            w = (math.log(nfe) - math.log(x0)) / (math.log(x1) - math.log(x0))
-            return y0 + w * (y1 - y0)
-    return points[0][1]
-
-
-def verdict(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Every ProSeCo-sampling point against each diffusion baseline at its NFE, and ProSeCo's
-    curves at the AR row's NFE.
-
-    Returns the comparisons and a summary: wins on gen-PPL (lower) and MAUVE (higher) out of the
-    judged comparisons, overall and per baseline (``per_baseline[name]``), and the largest
-    entropy drop of ProSeCo below the data row.
-    """
-    by_method: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_method.setdefault(row["method"], []).append(row)
-    data_entropy = next((r["entropy"] for r in rows if r["method"] == DATA), None)
-    proseco = [r for r in rows if r["method"].startswith("ProSeCo S=")]
-    comparisons = []
-    for row in proseco:
-        for base in BASELINES:
-            if base not in by_method:
-                continue
-            entry = {"proseco": row["method"], "T": row["steps"], "nfe": row["nfe"], "vs": base}
-            for key in ("gen_ppl", "mauve"):
-                pts = [(r["nfe"], r[key]) for r in by_method[base]]
-                entry[f"{key}_base"] = interpolate(pts, row["nfe"])
-                entry[key] = row[key]
-            comparisons.append(entry)
-    for ar in by_method.get(AR, []):  # ProSeCo's curves at the AR row's NFE
-        for method in dict.fromkeys(r["method"] for r in proseco):
-            mine = by_method[method]
-            entry = {"proseco": method, "T": None, "nfe": ar["nfe"], "vs": AR}
-            for key in ("gen_ppl", "mauve"):
-                entry[f"{key}_base"] = ar[key]
-                entry[key] = interpolate([(r["nfe"], r[key]) for r in mine], ar["nfe"])
-            comparisons.append(entry)
-
-    def wins(group: list[dict[str, Any]]) -> dict[str, int]:
-        ppl = [c for c in group if c["gen_ppl_base"] is not None and c["gen_ppl"] is not None]
-        mauve = [c for c in group if c["mauve_base"] is not None and c["mauve"] is not None]
+            point["mauve"], boot["mauve"] = mauve_replicates(
+                self.reference.numpy(), scored["features"].numpy(), draws=self.draws,
+                seed=self.seed,
+            )  # fmt: skip
+        intervals = {k: percentile_interval(boot[k], center=point[k])
+                     for k in METRICS if boot[k] is not None}  # fmt: skip
         return {
-            "ppl_wins": sum(c["gen_ppl"] < c["gen_ppl_base"] for c in ppl),
-            "ppl_judged": len(ppl),
-            "mauve_wins": sum(c["mauve"] > c["mauve_base"] for c in mauve),
-            "mauve_judged": len(mauve),
+            **point,
+            "mean_tokens": sum(map(len, framed)) / len(framed),
+            "num_samples": len(texts),
+            "intervals": {k: [round(v, 6) for v in iv] for k, iv in intervals.items()},
+            "boot": {
+                k: [float(f"{v:.6g}") for v in b.tolist()] for k, b in boot.items() if b is not None
+            },  # fmt: skip
+            "examples": texts[:3],
         }
 
-    summary = {
-        **wins([c for c in comparisons if c["vs"] in (MDLM, REMDM)]),
-        "per_baseline": {
-            base: wins([c for c in comparisons if c["vs"] == base])
-            for base in (*BASELINES, AR)
-            if any(c["vs"] == base for c in comparisons)
-        },
-        "data_entropy": data_entropy,
-        "min_proseco_entropy": min((r["entropy"] for r in proseco), default=None),
-    }
-    return comparisons, summary
+
+def gate_inputs(mdlm: Any, train: torch.Tensor, val: torch.Tensor, mask_id: int, vocab: int):
+    """``(MDLM validation NELBO, interpolated-bigram NLL, bigram weight)`` on all held-out rows."""
+    from proseco.eval.ngram import best_interpolated_bigram_nll
+    from proseco.eval.text import validation_nelbo
+
+    bigram, lam = best_interpolated_bigram_nll(train, val, vocab)
+    with torch.inference_mode():
+        nelbo = validation_nelbo(mdlm, val, mask_id=mask_id, num_draws=4, batch_size=64)
+    return nelbo["nelbo"], bigram, lam
 
 
 # ------------------------------------------------------------------ report
@@ -288,7 +256,18 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def with_interval(row: dict[str, Any], key: str, digits: int) -> str:
+    value = row.get(key)
+    iv = row.get("intervals", {}).get(key)
+    if value is None:
+        return "-"
+    if iv is None:
+        return fmt(value, digits)
+    return f"{fmt(value, digits)} [{fmt(iv[0], digits)}, {fmt(iv[1], digits)}]"
+
+
 def plot(rows: list[dict[str, Any]], key: str, ylabel: str, path: Path, log_y: bool) -> bool:
+    """``key`` against NFE with 95 % interval bars, one line per method; data/AR as lines."""
     try:
         import matplotlib
 
@@ -297,16 +276,16 @@ def plot(rows: list[dict[str, Any]], key: str, ylabel: str, path: Path, log_y: b
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    methods = list(dict.fromkeys(r["method"] for r in rows if r["steps"] is not None))
-    for method in methods:
-        pts = sorted(
-            (r["nfe"], r[key]) for r in rows if r["method"] == method and r[key] is not None
-        )
+    for method in dict.fromkeys(r["method"] for r in rows if r["steps"] is not None):
+        pts = sorted((r["nfe"], r[key], r["intervals"].get(key)) for r in rows
+                     if r["method"] == method and r.get(key) is not None)  # fmt: skip
         if pts:
-            style = "-o" if method.startswith("ProSeCo S=") else "--s"
-            ax.plot(*zip(*pts), style, label=method, markersize=4)
+            x, y, iv = zip(*pts)
+            err = [[v - i[0] for v, i in zip(y, iv)], [i[1] - v for v, i in zip(y, iv)]]
+            style = "-o" if is_proseco_sampling(method) else "--s"
+            ax.errorbar(x, y, yerr=err, fmt=style, label=method, markersize=4, capsize=2)
     for ref, color in ((DATA, "black"), (AR, "tab:purple")):
-        value = next((r[key] for r in rows if r["method"] == ref and r[key] is not None), None)
+        value = next((r[key] for r in rows if r["method"] == ref and r.get(key) is not None), None)
         if value is not None:
             ax.axhline(value, color=color, linestyle=":", label=ref)
     ax.set_xscale("log", base=2)
@@ -322,158 +301,158 @@ def plot(rows: list[dict[str, Any]], key: str, ylabel: str, path: Path, log_y: b
     return True
 
 
-def write_report(out: Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> Path:
-    comparisons, summary = verdict(rows)
-    has_mauve = any(r["mauve"] is not None for r in rows)
+def validation_curves(out: Path, gate_result: dict[str, Any]) -> list[str]:
+    """The validation curves of the committed run logs, with the bigram line; markdown lines."""
+    logs = sorted((out / RUN_LOGS).glob("*-metrics.jsonl"))
+    curves = {}
+    for log in logs:
+        rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line]
+        val = [(r["step"], r.get("nelbo", r.get("nll"))) for r in rows
+               if r.get("split") == "validation" and r.get("nelbo", r.get("nll")) is not None]  # fmt: skip
+        if val:
+            curves[log.name.removesuffix("-metrics.jsonl")] = val
+    if not curves:
+        return ["No run logs under `" + RUN_LOGS + "/`."]
+    lines = ["| run | " + " | ".join(f"step {s}" for s, _ in max(curves.values(), key=len)) + " |"]
+    lines.append("|---" * (1 + len(max(curves.values(), key=len))) + "|")
+    for name, val in curves.items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for _, v in val) + " |")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return lines
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, val in curves.items():
+        ax.plot(*zip(*val), "-o", markersize=3, label=name)
+    ax.axhline(gate_result["bigram_nelbo"], color="black", linestyle=":",
+               label="interpolated bigram (held-out NLL)")  # fmt: skip
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation NELBO / NLL (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "text_kjv_validation.png", dpi=120)
+    plt.close(fig)
+    return [*lines, "", "![validation curves](text_kjv_validation.png)"]
+
+
+def write_report(out: Path, study: dict[str, Any], notes: str | None) -> tuple[Path, dict]:
+    rows, info = study["rows"], study["info"]
+    g = gate(rows, info["mdlm_nelbo"], info["bigram_nelbo"])
+    comps = comparisons(rows)
+    judged = verdict(g, comps)
+    summary = {
+        "samples_per_point": min((r["num_samples"] for r in rows), default=0),
+        "bootstrap_intervals": True,
+        "draws": info["draws"],
+        "framing": info["framing"],
+        "gate": {k: g[k] for k in ("mdlm_mauve", "mdlm_nelbo", "bigram_nelbo", "passed")},
+        "verdict": judged["verdict"],
+        "per_baseline": judged["per_baseline"],
+    }
+    (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     plots = []
-    if plot(rows, "gen_ppl", EVALUATOR_LABEL, out / "text_genppl_vs_nfe.png", log_y=True):
-        plots.append(("gen-PPL vs NFE", "text_genppl_vs_nfe.png"))
-    if has_mauve and plot(
-        rows, "mauve", "MAUVE (SmolLM2-135M features)", out / "text_mauve_vs_nfe.png", log_y=False
+    if plot(rows, "gen_ppl", EVALUATOR_LABEL, out / "text_kjv_genppl.png", log_y=True):
+        plots.append(("gen-PPL vs NFE", "text_kjv_genppl.png"))
+    if any(r.get("mauve") is not None for r in rows) and plot(
+        rows, "mauve", "MAUVE (SmolLM2-135M features)", out / "text_kjv_mauve.png", log_y=False
     ):
-        plots.append(("MAUVE vs NFE", "text_mauve_vs_nfe.png"))
+        plots.append(("MAUVE vs NFE", "text_kjv_mauve.png"))
+    framing = (
+        "the whole 128-token window, nothing cut (the research code's rule: in the wrapped layout "
+        "EOS only separates chapters); every sample and the data row have 128 tokens"
+        if info["framing"] == "research"
+        else "each sample cut at its first EOS (after a leading BOS)"
+    )
     lines = [
-        "# Unconditional text: ProSeCo vs MDLM, ReMDM, PRISM, UDLM and AR on the KJV "
-        "(the paper's Table 2 at CPU scale)",
+        "# Unconditional text on the KJV at CPU scale: ProSeCo vs MDLM, ReMDM and PRISM at equal NFE",
         "",
-        f"Generated by `{info['command']}` on {info['date']} ({info['platform']}, "
-        f"torch threads: {info['threads']}). Raw rows: `text_rows.json`.",
+        f"Generated by `{info['command']}` on {info['date']} ({info['platform']}). Rows with their "
+        f"bootstrap replicates: `{ROWS}`; summary: `{SUMMARY}`.",
+        "",
+        "## Verdict",
+        "",
+        f"**{judged['verdict']}**"
+        + (
+            " - inconclusive at this scale: the models are below the gate, so no ranking is drawn."
+            if judged["verdict"] == "inconclusive"
+            else " (rules in `benchmarks/text_verdict.py`)."
+        ),
+        "",
+        f"- Gate: MDLM MAUVE at its largest T (T={fmt(g['mdlm_T'])}) = {fmt(g['mdlm_mauve'])} "
+        f"(needs >= {GATE_MAUVE}); MDLM validation NELBO {fmt(g['mdlm_nelbo'])} nats/token vs the "
+        f"interpolated bigram's held-out NLL {fmt(g['bigram_nelbo'])} (weight {info['bigram_lambda']}"
+        f", needs NELBO below it): **{'passed' if g['passed'] else 'not passed'}**.",
+    ]
+    if judged["verdict"] != "inconclusive":
+        for base, t in judged["per_baseline"].items():
+            lines.append(f"- vs {base}: {t['better']} better, {t['tie']} tie, {t['worse']} worse "
+                         f"of {t['judged']} judged ({'held' if t['held'] else 'not held'}).")  # fmt: skip
+    lines += [
         "",
         "## Setting",
         "",
-        f"- Models: `{info['mdlm']}` and `{info['proseco']}` (recipes `text-mdlm-cpu`, "
-        "`text-proseco-cpu`: the same 2.06 M-parameter DiT, 4,096-token byte-level BPE, length 128, "
-        f"wrapped layout, {info['budget']} on the KJV; ProSeCo with `errors_upweighted`). "
-        + (
-            f"AR: `{info['ar']}`."
-            if info["ar"]
-            else f"AR: no checkpoint at `{info['ar_path']}`, row skipped."
-        ),
-        f"- End of training: MDLM {info['validation']['mdlm']}; ProSeCo "
-        f"{info['validation']['proseco']} (the MDLM term of its loss).",
-        *[f"- {line}" for line in info.get("baseline_models", [])],
-        f"- {info['num_samples']} samples per point, seed {info['seed']}, batch {info['batch_size']}, "
-        "nucleus top-p 0.9, float64 draws, 128 tokens (the whole sequence, BOS included, is generated).",
-        "- Every sample is cut at its first EOS (after a leading BOS) before every metric.",
-        f"- Gen-PPL: **{EVALUATOR_LABEL}** (SmolLM2-135M-Instruct, bf16 autocast) - not GPT-2 Large, "
-        "so the numbers compare within this report only. Entropy: mean per-sample unigram entropy "
-        "of the model's own token ids (nats). MAUVE: against "
-        f"{info['num_reference']} other held-out chunks on SmolLM2 last-token features"
-        + ("." if has_mauve else " - **skipped** (mauve-text not installed or --no-mauve)."),
-        "- The data row is held-out chunks (validation chapters, never trained on) scored the same way.",
-        f"- NFE: model evaluations per sample as the sampler reports them; seconds: sampling wall "
-        f"time of all {info['num_samples']} samples of a row on a CPU shared with other jobs.",
+        f"- Models: {info['models']}.",
+        f"- {info['num_samples']} samples per point, seed {info['seed']}, nucleus top-p 0.9, "
+        "float64 draws, 128 tokens per sample (BOS included).",
+        f"- Framing: {framing}.",
+        f"- Gen-PPL: **{EVALUATOR_LABEL}** (SmolLM2-135M-Instruct, bf16 autocast), token-weighted; "
+        "not GPT-2 Large, so the numbers compare within this page only. MAUVE: against "
+        f"{info['num_reference']} held-out chunks (validation chapters) on SmolLM2 last-token "
+        "features, package defaults. Entropy: mean per-sample unigram entropy of the model's own "
+        "ids (nats); distinct-n: unique n-grams over all n-grams per sample, mean.",
+        f"- Intervals: 95 % bootstrap over the samples of each point ({info['draws']} draws, "
+        "bias-corrected percentiles); MAUVE's resample the samples' cluster histogram with the "
+        "quantization held fixed. Comparisons at equal NFE read the baseline's curve linearly in "
+        "log NFE, replicate by replicate.",
+        "- Data row: 128-token chunks of the training chapters (the held-out chapters are the MAUVE "
+        "reference; there are not enough of them for both), scored the same way.",
+        f"- NFE: model calls per sample as the sampler reports them; seconds: sampling wall time of "
+        f"all samples of a row ({info['threads']} torch threads).",
         "",
         "## Results",
         "",
-        "| method | T | NFE | corrector NFE | "
-        + EVALUATOR_LABEL
-        + " (lower) | MAUVE (higher) | entropy | tokens/sample | seconds |",
+        f"| method | T | NFE | {EVALUATOR_LABEL} (lower) | MAUVE (higher) | entropy | distinct-2 "
+        "| distinct-3 | seconds |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['method']} | {fmt(r['steps'])} | {fmt(r['nfe'], 1)} | {fmt(r['corrector_nfe'], 1)} | "
-            f"{fmt(r['gen_ppl'], 1)} | {fmt(r['mauve'])} | {fmt(r['entropy'], 2)} | "
-            f"{fmt(r['mean_tokens'], 1)} | {fmt(r['seconds'], 1)} |"
+            f"| {r['method']} | {fmt(r['steps'])} | {fmt(r['nfe'], 1)} | "
+            f"{with_interval(r, 'gen_ppl', 1)} | {with_interval(r, 'mauve', 3)} | "
+            f"{with_interval(r, 'entropy', 2)} | {with_interval(r, 'distinct2', 2)} | "
+            f"{with_interval(r, 'distinct3', 2)} | {fmt(r['seconds'], 0)} |"
         )
     lines += ["", *[f"![{title}]({name})" for title, name in plots], ""]
-    lines += ["## Did the paper's ordering hold at this scale?", ""]
-    s = summary
-    ppl_ok = s["ppl_judged"] > 0 and s["ppl_wins"] == s["ppl_judged"]
-    mauve_ok = s["mauve_judged"] > 0 and s["mauve_wins"] == s["mauve_judged"]
-    drop = (
-        s["data_entropy"] - s["min_proseco_entropy"]
-        if s["data_entropy"] is not None and s["min_proseco_entropy"] is not None
-        else None
-    )
-    entropy_ok = drop is not None and drop <= 0.05 * s["data_entropy"]
-    lines.append(
-        f"- Gen-PPL: ProSeCo sampling beat the baseline at equal NFE in **{s['ppl_wins']} of "
-        f"{s['ppl_judged']}** judged comparisons (MDLM and ReMDM curves interpolated at "
-        "ProSeCo's NFE)."
-    )
-    if has_mauve:
-        lines.append(
-            f"- MAUVE: ProSeCo higher in **{s['mauve_wins']} of {s['mauve_judged']}** judged "
-            "comparisons."
-        )
-    for base, w in s.get("per_baseline", {}).items():
-        how = "ProSeCo's curves interpolated at the AR row's NFE" if base == AR else "at equal NFE"
-        text = (
-            f"- vs **{base}** ({how}): ProSeCo lower gen-PPL in {w['ppl_wins']} of "
-            f"{w['ppl_judged']}"
-        )
-        if has_mauve:
-            text += f", higher MAUVE in {w['mauve_wins']} of {w['mauve_judged']}"
-        lines.append(text + " judged comparisons.")
-    if drop is not None:
-        lines.append(
-            f"- Entropy: data {s['data_entropy']:.2f} nats; lowest ProSeCo-sampling point "
-            f"{s['min_proseco_entropy']:.2f} (drop {drop:.2f}, "
-            + ("within" if entropy_ok else "more than")
-            + " 5% of the data's: "
-            + ("no collapse)." if entropy_ok else "collapse by this rule).")
-        )
-    held = ppl_ok and (mauve_ok or not has_mauve) and entropy_ok
-    lines += [
-        "",
-        "**Verdict: the paper's ordering "
-        + ("held" if held else "did not hold in full")
-        + " at this scale** (rule: ProSeCo better on every judged gen-PPL"
-        + (" and MAUVE" if has_mauve else "")
-        + " comparison with entropy within 5% of the data's).",
-        "",
-        "| ProSeCo point | T | NFE | vs | baseline gen-PPL at this NFE | ProSeCo gen-PPL | "
-        "baseline MAUVE | ProSeCo MAUVE |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for c in comparisons:
-        lines.append(
-            f"| {c['proseco']} | {fmt(c['T'])} | {fmt(c['nfe'], 1)} | {c['vs']} | "
-            f"{fmt(c['gen_ppl_base'], 1)} | {fmt(c['gen_ppl'], 1)} | {fmt(c['mauve_base'])} | "
-            f"{fmt(c['mauve'])} |"
-        )
-    lines += info.get("notes", [])
-    lines += ["", "## Example samples (first three of each method at the largest T)", ""]
+    lines += ["## Comparisons at equal NFE (ProSeCo minus baseline, 95 % interval)", "",
+              "| ProSeCo point | T | NFE | vs | MAUVE diff | gen-PPL diff | entropy within 5 % "
+              "| outcome |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+
+    def diff(d: dict | None, digits: int) -> str:
+        if d is None:
+            return "not in range"
+        return f"{d['diff']:+.{digits}f} [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
+
+    for c in comps:
+        lines.append(f"| {c['proseco']} | {fmt(c['T'])} | {fmt(c['nfe'], 1)} | {c['vs']} | "
+                     f"{diff(c['mauve'], 3)} | {diff(c['gen_ppl'], 1)} | {fmt(c['entropy_ok'])} | "
+                     f"{c['outcome']} |")  # fmt: skip
+    lines += ["", "## Training", "", *validation_curves(out, g), ""]
+    if notes:
+        lines += [notes.rstrip(), ""]
+    lines += ["## Example samples (first three of each method at the largest T)", ""]
     largest = max((r["steps"] for r in rows if r["steps"] is not None), default=None)
     for r in rows:
         if r["steps"] in (None, largest):
-            lines.append(f"**{r['method']}**" + (f" (T={r['steps']})" if r["steps"] else "") + ":")
-            lines.append("")
+            lines += [f"**{r['method']}**" + (f" (T={r['steps']})" if r["steps"] else "") + ":", ""]
             for text in r["examples"]:
-                lines.append("> " + " ".join(text.split())[:400])
-                lines.append("")
-    path = out / "text.md"
+                lines += ["> " + " ".join(text.split())[:400], ""]
+    path = out / PAGE
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-    return path
-
-
-def training_budget(*model_dirs: Path) -> str:
-    """``batch B x N steps`` from the runs' ``config.yaml`` (beside ``final/``), if they agree."""
-    import yaml
-
-    budgets = set()
-    for d in model_dirs:
-        config = d.parent / "config.yaml"
-        if not config.is_file():
-            return "training budget unknown (no config.yaml beside the model)"
-        train = yaml.safe_load(config.read_text(encoding="utf-8"))["train"]
-        budgets.add(f"batch {train['global_batch_size']} x {train['max_steps']} steps")
-    return " / ".join(sorted(budgets))
-
-
-def final_validation(model_dir: Path) -> str:
-    """The last validation NELBO the run logged (``metrics.jsonl`` beside ``final/``)."""
-    path = model_dir.parent / "metrics.jsonl"
-    if not path.is_file():
-        return "no metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    val = [r for r in rows if r.get("split") == "validation"]
-    if not val:
-        return "no validation rows"
-    last = val[-1]
-    return f"validation NELBO {last['nelbo']:.3f} nats/token (PPL bound {last['ppl']:.0f}) at step {last['step']}"
+    return path, summary
 
 
 # ------------------------------------------------------------------ main
@@ -484,133 +463,148 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ar", default="runs/text-ar/final")
     p.add_argument("--prism", default="runs/text-prism/final", help="PRISM fine-tune (optional)")
     p.add_argument("--udlm", default="runs/text-udlm/final", help="UDLM checkpoint (optional)")
-    p.add_argument("--steps", type=int, nargs="+", default=[16, 32, 64, 128])
-    p.add_argument("--num-samples", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--steps", type=int, nargs="+", default=[16, 32, 64])
+    p.add_argument("--num-samples", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--draws", type=int, default=200, help="bootstrap resamples per point")
+    p.add_argument("--framing", choices=("research", "eos-cut"), default="research")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--evaluator", default="smollm2-135m")
     p.add_argument("--no-mauve", action="store_true")
     p.add_argument("--methods", nargs="*", help="only these method labels (default: all)")
-    p.add_argument(
-        "--merge-rows",
-        nargs="*",
-        default=[],
-        help="text_rows.json files of earlier or parallel runs: their points are reused, not redone",
-    )
+    p.add_argument("--no-reference-rows", action="store_true",
+                   help="skip the data and AR rows (a parallel run computes them)")  # fmt: skip
+    p.add_argument("--merge", nargs="*", default=[],
+                   help="rows files of earlier or parallel runs: their points are reused")  # fmt: skip
+    p.add_argument("--from-json", nargs="+", help="only write the page from these rows files")
+    p.add_argument("--rows-out", help="where the rows go (default: OUT/" + ROWS + ")")
     p.add_argument("--out", default=str(REPO / "docs" / "results"))
     p.add_argument("--notes", help="a markdown file appended to the report (observations)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
-        args.num_samples, args.steps, args.no_mauve = 24, [8, 16], True
+        args.num_samples, args.steps, args.draws = 24, [8, 16], 50
+        if args.out == p.get_default("out"):  # a smoke test never overwrites the committed page
+            args.out = "runs/text-quick"
     return args
+
+
+def load_studies(paths: list[str]) -> dict[str, Any]:
+    """Merge rows files: the first row of each (method, T) wins; info from the first file."""
+    merged: dict[str, Any] = {"rows": [], "info": None}
+    seen = set()
+    for path in paths:
+        study = json.loads(Path(path).read_text(encoding="utf-8"))
+        merged["info"] = merged["info"] or study["info"]
+        for row in study["rows"]:
+            if (row["method"], row["steps"]) not in seen:
+                merged["rows"].append(row)
+                seen.add((row["method"], row["steps"]))
+    return merged
+
+
+def sort_rows(rows: list[dict[str, Any]], steps: list[int]) -> None:
+    order = [DATA, AR, *dict.fromkeys(g.method for g in settings(steps))]
+    rows.sort(key=lambda r: (order.index(r["method"]) if r["method"] in order else len(order),
+                             r["steps"] or 0))  # fmt: skip
+
+
+def copy_run_logs(out: Path, model_dirs: dict[str, Path]) -> None:
+    """Commit-ready copies of each run's ``config.yaml`` and ``metrics.jsonl``."""
+    target = out / RUN_LOGS
+    target.mkdir(parents=True, exist_ok=True)
+    for name, model_dir in model_dirs.items():
+        for src, suffix in (("config.yaml", "config.yaml"), ("metrics.jsonl", "metrics.jsonl")):
+            path = model_dir.parent / src
+            if path.is_file():
+                shutil.copyfile(path, target / f"text-{name}-{suffix}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else None
+    if args.from_json:
+        study = load_studies(args.from_json)
+        sort_rows(study["rows"], sorted({r["steps"] for r in study["rows"] if r["steps"]}))
+        path, summary = write_report(out, study, notes)
+        print("wrote", path, "verdict:", summary["verdict"])
+        return 0
     torch.set_num_threads(args.threads)
+    from proseco.data.text import special_ids
     from proseco.eval.text import load_evaluator
     from proseco.pretrained import load_pretrained
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     grid = settings(args.steps)
     if args.methods:
         grid = [g for g in grid if g.method in args.methods]
     missing = [k for k in OPTIONAL_MODELS if not (Path(getattr(args, k)) / "config.json").is_file()]
-    grid = [g for g in grid if g.model not in missing]  # optional baselines without a checkpoint
-    models = {}
-    for key in dict.fromkeys(g.model for g in grid) or ("mdlm",):
+    grid = [g for g in grid if g.model not in missing]
+    models, tokenizer = {}, None
+    for key in dict.fromkeys(["mdlm", *(g.model for g in grid)]):
         model, tokenizer, _ = load_pretrained(getattr(args, key))  # the recipes share one tokenizer
-        models[key] = model
+        models[key] = model.eval()
     ar_path = Path(args.ar)
-    ar_model = load_pretrained(ar_path).model if (ar_path / "config.json").is_file() else None
-    print(
-        f"settings: {len(grid)} points, {args.num_samples} samples each, seed {args.seed}, "
-        f"threads {args.threads}, AR: {ar_path if ar_model is not None else 'skipped'}"
-    )
+    with_ar = not args.no_reference_rows and (ar_path / "config.json").is_file()
+    train, val = corpus_rows(tokenizer)
+    print(f"settings: {len(grid)} points, {args.num_samples} samples each, seed {args.seed}, "
+          f"framing {args.framing}, {args.draws} draws, threads {args.threads}, "
+          f"AR: {ar_path if with_ar else 'skipped'}")  # fmt: skip
     for g in grid:
         print(f"  {g.method:32s} T={g.config.steps:4d}  {json.dumps(g.config.to_dict())}")
-    reference, data_rows = held_out_rows(tokenizer, args.num_samples, args.num_samples, args.seed)
-    scorers: list[Scorer] = []  # built on first use: a report-only run loads no evaluator
-
-    def scorer(tokens: torch.Tensor, seed: int) -> dict[str, Any]:
-        if not scorers:
-            evaluator = load_evaluator(args.evaluator)
-            scorers.append(Scorer(evaluator, tokenizer, reference, mauve=not args.no_mauve))
-        return scorers[0](tokens, seed)
-
-    rows: list[dict[str, Any]] = []
-    done: set[tuple[str, int | None]] = set()
-    for path in args.merge_rows:  # the first row of each point wins
-        for row in json.loads(Path(path).read_text(encoding="utf-8")):
-            if (row["method"], row["steps"]) not in done:
-                rows.append(row)
-                done.add((row["method"], row["steps"]))
+    ids = special_ids(tokenizer)
+    mdlm_nelbo, bigram, lam = gate_inputs(models["mdlm"], train, val, ids["mask"], len(tokenizer))
+    print(f"gate inputs: MDLM NELBO {mdlm_nelbo:.3f}, interpolated bigram {bigram:.3f} (lam {lam})")
+    reference = shuffled(val, args.num_samples, args.seed)
+    model_dirs = {k: Path(getattr(args, k)) for k in models} | ({"ar": ar_path} if with_ar else {})
+    info = {
+        "command": "python benchmarks/text.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "platform": f"{platform.machine()}, torch {torch.__version__}",
+        "threads": args.threads, "seed": args.seed, "draws": args.draws,
+        "framing": args.framing, "num_samples": args.num_samples,
+        "num_reference": len(reference), "mdlm_nelbo": mdlm_nelbo, "bigram_nelbo": bigram,
+        "bigram_lambda": lam,
+        "models": ", ".join(f"{k} `{v}`" for k, v in model_dirs.items()),
+    }  # fmt: skip
+    study = load_studies(args.merge) if args.merge else {"rows": [], "info": None}
+    study["info"] = info
+    done = {(r["method"], r["steps"]) for r in study["rows"]}
+    rows_path = Path(args.rows_out) if args.rows_out else out / ROWS
+    evaluator = load_evaluator(args.evaluator)
+    scorer = Scorer(evaluator, tokenizer, reference, framing=args.framing,
+                    mauve=not args.no_mauve, draws=args.draws, seed=args.seed)  # fmt: skip
 
     def add(method: str, steps: int | None, result: dict[str, Any]) -> None:
         start = time.perf_counter()
-        metrics = scorer(result["tokens"], args.seed)
         row = {"method": method, "steps": steps, "nfe": result["nfe"],
                "corrector_nfe": result["corrector_nfe"], "seconds": result["seconds"],
-               **metrics}  # fmt: skip
-        rows.append(row)
-        print(f"{method:32s} T={fmt(steps):>4s} NFE={fmt(row['nfe'], 1):>7s} ppl={fmt(row['gen_ppl'], 1):>8s} "
-              f"mauve={fmt(row['mauve'])} H={fmt(row['entropy'], 2)} sample {fmt(row['seconds'], 0)}s "
-              f"score {time.perf_counter() - start:.0f}s", flush=True)  # fmt: skip
-        (out / "text_rows.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+               **scorer(result["tokens"])}  # fmt: skip
+        study["rows"].append(row)
+        print(f"{method:32s} T={fmt(steps):>4s} NFE={fmt(row['nfe'], 1):>7s} "
+              f"ppl={with_interval(row, 'gen_ppl', 1)} mauve={with_interval(row, 'mauve', 3)} "
+              f"H={fmt(row['entropy'], 2)} d2={fmt(row['distinct2'], 2)} sample "
+              f"{fmt(row['seconds'], 0)}s score {time.perf_counter() - start:.0f}s", flush=True)  # fmt: skip
+        rows_path.write_text(json.dumps(study, indent=None) + "\n", encoding="utf-8")
 
-    if (DATA, None) not in done:
-        add(DATA, None, {"tokens": data_rows, "nfe": None, "corrector_nfe": None, "seconds": None})
-    if ar_model is not None and (AR, None) not in done:
-        add(AR, None, generate_ar(ar_model, args.num_samples, args.batch_size, args.seed))
+    if not args.no_reference_rows and (DATA, None) not in done:
+        data = shuffled(train, args.num_samples, args.seed)
+        add(DATA, None, {"tokens": data, "nfe": None, "corrector_nfe": None, "seconds": None})
+    if with_ar and (AR, None) not in done:
+        ar = load_pretrained(ar_path).model.eval()
+        stop = args.framing == "eos-cut"
+        add(AR, None, generate_ar(ar, args.num_samples, args.batch_size, args.seed, stop))
     for g in grid:
-        if (g.method, g.config.steps) in done:
-            continue
-        add(
-            g.method,
-            g.config.steps,
-            generate(models[g.model], g, args.num_samples, args.batch_size, args.seed),
-        )
-    info = {
-        "command": "python benchmarks/text.py "
-        + shlex.join(sys.argv[1:] if argv is None else argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "platform": f"{platform.machine()}, torch {torch.__version__}",
-        "threads": args.threads,
-        "mdlm": args.mdlm,
-        "proseco": args.proseco,
-        "ar": str(ar_path) if ar_model is not None else None,
-        "ar_path": str(ar_path),
-        "num_samples": args.num_samples,
-        "num_reference": len(reference),
-        "seed": args.seed,
-        "batch_size": args.batch_size,
-        "budget": training_budget(Path(args.mdlm), Path(args.proseco)),
-        "validation": {k: final_validation(Path(getattr(args, k))) for k in ("mdlm", "proseco")},
-        "baseline_models": [
-            f"{name}: "
-            + (
-                f"no checkpoint at `{getattr(args, key)}`, rows skipped"
-                if key in missing
-                else f"`{getattr(args, key)}` ({final_validation(Path(getattr(args, key)))})"
-            )
-            for key, name in (("prism", PRISM), ("udlm", UDLM))
-        ],
-    }
-    order = [DATA, AR, *dict.fromkeys(g.method for g in settings(args.steps))]
-    rows.sort(key=lambda r: (order.index(r["method"]) if r["method"] in order else len(order),
-                             r["steps"] or 0))  # fmt: skip
-    if args.merge_rows:
-        info["notes"] = [
-            "",
-            f"Rows merged from earlier runs of this script: {', '.join(args.merge_rows)}.",
-        ]
-    (out / "text_rows.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    if args.notes:
-        info.setdefault("notes", []).extend(["", Path(args.notes).read_text(encoding="utf-8")])
-    print("wrote", write_report(out, rows, info))
+        if (g.method, g.config.steps) not in done:
+            result = generate(models[g.model], g, args.num_samples, args.batch_size, args.seed)
+            add(g.method, g.config.steps, result)
+    sort_rows(study["rows"], args.steps)
+    rows_path.write_text(json.dumps(study, indent=None) + "\n", encoding="utf-8")
+    copy_run_logs(out, model_dirs)
+    path, summary = write_report(out, study, notes)
+    print("wrote", path, "verdict:", summary["verdict"])
     return 0
 
 

@@ -1,5 +1,6 @@
-"""``benchmarks/text.py``'s verdict: ProSeCo against each baseline at equal NFE, and at the AR
-row's NFE (pure functions on hand-made rows; no model, no evaluator)."""
+"""The text study's judgement (``benchmarks/text_verdict.py``): the gate, comparisons at equal NFE
+with bootstrap intervals, and the verdict rule (pure functions on hand-made rows; no model, no
+evaluator)."""
 
 from __future__ import annotations
 
@@ -10,51 +11,117 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "text.py"
+VERDICT = Path(__file__).resolve().parents[2] / "benchmarks" / "text_verdict.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("text_benchmark", BENCHMARK)
+def tv():
+    spec = importlib.util.spec_from_file_location("text_verdict", VERDICT)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["text_benchmark"] = module  # its dataclasses look their module up
+    sys.modules["text_verdict"] = module
     spec.loader.exec_module(module)
     return module
 
 
-def _row(method, steps, nfe, ppl, mauve=None, entropy=3.0):
+def _row(method, steps, nfe, ppl, mauve, entropy=4.0, spread=0.0):
+    """A point whose replicates are the value plus a fixed spread pattern (-s, 0, +s, ...)."""
+    pattern = [-1.0, 0.0, 1.0] * 40
+    boot = {
+        "gen_ppl": [ppl + spread * 10 * p for p in pattern],
+        "mauve": [mauve + spread * p for p in pattern],
+    }
     return {"method": method, "steps": steps, "nfe": nfe, "gen_ppl": ppl, "mauve": mauve,
-            "entropy": entropy}  # fmt: skip
+            "entropy": entropy, "boot": boot}  # fmt: skip
 
 
-def test_each_baseline_is_judged_at_equal_nfe_and_ar_at_its_own_nfe(bench):
-    pro = "ProSeCo S=1 every=1"
+def test_interpolation_is_linear_in_log_nfe_and_refuses_to_extrapolate(tv):
+    plan = tv.interpolation([16.0, 64.0], 32.0)  # halfway in log2
+    assert [i for i, _ in plan] == [0, 1] and [w for _, w in plan] == pytest.approx([0.5, 0.5])
+    assert tv.interpolation([16.0, 64.0], 8.0) is None
+    assert tv.interpolation([16.0, 64.0], 128.0) is None
+    assert tv.interpolation([16.0, 64.0], 16.0) == [(0, 1.0), (1, 0.0)]
+
+
+def test_read_curve_interpolates_values_and_replicates_alike(tv):
+    rows = [_row(tv.MDLM, 16, 16.0, 100.0, 0.2, spread=0.01), _row(tv.MDLM, 64, 64.0, 50.0, 0.4)]
+    value, boot = tv.read_curve(rows, 32.0, "mauve")
+    assert value == pytest.approx(0.3)
+    assert boot[:3].tolist() == pytest.approx([0.295, 0.3, 0.305])
+
+
+def test_outcomes_follow_the_intervals_and_the_entropy_band(tv):
+    def d(low, high):
+        return {"diff": (low + high) / 2, "low": low, "high": high}
+
+    assert tv.outcome(d(0.01, 0.05), d(-9.0, -1.0), True) == "better"
+    assert tv.outcome(d(-0.01, 0.05), d(-9.0, -1.0), True) == "tie"  # MAUVE not separated
+    assert tv.outcome(d(0.01, 0.05), d(-9.0, -1.0), False) == "worse"  # entropy collapse
+    assert tv.outcome(d(-0.05, -0.01), d(-9.0, -1.0), True) == "worse"  # MAUVE lower
+    assert tv.outcome(d(0.01, 0.05), d(1.0, 9.0), True) == "worse"  # gen-PPL higher
+    assert tv.outcome(None, d(1.0, 9.0), True) == "not judged"
+    assert tv.entropy_ok(3.81, 4.0) and not tv.entropy_ok(3.79, 4.0)
+
+
+def test_a_clear_win_below_the_gate_is_still_inconclusive(tv):
     rows = [
-        _row(bench.DATA, None, None, 30.0, 0.9, 4.0),
-        _row(bench.AR, None, 64.0, 100.0, 0.8),
-        _row(bench.MDLM, 16, 16.0, 1000.0, 0.1),
-        _row(bench.MDLM, 64, 64.0, 800.0, 0.2),
-        _row(bench.PRISM, 16, 16.0, 50.0, 0.3),
-        _row(bench.PRISM, 64, 64.0, 40.0, 0.4),
-        _row(pro, 8, 16.0, 60.0, 0.25, 2.0),
-        _row(pro, 32, 64.0, 20.0, 0.05, 2.5),
+        _row(tv.DATA, None, None, 30.0, 0.95),
+        _row(tv.MDLM, 16, 16.0, 900.0, 0.10, spread=0.01),
+        _row(tv.MDLM, 64, 64.0, 800.0, 0.20, spread=0.01),
+        _row("ProSeCo S=1 every=1", 16, 32.0, 100.0, 0.60, spread=0.01),
     ]
-    comparisons, summary = bench.verdict(rows)
-    per = summary["per_baseline"]
-    assert set(per) == {bench.MDLM, bench.PRISM, bench.AR}  # no ReMDM / UDLM rows: not judged
-    assert per[bench.MDLM] == {"ppl_wins": 2, "ppl_judged": 2, "mauve_wins": 1, "mauve_judged": 2}
-    assert per[bench.PRISM] == {"ppl_wins": 1, "ppl_judged": 2, "mauve_wins": 0, "mauve_judged": 2}
-    # AR at NFE 64: ProSeCo's curve there is its T=32 point (20.0 < 100.0; MAUVE 0.05 < 0.8)
-    assert per[bench.AR] == {"ppl_wins": 1, "ppl_judged": 1, "mauve_wins": 0, "mauve_judged": 1}
-    ar = next(c for c in comparisons if c["vs"] == bench.AR)
-    assert (ar["gen_ppl"], ar["gen_ppl_base"], ar["T"]) == (20.0, 100.0, None)
-    # the headline counts only MDLM and ReMDM (the original claim), as before
-    assert (summary["ppl_wins"], summary["ppl_judged"]) == (2, 2)
-    assert summary["min_proseco_entropy"] == 2.0 and summary["data_entropy"] == 4.0
+    comps = tv.comparisons(rows)
+    assert [c["outcome"] for c in comps] == ["better"]
+    assert comps[0]["mauve"]["diff"] == pytest.approx(0.6 - 0.15)
+    g = tv.gate(rows, mdlm_nelbo=4.0, bigram_nelbo=3.8)
+    assert g["mdlm_mauve"] == 0.20 and g["mdlm_T"] == 64 and not g["passed"]
+    assert tv.verdict(g, comps)["verdict"] == "inconclusive"
+    # past the gate (MAUVE and NELBO), the same comparison holds
+    rows[2]["mauve"] = 0.35
+    rows[2]["boot"]["mauve"] = [0.35] * 120
+    g = tv.gate(rows, mdlm_nelbo=3.7, bigram_nelbo=3.8)
+    assert g["passed"]
+    assert tv.verdict(g, tv.comparisons(rows))["verdict"] == "held"
+    # a NELBO above the bigram's fails the gate even with MAUVE above 0.3
+    assert not tv.gate(rows, mdlm_nelbo=3.9, bigram_nelbo=3.8)["passed"]
 
 
-def test_interpolation_is_linear_in_log_nfe_and_refuses_to_extrapolate(bench):
-    points = [(16.0, 100.0), (64.0, 50.0)]
-    assert bench.interpolate(points, 32.0) == pytest.approx(75.0)  # halfway in log2
-    assert bench.interpolate(points, 8.0) is None and bench.interpolate(points, 128.0) is None
-    assert math.isclose(bench.interpolate(points, 16.0), 100.0)
+def test_one_worse_comparison_or_too_few_wins_is_did_not_hold(tv):
+    rows = [
+        _row(tv.DATA, None, None, 30.0, 0.95),
+        _row(tv.MDLM, 16, 16.0, 300.0, 0.40),
+        _row(tv.MDLM, 64, 64.0, 200.0, 0.50),
+        _row(tv.REMDM, 16, 16.0, 300.0, 0.40),
+        _row(tv.REMDM, 64, 64.0, 200.0, 0.50),
+        _row("ProSeCo S=1 every=1", 8, 16.0, 100.0, 0.60, spread=0.01),
+        _row("ProSeCo S=1 every=1", 32, 64.0, 150.0, 0.45, spread=0.01),  # lower MAUVE at 64
+    ]
+    g = tv.gate(rows, mdlm_nelbo=3.0, bigram_nelbo=3.8)
+    result = tv.verdict(g, tv.comparisons(rows))
+    assert result["per_baseline"][tv.MDLM] == {
+        "better": 1, "tie": 0, "worse": 1, "judged": 2, "held": False
+    }  # fmt: skip
+    assert result["verdict"] == "did not hold"
+
+
+def test_a_point_outside_the_baselines_nfe_range_is_not_judged(tv):
+    rows = [
+        _row(tv.MDLM, 16, 16.0, 300.0, 0.40),
+        _row(tv.MDLM, 64, 64.0, 200.0, 0.50),
+        _row("ProSeCo S=1 every=1", 64, 128.0, 100.0, 0.60),
+    ]
+    (comp,) = tv.comparisons(rows)
+    assert comp["outcome"] == "not judged" and comp["mauve"] is None
+    g = tv.gate(rows, mdlm_nelbo=3.0, bigram_nelbo=3.8)
+    assert tv.verdict(g, [comp])["verdict"] == "inconclusive"
+
+
+def test_entropy_within_five_percent_uses_the_data_row(tv):
+    rows = [
+        _row(tv.DATA, None, None, 30.0, 0.95, entropy=4.0),
+        _row(tv.MDLM, 16, 16.0, 300.0, 0.40),
+        _row(tv.MDLM, 64, 64.0, 200.0, 0.50),
+        _row("ProSeCo S=1 every=1", 16, 32.0, 20.0, 0.60, entropy=2.0, spread=0.01),
+    ]
+    (comp,) = tv.comparisons(rows)
+    assert comp["entropy_ok"] is False and comp["outcome"] == "worse"
+    assert math.isclose(comp["gen_ppl"]["diff"], 20.0 - 250.0)
