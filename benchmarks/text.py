@@ -157,8 +157,10 @@ def generate_ar(model: Any, n: int, batch_size: int, seed: int, stop: bool) -> d
     for first in range(0, n, batch_size):
         b = min(batch_size, n - first)
         with torch.inference_mode():
+            # stop_at_eos None: the AR default, stop at the model's EOS; False: never stop
             out = sample_autoregressive(model, config, batch_size=b, length=LENGTH - 1,
-                                        generator=generator, stop_at_eos=stop)  # fmt: skip
+                                        generator=generator,
+                                        stop_at_eos=None if stop else False)  # fmt: skip
         tokens.append(out.tokens.cpu())
         nfe += out.nfe * b
     return {"tokens": torch.cat(tokens), "nfe": nfe / n, "corrector_nfe": 0.0,
@@ -170,16 +172,17 @@ class Scorer:
     """Per-sample metrics of token rows, point values and bootstrap replicates of each."""
 
     def __init__(self, evaluator: Any, tokenizer: Any, reference: torch.Tensor, *,
-                 framing: str, mauve: bool, draws: int, seed: int) -> None:  # fmt: skip
+                 framing: str, mauve: bool, draws: int, seed: int, bf16: bool) -> None:  # fmt: skip
         from proseco.eval.text import mauve_available, score_texts
 
         self.evaluator, self.tokenizer, self.framing = evaluator, tokenizer, framing
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         self.mauve, self.draws, self.seed = mauve and mauve_available(), draws, seed
+        self.bf16 = bf16
         self.reference = None
         if self.mauve:
             texts = self.texts(self.frame(reference))
-            self.reference = score_texts(texts, evaluator, bf16=True, features=True)["features"]
+            self.reference = score_texts(texts, evaluator, bf16=bf16, features=True)["features"]
 
     def frame(self, rows: torch.Tensor) -> list[list[int]]:
         """The ids every metric sees: the whole window (research) or up to the first EOS."""
@@ -203,7 +206,7 @@ class Scorer:
 
         framed = self.frame(rows)
         texts = self.texts(framed)
-        scored = score_texts(texts, self.evaluator, bf16=True, features=self.mauve)
+        scored = score_texts(texts, self.evaluator, bf16=self.bf16, features=self.mauve)
         per_sample = {
             "entropy": torch.tensor(sample_entropy(framed), dtype=torch.float64),
             "distinct2": torch.tensor(distinct_n(framed, 2), dtype=torch.float64),
@@ -224,6 +227,10 @@ class Scorer:
             )  # fmt: skip
         intervals = {k: percentile_interval(boot[k], center=point[k])
                      for k in METRICS if boot[k] is not None}  # fmt: skip
+        for key in ("mauve", "entropy", "distinct2", "distinct3"):  # bounded metrics
+            if key in intervals:
+                low, high = intervals[key]
+                intervals[key] = (max(low, 0.0), min(high, 1.0) if key != "entropy" else high)
         return {
             **point,
             "mean_tokens": sum(map(len, framed)) / len(framed),
@@ -399,7 +406,8 @@ def write_report(out: Path, study: dict[str, Any], notes: str | None) -> tuple[P
         f"- {info['num_samples']} samples per point, seed {info['seed']}, nucleus top-p 0.9, "
         "float64 draws, 128 tokens per sample (BOS included).",
         f"- Framing: {framing}.",
-        f"- Gen-PPL: **{EVALUATOR_LABEL}** (SmolLM2-135M-Instruct, bf16 autocast), token-weighted; "
+        f"- Gen-PPL: **{EVALUATOR_LABEL}** (SmolLM2-135M-Instruct, "
+        f"{info.get('evaluator_precision', 'float32')}), token-weighted; "
         "not GPT-2 Large, so the numbers compare within this page only. MAUVE: against "
         f"{info['num_reference']} held-out chunks (validation chapters) on SmolLM2 last-token "
         "features, package defaults. Entropy: mean per-sample unigram entropy of the model's own "
@@ -472,6 +480,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--evaluator", default="smollm2-135m")
     p.add_argument("--no-mauve", action="store_true")
+    p.add_argument("--bf16", action="store_true",
+                   help="evaluator under bf16 autocast: faster only with bf16 units (on an AVX2-only "
+                   "CPU it was 6x slower than float32)")  # fmt: skip
     p.add_argument("--methods", nargs="*", help="only these method labels (default: all)")
     p.add_argument("--no-reference-rows", action="store_true",
                    help="skip the data and AR rows (a parallel run computes them)")  # fmt: skip
@@ -566,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads, "seed": args.seed, "draws": args.draws,
         "framing": args.framing, "num_samples": args.num_samples,
         "num_reference": len(reference), "mdlm_nelbo": mdlm_nelbo, "bigram_nelbo": bigram,
-        "bigram_lambda": lam,
+        "bigram_lambda": lam, "evaluator_precision": "bf16 autocast" if args.bf16 else "float32",
         "models": ", ".join(f"{k} `{v}`" for k, v in model_dirs.items()),
     }  # fmt: skip
     study = load_studies(args.merge) if args.merge else {"rows": [], "info": None}
@@ -575,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     rows_path = Path(args.rows_out) if args.rows_out else out / ROWS
     evaluator = load_evaluator(args.evaluator)
     scorer = Scorer(evaluator, tokenizer, reference, framing=args.framing,
-                    mauve=not args.no_mauve, draws=args.draws, seed=args.seed)  # fmt: skip
+                    mauve=not args.no_mauve, draws=args.draws, seed=args.seed,
+                    bf16=args.bf16)  # fmt: skip
 
     def add(method: str, steps: int | None, result: dict[str, Any]) -> None:
         start = time.perf_counter()
