@@ -2,7 +2,8 @@
 
 The layers (lowest first; see docs/architecture.md)::
 
-    0  proseco.errors, proseco.fileio, proseco.registry, proseco.schedules, proseco.models.*
+    0  proseco.errors, proseco.fileio, proseco.registry, proseco.schedules,
+       proseco.special_tokens, proseco.models.*
     1  proseco.noising, proseco.losses.*, proseco.sampling.*, proseco.methods.*
     2  proseco.chem, proseco.data.*
     3  proseco.pretrained
@@ -36,6 +37,7 @@ LAYERS: dict[str, int] = {
     "proseco.fileio": 0,
     "proseco.registry": 0,
     "proseco.schedules": 0,
+    "proseco.special_tokens": 0,
     "proseco.models": 0,
     "proseco.noising": 1,
     "proseco.losses": 1,

@@ -329,6 +329,7 @@ def run_nelbo(args: argparse.Namespace) -> int:
     from proseco.eval.text import validation_nelbo
     from proseco.models.protocol import model_max_length
     from proseco.pretrained import load_pretrained
+    from proseco.special_tokens import resolve_special_ids
 
     model, tokenizer, _ = load_pretrained(args.model_dir, device=args.device)
     if tokenizer is None:
@@ -338,8 +339,7 @@ def run_nelbo(args: argparse.Namespace) -> int:
             f"{args.model_dir} is a causal (AR) model: a diffusion NELBO means nothing for it; its "
             "exact validation NLL is the `nll` that `proseco train` logs in metrics.jsonl"
         )
-    mask_id = getattr(model.config, "mask_token_id", None)
-    mask_id = tokenizer.mask_token_id if mask_id is None else mask_id
+    mask_id = resolve_special_ids(model, tokenizer).mask
     if mask_id is None:
         raise ConfigError(f"{args.model_dir}: neither the model nor the tokenizer has a mask id")
     length = args.length or model_max_length(model) or getattr(model.config, "max_length", None)

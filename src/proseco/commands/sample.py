@@ -285,14 +285,16 @@ def _prompts(
 
 
 def _mask_id(args: argparse.Namespace, model: Any, tokenizer: Any) -> int:
-    for value in (
-        args.mask_id,
-        getattr(model.config, "mask_token_id", None),
-        getattr(tokenizer, "mask_token_id", None),
-    ):
-        if value is not None:
-            return int(value)
-    raise ConfigError("no mask id: pass --mask-id, or set config.mask_token_id / a tokenizer mask")
+    """``--mask-id``, else the model config's, else the tokenizer's
+    (:func:`proseco.special_tokens.resolve_special_ids`)."""
+    from proseco.special_tokens import resolve_special_ids
+
+    mask = resolve_special_ids(model, tokenizer, mask=args.mask_id).mask
+    if mask is None:
+        raise ConfigError(
+            "no mask id: pass --mask-id, or set config.mask_token_id / a tokenizer mask"
+        )
+    return int(mask)
 
 
 def _row_nfe(out: Any, i: int) -> dict[str, Any]:
@@ -335,13 +337,13 @@ def _preset_length(args: argparse.Namespace, model: Any, prompts: list[list[int]
     return max_length - width
 
 
-def _preset_eos(args: argparse.Namespace, config: Any, tokenizer: Any) -> Any:
-    """A preset's EOS: the tokenizer's (else SEP) when the config has none, and rows stop at it
-    unless ``--no-stop-at-eos`` (flags set later still override both)."""
-    eos = config.eos_id
-    if eos is None and tokenizer is not None:
-        eos = tokenizer.eos_token_id
-        eos = getattr(tokenizer, "sep_token_id", None) if eos is None else eos
+def _preset_eos(args: argparse.Namespace, config: Any, model: Any, tokenizer: Any) -> Any:
+    """A preset's EOS: the config's, else the tokenizer's (else SEP), else the model config's
+    (:func:`proseco.special_tokens.resolve_special_ids`), and rows stop at it unless
+    ``--no-stop-at-eos`` (flags set later still override both)."""
+    from proseco.special_tokens import resolve_special_ids
+
+    eos = resolve_special_ids(model, tokenizer, eos=config.eos_id).eos
     if eos is None:
         return config
     return config.replace(eos_id=eos, stop_at_eos=args.stop_at_eos is not False)
@@ -388,11 +390,13 @@ def _command(args: argparse.Namespace) -> str:
 
 def _sampler(model: Any, args: argparse.Namespace) -> tuple[Any, Any]:
     """``(check, sample)`` for ``model`` (:func:`proseco.sampling.dispatch.sampler_for`): left to
-    right for a causal model (rows stop at EOS unless ``--no-stop-at-eos``), else the masked
-    diffusion sampler."""
+    right for a causal model, else the masked diffusion sampler. ``--stop-at-eos`` /
+    ``--no-stop-at-eos`` are in the config; without either, ``stop_at_eos`` stays the config's
+    (by default ``None``: an AR model stops at EOS, a diffusion model does not)."""
     from proseco.sampling.dispatch import sampler_for
 
-    return sampler_for(model, stop_at_eos=args.stop_at_eos is not False)
+    del args
+    return sampler_for(model)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -400,6 +404,7 @@ def run(args: argparse.Namespace) -> int:
     from proseco.commands.options import chat_template, load_model_from_args
     from proseco.sampling import SamplingConfig
     from proseco.sampling.presets import apply_preset
+    from proseco.special_tokens import resolve_special_ids
 
     _check_run_options(args)
     if args.preset is not None:
@@ -411,24 +416,22 @@ def run(args: argparse.Namespace) -> int:
     prompts = _prompts(args, tokenizer, args.chat_template)
     if args.preset is not None:
         base = apply_preset(base, args.preset, length=_preset_length(args, model, prompts))
-        base = _preset_eos(args, base, tokenizer)
+        base = _preset_eos(args, base, model, tokenizer)
     config = build_config(args, base)
     if args.print_config:
         print(config.to_json(), end="")
         return 0
     _check_condition(args, model)
     mask_id = _mask_id(args, model, tokenizer)
-    pad_id = getattr(tokenizer, "pad_token_id", None)
-    if config.pad_id is None and pad_id is not None:
-        config = config.replace(pad_id=pad_id)
+    ids = resolve_special_ids(model, tokenizer, pad=config.pad_id, eos=config.eos_id)
+    if config.pad_id is None and ids.pad is not None:
+        config = config.replace(pad_id=ids.pad)
     check_sample_args, sample = _sampler(model, args)
     # every setting is checked before any file is touched
     with _allocation_errors(args.batch_size):
         check_sample_args(model, config, mask_id=mask_id, batch_size=args.batch_size,
                           length=args.length, prompt=prompts[:1] if prompts else None)  # fmt: skip
-    eos_id = (
-        config.eos_id if config.eos_id is not None else getattr(tokenizer, "eos_token_id", None)
-    )
+    eos_id = ids.eos
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     record_base = {"seed": args.seed, "sampling_config": config.to_dict(),
@@ -449,9 +452,7 @@ def run(args: argparse.Namespace) -> int:
                 record: dict[str, Any] = {"index": written + i}
                 if tokenizer is not None:
                     record["text"] = tokenizer.decode(
-                        _until_eos(row, eos_id, getattr(tokenizer, "bos_token_id", None))
-                        if args.eos_rule == "first"
-                        else row,
+                        _until_eos(row, eos_id, ids.bos) if args.eos_rule == "first" else row,
                         skip_special_tokens=not args.keep_special_tokens,
                     )
                 record["tokens"] = row

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from proseco.data.corpus import CORPUS_PREFIX, read_corpus
+from proseco.special_tokens import tokenizer_special_ids
 
 __all__ = [
     "read_records",
@@ -195,15 +196,10 @@ def split_records(
 
 
 def special_ids(tokenizer: Any) -> dict[str, int]:
-    """``bos``, ``eos``, ``pad`` and ``mask`` ids of a tokenizer (BOS falls back to CLS, then EOS)."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        eos = getattr(tokenizer, "sep_token_id", None)
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        bos = getattr(tokenizer, "cls_token_id", None)
-    bos = eos if bos is None else bos
-    ids = {"bos": bos, "eos": eos, "pad": tokenizer.pad_token_id, "mask": tokenizer.mask_token_id}
+    """``bos``, ``eos``, ``pad`` and ``mask`` ids of a tokenizer, all required (its fallbacks:
+    :func:`proseco.special_tokens.tokenizer_special_ids`, BOS -> CLS -> EOS, EOS -> SEP)."""
+    found = tokenizer_special_ids(tokenizer)
+    ids = {"bos": found.bos, "eos": found.eos, "pad": found.pad, "mask": found.mask}
     missing = [k for k, v in ids.items() if v is None]
     if missing:
         raise ValueError(
@@ -363,9 +359,7 @@ def prompt_ids(tokenizer: Any, prompt: str, chat_template: str = "auto") -> list
         raise ValueError(
             f"chat_template must be one of {CHAT_TEMPLATE_CHOICES}, got {chat_template!r}"
         )
-    bos = tokenizer.bos_token_id
-    for fallback in ("cls_token_id", "eos_token_id", "sep_token_id"):
-        bos = getattr(tokenizer, fallback, None) if bos is None else bos
+    bos = tokenizer_special_ids(tokenizer).bos
     if bos is None and not (chat_template == "auto" and getattr(tokenizer, "chat_template", None)):
         return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     return _prompt_ids(tokenizer, prompt, bos, chat_template)

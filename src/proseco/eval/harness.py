@@ -75,6 +75,7 @@ from proseco.pretrained import load_pretrained
 from proseco.sampling.config import SamplingConfig
 from proseco.sampling.correctors import Corrector
 from proseco.sampling.loop import sample
+from proseco.special_tokens import resolve_special_ids
 
 __all__ = ["ProsecoLM", "EvalStats", "elbo_loglikelihood", "stratified_mask_counts"]
 
@@ -122,20 +123,6 @@ class EvalStats:
         data["tokens_per_second"] = self.generated_positions / secs if secs > 0 else None
         data["answer_tokens_per_second"] = self.answer_tokens / secs if secs > 0 else None
         return data
-
-
-def _token_ids(tokenizer: Any) -> dict[str, int | None]:
-    """``bos`` (else CLS, else EOS), ``eos`` (else SEP), ``pad`` and ``mask`` ids; ``None`` if absent."""
-    eos = tokenizer.eos_token_id
-    eos = getattr(tokenizer, "sep_token_id", None) if eos is None else eos
-    bos = tokenizer.bos_token_id
-    bos = getattr(tokenizer, "cls_token_id", None) if bos is None else bos
-    return {
-        "bos": eos if bos is None else bos,
-        "eos": eos,
-        "pad": tokenizer.pad_token_id,
-        "mask": getattr(tokenizer, "mask_token_id", None),
-    }
 
 
 def _bool(value: Any) -> bool:
@@ -219,15 +206,13 @@ class ProsecoLM(TemplateLM):
             )
         self.tokenizer = tokenizer
         self._device = torch.device(device)
-        self.ids = _token_ids(tokenizer)
-        mask_id = getattr(getattr(self.model, "config", None), "mask_token_id", None)
-        mask_id = self.ids["mask"] if mask_id is None else mask_id
-        if mask_id is None:
+        self.ids = resolve_special_ids(self.model, tokenizer).as_dict()
+        if self.ids["mask"] is None:
             raise ConfigError(
                 f"{self.pretrained_name}: neither the model config nor the tokenizer names a mask "
                 "token; set model.config.mask_token_id or add one to the tokenizer"
             )
-        self.mask_id = int(mask_id)
+        self.mask_id = self.ids["mask"]
         self.batch_size = self._batch_size(batch_size)
         self.max_gen_toks = _int_arg("max_gen_toks", max_gen_toks, 1)
         self._max_length = None if max_length is None else _int_arg("max_length", max_length, 2)

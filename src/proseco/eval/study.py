@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from proseco.sampling import UNMASKING, SamplingConfig
+from proseco.special_tokens import resolve_special_ids
 
 __all__ = ["SamplerSetting", "load_model_dir", "generate", "evaluate_setting", "plot_pareto"]
 
@@ -105,6 +106,7 @@ def generate(
     from proseco.sampling.dispatch import sampler_for, sampler_kind
 
     _, sampler = sampler_for(model)
+    mask_id = resolve_special_ids(model, tokenizer).mask
     extra: dict[str, Any] = {"length": length, "return_history": return_history}
     if sampler_kind(model) == "autoregressive":
         # Left to right from [BOS] (its own first token) up to the model's length, no history.
@@ -123,7 +125,7 @@ def generate(
             out = sampler(
                 model,
                 setting.config,
-                mask_id=tokenizer.mask_token_id,
+                mask_id=mask_id,
                 batch_size=b,
                 generator=generator,
                 **extra,

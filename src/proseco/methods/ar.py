@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -69,7 +68,5 @@ class Autoregressive(TrainingMethod):
             "validation NLL is in the training run's metrics.jsonl"
         )
 
-    def sampler(self, *, stop_at_eos: bool = True) -> tuple[Callable, Callable]:
-        return check_autoregressive_args, functools.partial(
-            sample_autoregressive, stop_at_eos=stop_at_eos
-        )
+    def sampler(self) -> tuple[Callable, Callable]:
+        return check_autoregressive_args, sample_autoregressive

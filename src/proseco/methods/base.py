@@ -175,10 +175,10 @@ class TrainingMethod:
         )  # fmt: skip
 
     # ------------------------------------------------------------------ sampling
-    def sampler(self, *, stop_at_eos: bool = True) -> tuple[Callable, Callable]:
+    def sampler(self) -> tuple[Callable, Callable]:
         """``(check, sample)`` for this method's models (see :mod:`proseco.sampling.dispatch`);
-        by default the masked diffusion loop. ``stop_at_eos`` matters to samplers that take
-        it as an argument (the AR one)."""
+        by default the masked diffusion loop. Every setting, ``stop_at_eos`` included, is in
+        the :class:`~proseco.SamplingConfig` passed to ``sample``."""
         return check_sample_args, sample
 
 

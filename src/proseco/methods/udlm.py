@@ -75,5 +75,5 @@ class UniformDiffusion(TrainingMethod):
             conditioning=conditioning, generator=generator, t_min=t_min,
         )  # fmt: skip
 
-    def sampler(self, *, stop_at_eos: bool = True) -> tuple[Callable, Callable]:
+    def sampler(self) -> tuple[Callable, Callable]:
         return check_uniform_args, sample_uniform

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from proseco.errors import ConfigError, ModelLoadError
+from proseco.special_tokens import resolve_special_ids, token_id
 
 __all__ = [
     "ADAPTERS",
@@ -96,15 +97,9 @@ class HubConfig:
     pad_token_id: int | None = None
 
 
-def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, (list, tuple)):  # some configs list several EOS ids
-        value = value[0] if value else None
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _first_int(config: Any, names: tuple[str, ...]) -> int | None:
     for name in names:
-        value = _int_or_none(getattr(config, name, None))
+        value = token_id(getattr(config, name, None))
         if value is not None and value > 0:
             return value
     return None
@@ -170,8 +165,8 @@ class HubDiffusionLM(nn.Module):
             mask_token_id=mask_token_id,
             vocab_size=vocab_size,
             max_position_embeddings=max_length,
-            eos_token_id=_int_or_none(getattr(base, "eos_token_id", None)),
-            pad_token_id=_int_or_none(getattr(base, "pad_token_id", None)),
+            eos_token_id=token_id(getattr(base, "eos_token_id", None)),
+            pad_token_id=token_id(getattr(base, "pad_token_id", None)),
         )
 
     def _padding_note(self) -> str:
@@ -384,7 +379,8 @@ def wrap(
     """Wrap an already-loaded network in the adapter named ``adapter``.
 
     The mask id is ``mask_token_id`` if given, else the network config's ``mask_token_id``, else
-    (``llada``) 126336 or (``masked_lm``) the tokenizer's mask token. ``masked_lm`` models with a
+    the tokenizer's mask token (:func:`proseco.special_tokens.resolve_special_ids`), else
+    (``llada``) 126336. ``masked_lm`` models with a
     tokenizer get ``-inf`` logits for ids beyond the tokenizer's vocabulary.
     """
     if adapter not in _CLASSES:
@@ -392,12 +388,7 @@ def wrap(
             f"unknown adapter {adapter!r}; choose one of {list(_CLASSES)} (or 'proseco' for the "
             "bundled DiT, which needs no adapter)"
         )
-    config = getattr(model, "config", None)
-    mask = mask_token_id
-    if mask is None:
-        mask = _int_or_none(getattr(config, "mask_token_id", None))
-    if mask is None and tokenizer is not None:
-        mask = _int_or_none(getattr(tokenizer, "mask_token_id", None))
+    mask = resolve_special_ids(model, tokenizer, mask=mask_token_id).mask
     if mask is None and adapter == "llada":
         mask = LLADA_MASK_ID
     if mask is None:

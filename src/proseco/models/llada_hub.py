@@ -35,6 +35,7 @@ from proseco.errors import ConfigError, ModelLoadError
 from proseco.models.hub import LLADA_MASK_ID, LLaDAAdapter, load_hub_model, read_config_json
 from proseco.models.llada import LLaDAModelLM, LLaDAOutput
 from proseco.models.llada_config import LLaDAConfig, native_problems, unknown_keys
+from proseco.special_tokens import resolve_special_ids
 
 __all__ = [
     "LLADA_ENV",
@@ -152,9 +153,8 @@ def load_llada(
                 ) from None
             reason = str(e)
         else:
-            if mask_token_id is None:
-                mask_token_id = model.config.mask_token_id
-            mask = LLADA_MASK_ID if mask_token_id is None else mask_token_id
+            mask = resolve_special_ids(model, tokenizer, mask=mask_token_id).mask
+            mask = LLADA_MASK_ID if mask is None else mask
             return NativeLLaDAAdapter(model, mask_token_id=mask, padding=padding)
     if not trust_remote_code:
         how = "" if mode == "remote" else " with proseco's native LLaDA"

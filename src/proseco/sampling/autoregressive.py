@@ -9,7 +9,7 @@ equal footing::
     for i in range(length):                  # one model evaluation per generated position
         logits = model(x)[:, -1]             # no KV cache: the whole prefix is run again
         x = [x, draw(logits)]                # LogitsProcessor: temperature / top-k / top-p
-        rows that drew EOS stop; their later positions are padding
+        rows that drew EOS stop; their later positions are padding (stop_at_eos, default on)
 
 NFE counts network evaluations exactly as :func:`proseco.sample` does: one per generated position
 (two with classifier-free guidance at ``gamma`` not in ``{0, 1}``); the loop ends early once every
@@ -27,16 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 from proseco.errors import ConfigError
-from proseco.models.protocol import model_vocab_size
+from proseco.sampling.caller import ModelCaller
 from proseco.sampling.config import SamplingConfig, resolve_config
-from proseco.sampling.guidance import ModelCaller
-from proseco.sampling.inputs import (
-    _prompt_tensor,
-    check_fits,
-    model_device,
-    prompt_length_of,
-    resolve_length,
-)
+from proseco.sampling.front import RunInputs, open_run, sample_output
 from proseco.sampling.output import SampleOutput
 
 __all__ = ["sample_autoregressive", "check_autoregressive_args", "is_causal"]
@@ -47,63 +40,13 @@ def is_causal(model: Any) -> bool:
     return bool(getattr(getattr(model, "config", None), "causal", False))
 
 
-def _config_id(model: Any, name: str) -> int | None:
-    value = getattr(getattr(model, "config", None), name, None)
-    return int(value) if value is not None else None
-
-
-def _layout(
-    model: Any,
-    prompt: Any,
-    prompt_attention_mask: torch.Tensor | None,
-    batch_size: int | None,
-    bos_id: int | None,
-    pad_id: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The prompt ``[B, P]`` (left-padded) and its attention mask ``[B, P]`` or ``None``."""
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if prompt is None:
-        if prompt_attention_mask is not None:
-            raise ConfigError("prompt_attention_mask was given without a prompt")
-        if bos_id is None:
-            raise ConfigError(
-                "autoregressive sampling needs a first token: pass prompt=[[BOS id]] or bos_id=..., "
-                "or use a model whose config has bos_token_id"
-            )
-        batch = 1 if batch_size is None else batch_size
-        return torch.full((batch, 1), bos_id, dtype=torch.long, device=device), None
-    ids, attention = _prompt_tensor(prompt, prompt_attention_mask, pad_id, device)
-    if ids.shape[1] == 0:
-        raise ConfigError("the prompt is empty; give at least one token (e.g. BOS)")
-    if batch_size is not None and batch_size != ids.shape[0]:
-        if ids.shape[0] != 1:
-            raise ConfigError(
-                f"batch_size {batch_size} does not match the {ids.shape[0]} prompts given; "
-                "drop batch_size or pass one prompt to repeat"
-            )
-        ids = ids.expand(batch_size, -1)
-        attention = None if attention is None else attention.expand(batch_size, -1)
-    vocab = model_vocab_size(model)
-    if vocab is not None and bool(((ids < 0) | (ids >= vocab)).any()):
-        raise ConfigError(f"the prompt contains ids outside the model's vocabulary of {vocab}")
-    return ids, attention
-
-
 @dataclass
 class _Setup:
-    """A checked sampling run: settings, the model caller and the laid-out prompt."""
+    """A checked sampling run: the front door's inputs and the model caller."""
 
-    config: SamplingConfig
+    run: RunInputs
     caller: ModelCaller
-    ids: torch.Tensor  # [B, P]
-    attention: torch.Tensor | None  # [B, P] or None
-    length: int
-    eos_id: int | None
-    pad_id: int
+    stop: bool  # rows stop at their first EOS
 
 
 def _setup(
@@ -135,30 +78,13 @@ def _setup(
             f"cache={config.cache!r} is the block cache of masked diffusion decoding; sample an "
             "autoregressive model with cache='none' (--cache none)"
         )
-    device = model_device(
-        model, generator.device if isinstance(generator, torch.Generator) else None
-    )
-    mask_id = _config_id(model, "mask_token_id") if mask_id is None else mask_id
-    eos_id = config.eos_id if config.eos_id is not None else _config_id(model, "eos_token_id")
-    pad_id = config.pad_id if config.pad_id is not None else _config_id(model, "pad_token_id")
-    pad_id = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
-    bos_id = bos_id if bos_id is not None else _config_id(model, "bos_token_id")
-    length, max_length = resolve_length(
-        model, length, prompt_length_of(prompt if prompt is not None else [0])
-    )
-    ids, attention = _layout(
-        model, prompt, prompt_attention_mask, batch_size, bos_id, pad_id, device
-    )
-    check_fits(ids.shape[1], length, max_length)
-    caller = ModelCaller(
-        model,
-        mask_id=-1 if mask_id is None else mask_id,
-        batch_size=ids.shape[0],
-        device=device,
-        conditioning=config.conditioning,
-        guidance=config.guidance,
-    )
-    return _Setup(config, caller, ids, attention, length, eos_id, pad_id)
+    run = open_run(
+        model, config, mask_id=mask_id, batch_size=batch_size, length=length, prompt=prompt,
+        prompt_attention_mask=prompt_attention_mask, generator=generator, bos_id=bos_id,
+        needs_mask=False, starts_with_bos=True,
+    )  # fmt: skip
+    stop = config.stops_at_eos(True) and run.ids.eos is not None
+    return _Setup(run, run.caller(model), stop)
 
 
 def check_autoregressive_args(
@@ -193,7 +119,6 @@ def sample_autoregressive(
     generator: torch.Generator | None = None,
     mask_id: int | None = None,
     bos_id: int | None = None,
-    stop_at_eos: bool = True,
     progress: bool = False,
     **overrides: Any,
 ) -> SampleOutput:
@@ -204,8 +129,12 @@ def sample_autoregressive(
             depend on tokens ``<= l`` only), in eval mode. A proseco DiT must have
             ``config.causal = True``.
         config: decoding settings; only ``temperature``, ``top_k``, ``top_p``, ``float64``,
-            ``guidance``, ``conditioning``, ``eos_id`` and ``pad_id`` are used (``steps``,
-            ``corrector``, ``block_length`` and the unmasking strategy are diffusion settings).
+            ``guidance``, ``conditioning``, ``eos_id``, ``stop_at_eos`` and ``pad_id`` are used
+            (``steps``, ``corrector``, ``block_length`` and the unmasking strategy are diffusion
+            settings). ``stop_at_eos`` (default ``None``: stop) makes a row stop at its first
+            EOS (``eos_id``, else the model's ``eos_token_id``); its later positions become the
+            pad id (``pad_id``, else the model's ``pad_token_id``, else EOS). ``False``
+            generates all ``length`` tokens.
         batch_size: ``B`` without a prompt (default 1); with one prompt, repeats it ``B`` times.
         length: tokens to generate (default: the model's maximum length minus the prompt).
         prompt: ``[B, P]`` / ``[P]`` ids or a list of id lists (left-padded with the pad id).
@@ -214,11 +143,9 @@ def sample_autoregressive(
         generator: ``torch.Generator`` for every draw (same seed, same tokens).
         mask_id: a column never drawn (default ``model.config.mask_token_id``; ``None`` = none).
         bos_id: the first token when no prompt is given.
-        stop_at_eos: a row stops at its first EOS (``config.eos_id``, else the model's
-            ``eos_token_id``); its later positions become the pad id (``config.pad_id``, else
-            the model's ``pad_token_id``, else EOS). ``False`` generates all ``length`` tokens.
         progress: show a tqdm bar over positions.
-        **overrides: fields of :class:`~proseco.SamplingConfig` (``temperature``, ``top_p`` ...).
+        **overrides: fields of :class:`~proseco.SamplingConfig` (``temperature``, ``top_p``,
+            ``stop_at_eos`` ...).
 
     Returns:
         :class:`~proseco.SampleOutput`: ``tokens`` ``[B, P + length]``, ``prompt_length = P``,
@@ -231,20 +158,20 @@ def sample_autoregressive(
         proseco.errors.ConfigError: a non-causal DiT, bad lengths, prompts or settings.
     """
     started = time.perf_counter()
-    run = _setup(
+    setup = _setup(
         model, config, batch_size, length, prompt, prompt_attention_mask, generator, mask_id,
         bos_id, overrides,
     )  # fmt: skip
-    config, caller, ids, attention = run.config, run.caller, run.ids, run.attention
-    eos_id, pad_id, length, device = run.eos_id, run.pad_id, run.length, ids.device
-    batch, prompt_length = ids.shape
-    processor = config.processor()
-    tokens = torch.full((batch, prompt_length + length), pad_id, dtype=torch.long, device=device)
-    tokens[:, :prompt_length] = ids
-    if attention is not None:
-        attention = torch.cat([attention, attention.new_ones(batch, length)], dim=1)
+    run, caller = setup.run, setup.caller
+    eos_id, length, device = run.ids.eos, run.length, run.device
+    batch, prompt_length = run.batch, run.prompt_length
+    processor = run.config.processor()
+    tokens = torch.full(
+        (batch, prompt_length + length), run.pad_id, dtype=torch.long, device=device
+    )
+    tokens[:, :prompt_length] = run.prompt
+    attention = run.attention_mask()
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    stop = stop_at_eos and eos_id is not None
     steps = 0
     bar = tqdm(total=length, disable=not progress, desc="sampling", leave=False)
     for pos in range(prompt_length, prompt_length + length):
@@ -262,7 +189,7 @@ def sample_autoregressive(
             tokens[rows, pos] = drawn
         steps += 1
         bar.update(1)
-        if stop:
+        if setup.stop:
             if rows is None:
                 done |= drawn == eos_id
             else:
@@ -270,18 +197,6 @@ def sample_autoregressive(
             if bool(done.all()):
                 break
     bar.close()
-    if tokens.is_cuda:
-        torch.cuda.synchronize(tokens.device)
-    return SampleOutput(
-        tokens=tokens,
-        nfe=float(caller.denoiser_rows.double().mean()),
-        denoiser_nfe=float(caller.denoiser_rows.double().mean()),
-        corrector_nfe=0.0,
-        wall_time=time.perf_counter() - started,
-        prompt_length=prompt_length,
-        num_steps=steps,
-        num_corrected=torch.zeros(batch, dtype=torch.long, device=device),
-        model_calls=caller.nfe,
-        nfe_per_row=caller.denoiser_rows.cpu(),
-        corrector_nfe_per_row=torch.zeros(batch, dtype=torch.long),
+    return sample_output(
+        caller, tokens, started=started, prompt_length=prompt_length, num_steps=steps
     )

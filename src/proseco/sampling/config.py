@@ -70,7 +70,13 @@ class SamplingConfig:
         block_length: semi-autoregressive blocks (LLaDA); when it does not divide the generated
             length the last block is shorter (``steps`` must split evenly across blocks).
         eos_id: end-of-sequence id (for ``stop_at_eos``; also the default ``pad_id``).
-        stop_at_eos: in block mode, a row whose block ends with ``eos_id`` stops there.
+        stop_at_eos: whether a row stops at EOS. ``True``: in block mode, a row whose block
+            ends with ``eos_id`` stops there (the masked sampler), a row stops at the first EOS
+            it draws (the AR sampler); needs ``eos_id``. ``False``: every row generates every
+            position. ``None`` (default): the sampler's natural default, :meth:`stops_at_eos`:
+            the masked and UDLM samplers do not stop, the AR sampler stops at ``eos_id``, else
+            the model config's EOS. The one place this setting lives: no sampler takes it as
+            an argument of its own.
         pad_id: id used to left-pad list prompts (default ``eos_id``, else 0).
         schedule: noise schedule of the time grid: a registered name or a schedule object.
         eps: last time of the grid ``t_k = linspace(1, eps, steps_per_block + 1)``, in ``(0, 1)``.
@@ -97,7 +103,7 @@ class SamplingConfig:
     float64: bool = False
     block_length: int | None = None
     eos_id: int | None = None
-    stop_at_eos: bool = False
+    stop_at_eos: bool | None = None
     pad_id: int | None = None
     schedule: str | Schedule = "loglinear"
     eps: float = 1e-5
@@ -178,15 +184,24 @@ class SamplingConfig:
                 raise ConfigError(f"{name} must be a token id (an int >= 0) or None, got {value!r}")
         if not _is_number(self.eps) or not 0.0 < self.eps < 1.0:
             raise ConfigError(f"eps must be in (0, 1), got {self.eps!r}; e.g. 1e-5")
-        for name in ("float64", "stop_at_eos"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.float64, bool):
+            raise ConfigError(f"float64 must be True or False, got {self.float64!r}")
+        if self.stop_at_eos is not None and not isinstance(self.stop_at_eos, bool):
+            raise ConfigError(
+                f"stop_at_eos must be True, False or None (the sampler's default), "
+                f"got {self.stop_at_eos!r}"
+            )
         if self.guidance is not None:
             gamma = self.guidance.gamma
             if not _is_number(gamma) or not math.isfinite(gamma):
                 raise ConfigError(f"guidance gamma must be a finite number, got {gamma!r}")
 
     # -- derived objects ------------------------------------------------------------------------
+    def stops_at_eos(self, natural: bool) -> bool:
+        """:attr:`stop_at_eos` with ``None`` read as the sampler's ``natural`` default (the
+        masked and UDLM samplers: ``False``; the AR sampler: ``True``)."""
+        return natural if self.stop_at_eos is None else self.stop_at_eos
+
     def processor(self) -> LogitsProcessor:
         """The :class:`LogitsProcessor` of these settings (temperature, top-k, top-p, float64)."""
         return LogitsProcessor(self.temperature, self.top_k, self.top_p, self.float64)
@@ -315,5 +330,8 @@ def resolve_config(config: SamplingConfig | None, overrides: dict[str, Any]) -> 
     if config is None:
         config = SamplingConfig()
     elif not isinstance(config, SamplingConfig):
-        raise ConfigError(f"config must be a proseco.SamplingConfig, got {type(config).__name__}")
+        raise ConfigError(
+            f"config must be a proseco.SamplingConfig, got {type(config).__name__}; pass other "
+            "settings as keywords, e.g. sample(model, steps=8)"
+        )
     return config.replace(**overrides) if overrides else config

@@ -27,10 +27,7 @@ def sampler_kind(model: Any) -> str:
     return method_for_model(model).sampler_kind
 
 
-def sampler_for(model: Any, *, stop_at_eos: bool = True) -> tuple[Callable, Callable]:
-    """``(check, sample)`` for ``model`` (see the module docstring).
-
-    ``stop_at_eos``: for the AR sampler, whether a row stops at its first EOS (the masked loop
-    reads ``SamplingConfig.stop_at_eos`` instead).
-    """
-    return method_for_model(model).sampler(stop_at_eos=stop_at_eos)
+def sampler_for(model: Any) -> tuple[Callable, Callable]:
+    """``(check, sample)`` for ``model`` (see the module docstring). Whether rows stop at EOS
+    is ``SamplingConfig.stop_at_eos`` (``None``: each sampler's natural default)."""
+    return method_for_model(model).sampler()

@@ -1,51 +1,31 @@
-"""Checks the arguments of :func:`proseco.sample` and lays out the sequence it works on.
+"""Argument checks and prompt layout shared by every sampler.
 
-The sequence is ``[prompt | length masks]`` per row. Prompts of different lengths are left-padded
-(LLaDA style) and come with an attention mask; padding and prompt are never edited. The generated
-part is split into blocks of ``block_length`` positions (one block when ``block_length`` is
-``None``; when it does not divide the length, the last block is shorter) and ``steps`` are split
-evenly across blocks, each block running its own time grid
-``t_k = linspace(1, eps, steps_per_block + 1)``.
+A prompt comes as ``[B, P]`` / ``[P]`` token ids, a list of ids, or a list of id lists of
+different lengths; it becomes ``ids [B, P]`` plus a ``[B, P]`` attention mask (1 = token) when
+some row is left-padded (LLaDA style), else ``None``. One prompt is repeated ``batch_size`` times.
+Padding and prompt are never edited by a sampler. :func:`proseco.sampling.front.open_run` runs
+these checks for :func:`proseco.sample`, the AR and the UDLM sampler alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from proseco.errors import ConfigError
-from proseco.models.protocol import model_max_length, model_vocab_size
-from proseco.schedules import Schedule
+from proseco.models.protocol import model_max_length
 
-__all__ = ["Plan", "prepare", "model_device", "prompt_length_of"]
-
-
-@dataclass
-class Plan:
-    """The initial state and the time plan of a sampling run.
-
-    Attributes:
-        xt: ``[B, P + length]`` prompt followed by masks.
-        editable: ``[B, P + length]`` bool, positions sampling may write (the generated part).
-        attention_mask: ``[B, P + length]`` 1 = real token, or ``None`` when there is no padding.
-        prompt_length: ``P``.
-        blocks: ``(start, end)`` column ranges of the blocks, in order.
-        steps_per_block: unmasking steps per block.
-        times: ``steps_per_block + 1`` times from 1 to ``eps``.
-        alphas: ``alpha`` of each time under the sampling schedule.
-    """
-
-    xt: torch.Tensor
-    editable: torch.Tensor
-    attention_mask: torch.Tensor | None
-    prompt_length: int
-    blocks: list[tuple[int, int]]
-    steps_per_block: int
-    times: list[float]
-    alphas: list[float]
+__all__ = [
+    "check_fits",
+    "check_generator",
+    "check_positive_int",
+    "default_length",
+    "layout_prompt",
+    "model_device",
+    "prompt_length_of",
+]
 
 
 def model_device(model: Any, fallback: torch.device | None = None) -> torch.device:
@@ -70,9 +50,49 @@ def prompt_length_of(prompt: Any) -> int:
     return 0
 
 
-def _check_positive_int(name: str, value: Any) -> None:
+def check_positive_int(name: str, value: Any) -> None:
+    """Refuse anything but an ``int >= 1`` (``bool`` included) for the setting ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def check_generator(generator: Any, device: torch.device) -> None:
+    """``generator`` must be ``None`` or a ``torch.Generator`` on the model's device type."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise ConfigError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}; "
+            "e.g. generator=torch.Generator().manual_seed(0)"
+        )
+    if generator.device.type != device.type:
+        raise ConfigError(
+            f"the generator is on {generator.device} but the model is on {device}; create it with "
+            f"torch.Generator(device={str(device)!r})"
+        )
+
+
+def default_length(model: Any, prompt_length: int) -> int:
+    """Tokens to generate when ``length`` is not given: the model's maximum minus the prompt."""
+    max_length = model_max_length(model)
+    if max_length is None:
+        raise ConfigError("the model declares no maximum length: pass length=<tokens to generate>")
+    if max_length <= prompt_length:
+        raise ConfigError(
+            f"the prompt ({prompt_length} tokens) fills the model's maximum length {max_length}; "
+            "pass a shorter prompt"
+        )
+    return max_length - prompt_length
+
+
+def check_fits(prompt_length: int, length: int, max_length: int | None) -> None:
+    """Refuse ``prompt_length + length`` tokens past the model's ``max_length``."""
+    total = prompt_length + length
+    if max_length is not None and total > max_length:
+        raise ConfigError(
+            f"prompt length {prompt_length} + length {length} = {total} exceeds the model's "
+            f"maximum length {max_length}; shorten the prompt or generate fewer tokens"
+        )
 
 
 def _pad_prompts(
@@ -99,6 +119,7 @@ def _pad_prompts(
 def _prompt_tensor(
     prompt: Any, prompt_attention_mask: torch.Tensor | None, pad_id: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(ids [B, P], attention mask [B, P] | None)`` of one prompt argument, as given."""
     if isinstance(prompt, torch.Tensor):
         if prompt.dtype.is_floating_point or prompt.dtype.is_complex or prompt.dtype == torch.bool:
             raise ConfigError(
@@ -136,125 +157,45 @@ def _prompt_tensor(
     return ids, (mask if bool((mask == 0).any()) else None)
 
 
-def _blocks(
-    prompt_length: int, length: int, steps: int, block_length: int | None
-) -> tuple[list[tuple[int, int]], int]:
-    if block_length is None:
-        return [(prompt_length, prompt_length + length)], steps
-    _check_positive_int("block_length", block_length)
-    num_blocks = -(-length // block_length)  # ceil: a last block may be shorter
-    if steps % num_blocks:
-        raise ConfigError(
-            f"steps {steps} cannot be split evenly across {num_blocks} blocks; use a multiple of "
-            f"{num_blocks} steps"
-        )
-    end = prompt_length + length
-    starts = range(prompt_length, end, block_length)
-    return [(s, min(s + block_length, end)) for s in starts], steps // num_blocks
-
-
-def resolve_length(model: Any, length: int | None, prompt_length: int) -> tuple[int, int | None]:
-    """``(length, the model's maximum length)``: ``length`` checked, or by default the model's
-    maximum minus ``prompt_length`` (the samplers outside the masked loop share this)."""
-    max_length = model_max_length(model)
-    if length is None:
-        if max_length is None:
-            raise ConfigError("pass length=...: the model does not declare a maximum length")
-        length = max_length - prompt_length
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ConfigError(f"length must be an int >= 1, got {length!r}")
-    return length, max_length
-
-
-def check_fits(prompt_length: int, length: int, max_length: int | None) -> None:
-    """Refuse ``prompt_length + length`` tokens past the model's ``max_length``."""
-    if max_length is not None and prompt_length + length > max_length:
-        raise ConfigError(
-            f"prompt length {prompt_length} + length {length} exceeds the model's maximum "
-            f"length {max_length}; shorten the prompt or generate fewer tokens"
-        )
-
-
-def prepare(
-    model: Any,
-    *,
-    mask_id: int,
-    batch_size: int | None,
-    length: int,
-    steps: int,
+def layout_prompt(
     prompt: Any,
     prompt_attention_mask: torch.Tensor | None,
-    block_length: int | None,
-    schedule: Schedule,
-    eps: float,
-    pad_id: int | None,
-    eos_id: int | None,
+    *,
+    batch_size: int | None,
+    pad_id: int,
+    vocab: int | None,
     device: torch.device,
-) -> Plan:
-    """Validate the inputs of :func:`proseco.sample` and build its :class:`Plan`."""
-    _check_positive_int("steps", steps)
-    _check_positive_int("length", length)
-    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
-        raise ConfigError(f"mask_id must be a non-negative int, got {mask_id!r}")
-    vocab = model_vocab_size(model)
-    if vocab is not None and mask_id >= vocab:
-        raise ConfigError(
-            f"mask_id {mask_id} is outside the model's vocabulary of {vocab}; pass the mask id "
-            "the model was trained with"
-        )
-    if not 0.0 < eps < 1.0:
-        raise ConfigError(f"eps must be in (0, 1), got {eps}")
-    if pad_id is None:
-        pad_id = eos_id if eos_id is not None else (0 if mask_id != 0 else 1)
+    empty: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The prompt as ``(ids [B, P], attention mask [B, P] | None)``.
+
+    Args:
+        prompt: the sampler's ``prompt`` argument, or ``None``.
+        prompt_attention_mask: ``[B, P]`` 1 = token, 0 = left padding, for a prompt tensor.
+        batch_size: rows without a prompt (default 1); with one prompt, repeats it.
+        pad_id: the id written before shorter prompts of a list.
+        vocab: the model's vocabulary size; prompt ids must be below it (``None``: unchecked).
+        device: where the ids go.
+        empty: the ``[1, P0]`` start of every row when there is no prompt (default: none, ``P = 0``).
+    """
+    if batch_size is not None:
+        check_positive_int("batch_size", batch_size)
     if prompt is None:
         if prompt_attention_mask is not None:
             raise ConfigError("prompt_attention_mask was given without a prompt")
         batch = 1 if batch_size is None else batch_size
-        _check_positive_int("batch_size", batch)
-        ids, attention = torch.empty((batch, 0), dtype=torch.long, device=device), None
-    else:
-        ids, attention = _prompt_tensor(prompt, prompt_attention_mask, pad_id, device)
-        if batch_size is not None and batch_size != ids.shape[0]:
-            if ids.shape[0] != 1:
-                raise ConfigError(
-                    f"batch_size {batch_size} does not match the {ids.shape[0]} prompts given; "
-                    "drop batch_size or pass one prompt to repeat"
-                )
-            _check_positive_int("batch_size", batch_size)
-            ids = ids.expand(batch_size, -1)
-            if attention is not None:
-                attention = attention.expand(batch_size, -1)
-        if bool((ids == mask_id).any()):
+        if empty is None:
+            return torch.empty((batch, 0), dtype=torch.long, device=device), None
+        return empty.to(device=device, dtype=torch.long).expand(batch, -1), None
+    ids, attention = _prompt_tensor(prompt, prompt_attention_mask, pad_id, device)
+    if batch_size is not None and batch_size != ids.shape[0]:
+        if ids.shape[0] != 1:
             raise ConfigError(
-                f"the prompt contains the mask id {mask_id}; prompts (and their padding) must be "
-                "real tokens: pad with another id (pad_id)"
+                f"batch_size {batch_size} does not match the {ids.shape[0]} prompts given; "
+                "drop batch_size or pass one prompt to repeat"
             )
-        if vocab is not None and bool(((ids < 0) | (ids >= vocab)).any()):
-            raise ConfigError(f"the prompt contains ids outside the model's vocabulary of {vocab}")
-    batch, prompt_length = ids.shape
-    total = prompt_length + length
-    max_length = model_max_length(model)
-    if max_length is not None and total > max_length:
-        raise ConfigError(
-            f"prompt length {prompt_length} + length {length} = {total} exceeds the model's "
-            f"maximum length {max_length}; shorten the prompt or generate fewer tokens"
-        )
-    blocks, steps_per_block = _blocks(prompt_length, length, steps, block_length)
-    masks = torch.full((batch, length), mask_id, dtype=torch.long, device=device)
-    xt = torch.cat([ids, masks], dim=1)
-    editable = torch.zeros((batch, total), dtype=torch.bool, device=device)
-    editable[:, prompt_length:] = True
-    if attention is not None:
-        attention = torch.cat([attention, torch.ones_like(masks)], dim=1)
-    grid = torch.linspace(1.0, eps, steps_per_block + 1, dtype=torch.float64)
-    alphas = schedule.alpha(grid)
-    return Plan(
-        xt=xt,
-        editable=editable,
-        attention_mask=attention,
-        prompt_length=prompt_length,
-        blocks=blocks,
-        steps_per_block=steps_per_block,
-        times=grid.tolist(),
-        alphas=alphas.tolist(),
-    )
+        ids = ids.expand(batch_size, -1)
+        attention = None if attention is None else attention.expand(batch_size, -1)
+    if vocab is not None and bool(((ids < 0) | (ids >= vocab)).any()):
+        raise ConfigError(f"the prompt contains ids outside the model's vocabulary of {vocab}")
+    return ids, attention

@@ -17,7 +17,7 @@ optional per-step history, per-row EOS stop in block mode.
 With a window cache (``SamplingConfig.cache`` ``"prefix"`` / ``"dual"``) each block works on a
 window of columns, ``[start, L)`` or ``[start, end)``: the block's first model call runs the whole
 sequence and keeps the keys and values outside the window, the later ones run the window only
-(:class:`~proseco.sampling.guidance.ModelCaller`); logits buffers cover the window, and the
+(:class:`~proseco.sampling.caller.ModelCaller`); logits buffers cover the window, and the
 corrector rewrites the current block only (earlier blocks are committed, as they are cached).
 """
 
@@ -32,11 +32,12 @@ import torch
 from tqdm.auto import tqdm
 
 from proseco.errors import ConfigError
-from proseco.sampling.config import SamplingConfig
+from proseco.sampling.caller import ModelCaller
+from proseco.sampling.config import SamplingConfig, resolve_config
 from proseco.sampling.correctors import Corrector, run_corrector
-from proseco.sampling.guidance import ModelCaller
-from proseco.sampling.inputs import Plan, model_device, prepare, prompt_length_of
+from proseco.sampling.front import open_run, sample_output
 from proseco.sampling.output import CorrectorChanges, SampleOutput, SamplingHistory, StepRecord
+from proseco.sampling.plan import Plan, make_plan
 from proseco.sampling.processors import LogitsProcessor, exclude_token
 from proseco.sampling.unmasking import Reveal, StepInfo, UnmaskingStrategy, draw_at
 
@@ -441,22 +442,6 @@ def _scatter(
     return buffer
 
 
-_RUN_ARGS = ("mask_id", "batch_size", "length", "prompt", "prompt_attention_mask", "generator")
-
-
-def _mask_id(model: Any, mask_id: int | None) -> int:
-    if mask_id is None:
-        mask_id = getattr(getattr(model, "config", None), "mask_token_id", None)
-        if mask_id is None:
-            raise ConfigError(
-                "no mask id: pass mask_id=<the mask token id>, or use a model whose config "
-                "defines mask_token_id"
-            )
-    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
-        raise ConfigError(f"mask_id must be a token id (an int >= 0), got {mask_id!r}")
-    return mask_id
-
-
 def _check_quality(model: Any, config: SamplingConfig) -> None:
     """A strategy that reads quality scores (PRISM) needs a model with a quality head, and no
     corrector (its rewrites would make the scores of the step's model call stale)."""
@@ -491,35 +476,6 @@ def _check_cache(model: Any, config: SamplingConfig) -> None:
         )
 
 
-def _check_generator(generator: Any, device: torch.device) -> None:
-    if generator is None:
-        return
-    if not isinstance(generator, torch.Generator):
-        raise ConfigError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}; "
-            "e.g. generator=torch.Generator().manual_seed(0)"
-        )
-    if generator.device.type != device.type:
-        raise ConfigError(
-            f"the generator is on {generator.device} but the model is on {device}; create it with "
-            f"torch.Generator(device={str(device)!r})"
-        )
-
-
-def _default_length(model: Any, prompt_length: int) -> int:
-    from proseco.models.protocol import model_max_length
-
-    max_length = model_max_length(model)
-    if max_length is None:
-        raise ConfigError("the model declares no maximum length: pass length=<tokens to generate>")
-    if max_length <= prompt_length:
-        raise ConfigError(
-            f"the prompt ({prompt_length} tokens) fills the model's maximum length {max_length}; "
-            "pass a shorter prompt"
-        )
-    return max_length - prompt_length
-
-
 def _setup(
     model: Any,
     config: SamplingConfig | None,
@@ -532,49 +488,20 @@ def _setup(
     overrides: dict[str, Any],
 ) -> tuple[SamplingConfig, int, Plan, ModelCaller]:
     """Validate every argument of :func:`sample` and lay out the run (no model call)."""
-    if config is None:
-        config = SamplingConfig()
-    elif not isinstance(config, SamplingConfig):
-        raise ConfigError(
-            f"config must be a proseco.SamplingConfig, got {type(config).__name__}; pass other "
-            "settings as keywords, e.g. sample(model, steps=8)"
-        )
-    if overrides:
-        config = config.replace(**overrides)
-    mask_id = _mask_id(model, mask_id)
+    config = resolve_config(config, overrides)
     _check_quality(model, config)
     _check_cache(model, config)
-    device = model_device(
-        model, generator.device if isinstance(generator, torch.Generator) else None
-    )
-    _check_generator(generator, device)
-    if length is None:
-        length = _default_length(model, prompt_length_of(prompt))
-    plan = prepare(
-        model,
-        mask_id=mask_id,
-        batch_size=batch_size,
-        length=length,
-        steps=config.steps if config.steps is not None else length,
-        prompt=prompt,
-        prompt_attention_mask=prompt_attention_mask,
-        block_length=config.block_length,
-        schedule=config.schedule_object(),
-        eps=config.eps,
-        pad_id=config.pad_id,
-        eos_id=config.eos_id,
-        device=device,
-    )
-    caller = ModelCaller(
-        model,
-        mask_id=mask_id,
-        batch_size=plan.xt.shape[0],
-        device=device,
-        conditioning=config.conditioning,
-        attention_mask=plan.attention_mask,
-        guidance=config.guidance,
-        cache=config.cache,
-    )
+    run = open_run(
+        model, config, mask_id=mask_id, batch_size=batch_size, length=length, prompt=prompt,
+        prompt_attention_mask=prompt_attention_mask, generator=generator,
+    )  # fmt: skip
+    mask_id = run.ids.mask
+    plan = make_plan(
+        run.prompt, run.prompt_mask, mask_id=mask_id, length=run.length,
+        steps=config.steps if config.steps is not None else run.length,
+        block_length=config.block_length, schedule=config.schedule_object(), eps=config.eps,
+    )  # fmt: skip
+    caller = run.caller(model, attention_mask=plan.attention_mask, cache=config.cache)
     return config, mask_id, plan, caller
 
 
@@ -691,7 +618,7 @@ def sample(
         run.fill(b, start, end)
         if config.corrector is not None and config.corrector.final_steps:
             run.polish(b, start, end, region)
-        if config.stop_at_eos:
+        if config.stops_at_eos(False):
             run.stop_rows_at_eos(b, end, config.eos_id)
             if bool(run.frozen.all()):
                 break
@@ -701,20 +628,8 @@ def sample(
             if bool(run.frozen.all()):
                 break
     bar.close()
-    if run.xt.is_cuda:
-        torch.cuda.synchronize(run.xt.device)
-    return SampleOutput(
-        tokens=run.xt,
-        nfe=float((caller.denoiser_rows + caller.corrector_rows).double().mean()),
-        denoiser_nfe=float(caller.denoiser_rows.double().mean()),
-        corrector_nfe=float(caller.corrector_rows.double().mean()),
-        wall_time=time.perf_counter() - started,
-        model_calls=caller.nfe,
-        nfe_per_row=(caller.denoiser_rows + caller.corrector_rows).cpu(),
-        corrector_nfe_per_row=caller.corrector_rows.cpu(),
-        prompt_length=plan.prompt_length,
-        num_steps=run.step_number,
-        num_corrected=run.num_corrected,
-        corrector_changes=run.corrector_changes(),
-        history=history,
-    )
+    return sample_output(
+        caller, run.xt, started=started, prompt_length=plan.prompt_length,
+        num_steps=run.step_number, num_corrected=run.num_corrected,
+        corrector_changes=run.corrector_changes(), history=history,
+    )  # fmt: skip

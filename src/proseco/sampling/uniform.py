@@ -31,15 +31,9 @@ import torch
 
 from proseco.errors import ConfigError
 from proseco.models.protocol import is_time_conditioned, model_vocab_size
+from proseco.sampling.caller import ModelCaller
 from proseco.sampling.config import SamplingConfig, resolve_config
-from proseco.sampling.guidance import ModelCaller
-from proseco.sampling.inputs import (
-    _prompt_tensor,
-    check_fits,
-    model_device,
-    prompt_length_of,
-    resolve_length,
-)
+from proseco.sampling.front import RunInputs, open_run, sample_output
 from proseco.sampling.output import SampleOutput
 from proseco.sampling.processors import NEG_INF, LogitsProcessor, gumbel_argmax
 from proseco.sampling.unmasking import Ancestral
@@ -87,15 +81,11 @@ def uniform_posterior(
 
 @dataclass
 class _Setup:
-    """A checked run: settings, the model caller and the layout."""
+    """A checked run: the front door's inputs, the model caller and the steps."""
 
-    config: SamplingConfig
+    run: RunInputs
     caller: ModelCaller
-    prompt: torch.Tensor  # [B, P]
-    attention: torch.Tensor | None  # [B, P + length] or None
-    length: int
     steps: int
-    mask_id: int | None
 
 
 def _setup(
@@ -138,60 +128,23 @@ def _setup(
         )
     if final not in _FINAL:
         raise ConfigError(f"final must be one of {_FINAL}, got {final!r}")
-    device = model_device(
-        model, generator.device if isinstance(generator, torch.Generator) else None
-    )
-    if mask_id is None:
-        value = getattr(getattr(model, "config", None), "mask_token_id", None)
-        mask_id = int(value) if value is not None else None
     vocab = model_vocab_size(model)
     if vocab is None:
         raise ConfigError("the model declares no vocabulary size (config.vocab_size)")
-    if mask_id is not None and not 0 <= mask_id < vocab:
-        raise ConfigError(f"mask_id {mask_id} is outside the model's vocabulary of {vocab}")
-    if vocab - (mask_id is not None) < 2:
-        raise ConfigError("uniform noise needs at least 2 non-mask tokens")
-    pad_id = config.pad_id if config.pad_id is not None else config.eos_id
-    pad_id = pad_id if pad_id is not None else 0
-    prompt_len = prompt_length_of(prompt) if prompt is not None else 0
-    length, max_length = resolve_length(model, length, prompt_len)
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if prompt is None:
-        if prompt_attention_mask is not None:
-            raise ConfigError("prompt_attention_mask was given without a prompt")
-        ids = torch.zeros((1 if batch_size is None else batch_size, 0), dtype=torch.long,
-                          device=device)  # fmt: skip
-        attention = None
-    else:
-        ids, attention = _prompt_tensor(prompt, prompt_attention_mask, pad_id, device)
-        if batch_size is not None and batch_size != ids.shape[0]:
-            if ids.shape[0] != 1:
-                raise ConfigError(
-                    f"batch_size {batch_size} does not match the {ids.shape[0]} prompts given; "
-                    "drop batch_size or pass one prompt to repeat"
-                )
-            ids = ids.expand(batch_size, -1)
-            attention = None if attention is None else attention.expand(batch_size, -1)
-        if bool(((ids < 0) | (ids >= vocab)).any()):
-            raise ConfigError(f"the prompt contains ids outside the model's vocabulary of {vocab}")
-    check_fits(ids.shape[1], length, max_length)
-    steps = config.steps if config.steps is not None else length
-    batch = ids.shape[0]
-    if attention is not None:
-        attention = torch.cat([attention, attention.new_ones(batch, length)], dim=1)
-    caller = ModelCaller(
-        model, mask_id=-1 if mask_id is None else mask_id, batch_size=batch, device=device,
-        conditioning=config.conditioning, attention_mask=attention, guidance=config.guidance,
+    run = open_run(
+        model, config, mask_id=mask_id, batch_size=batch_size, length=length, prompt=prompt,
+        prompt_attention_mask=prompt_attention_mask, generator=generator, needs_mask=False,
     )  # fmt: skip
+    if vocab - (run.ids.mask is not None) < 2:
+        raise ConfigError("uniform noise needs at least 2 non-mask tokens")
     if not is_time_conditioned(model) and hasattr(model, "config"):
         raise ConfigError(
             "a UDLM model must be time-conditioned (config.time_conditioning=True); retrain with "
             "model.time_conditioning: true"
         )
-    return _Setup(config, caller, ids, attention, length, steps, mask_id)
+    caller = run.caller(model, attention_mask=run.attention_mask())
+    steps = config.steps if config.steps is not None else run.length
+    return _Setup(run, caller, steps)
 
 
 def check_uniform_args(
@@ -288,27 +241,26 @@ def sample_uniform(
     """
     del return_history, progress
     started = time.perf_counter()
-    run = _setup(
+    setup = _setup(
         model, config, batch_size, length, prompt, prompt_attention_mask, generator, mask_id,
         final, overrides,
     )  # fmt: skip
-    config, caller, mask_id = run.config, run.caller, run.mask_id
-    batch, prompt_length = run.prompt.shape
-    device = run.prompt.device
-    vocab = model_vocab_size(model)
-    n = vocab - (mask_id is not None)
+    run, caller, steps = setup.run, setup.caller, setup.steps
+    config, mask_id, prompt_ids = run.config, run.ids.mask, run.prompt
+    batch, prompt_length, device = run.batch, run.prompt_length, run.device
+    n = run.vocab - (mask_id is not None)
     processor = config.processor()
     schedule = get_schedule(config.schedule)
     draw = torch.randint(0, n, (batch, run.length), generator=generator, device=device)
     if mask_id is not None:
         draw = draw + (draw >= mask_id).long()
-    tokens = torch.cat([run.prompt, draw], dim=1)
-    times = torch.linspace(1.0, 0.0, run.steps + 1, dtype=torch.float64)
+    tokens = torch.cat([prompt_ids, draw], dim=1)
+    times = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     alphas = schedule.alpha(times).tolist()
     guided = config.guidance is not None and config.guidance.passes == 2
     gamma = config.guidance.gamma if guided else 1.0
-    for k in range(run.steps):
-        t, last = float(times[k]), k == run.steps - 1
+    for k in range(steps):
+        t, last = float(times[k]), k == steps - 1
         if last:
             logits = caller.denoise(tokens, t)  # D-CFG at s = 0 mixes x_theta itself
             log_x = _log_x_theta(logits, processor)
@@ -332,20 +284,7 @@ def sample_uniform(
                     mixed[..., mask_id] = NEG_INF
                 log_post = torch.log_softmax(mixed, dim=-1)
             new = _draw(log_post, generator, processor.float64)
-        tokens = torch.cat([run.prompt, new[:, prompt_length:]], dim=1)
-    if tokens.is_cuda:
-        torch.cuda.synchronize(tokens.device)
-    rows = caller.denoiser_rows
-    return SampleOutput(
-        tokens=tokens,
-        nfe=float(rows.double().mean()),
-        denoiser_nfe=float(rows.double().mean()),
-        corrector_nfe=0.0,
-        wall_time=time.perf_counter() - started,
-        prompt_length=prompt_length,
-        num_steps=run.steps,
-        num_corrected=torch.zeros(batch, dtype=torch.long, device=device),
-        model_calls=caller.nfe,
-        nfe_per_row=rows.cpu(),
-        corrector_nfe_per_row=torch.zeros(batch, dtype=torch.long),
+        tokens = torch.cat([prompt_ids, new[:, prompt_length:]], dim=1)
+    return sample_output(
+        caller, tokens, started=started, prompt_length=prompt_length, num_steps=steps
     )

@@ -8,9 +8,9 @@ formats prompts the way SFT trained it, resolves decoding settings and streams t
   run's ``data.chat_template`` (:func:`proseco.commands.options.chat_template`), chooses.
 * :class:`Engine`: the model, its tokenizer and the decoding settings: saved
   ``sampling_config.json`` (or ``--config``) < ``--preset`` < decoding flags < per-request
-  fields, with EOS / pad ids from the tokenizer and ``stop_at_eos`` on. :meth:`Engine.generate`
-  samples a batch of ragged prompts (left-padded by the sampler) and reports text per row as
-  each block completes (:class:`RowText`).
+  fields, with EOS / pad ids resolved by :mod:`proseco.special_tokens` (tokenizer first) and
+  ``stop_at_eos`` on. :meth:`Engine.generate` samples a batch of ragged prompts (left-padded by
+  the sampler) and reports text per row as each block completes (:class:`RowText`).
 """
 
 from __future__ import annotations
@@ -25,24 +25,12 @@ from typing import Any
 import torch
 
 from proseco.errors import ConfigError
+from proseco.special_tokens import resolve_special_ids, tokenizer_special_ids
 
 __all__ = ["DEFAULT_MAX_TOKENS", "Engine", "GenerationResult", "PromptFormat", "RowText"]
 
 DEFAULT_MAX_TOKENS = 256
 """New tokens when a request names none (capped by what the model's length leaves)."""
-
-
-def _special_ids(tokenizer: Any) -> dict[str, int | None]:
-    """``bos`` (else CLS, EOS, SEP: as :func:`proseco.data.text.prompt_ids`), ``eos`` (else
-    SEP) and ``pad``."""
-    if tokenizer is None:
-        return {"bos": None, "eos": None, "pad": None}
-    eos = tokenizer.eos_token_id
-    eos = getattr(tokenizer, "sep_token_id", None) if eos is None else eos
-    bos = tokenizer.bos_token_id
-    for fallback in ("cls_token_id", "eos_token_id", "sep_token_id"):
-        bos = getattr(tokenizer, fallback, None) if bos is None else bos
-    return {"bos": bos, "eos": eos, "pad": tokenizer.pad_token_id}
 
 
 class PromptFormat:
@@ -62,7 +50,7 @@ class PromptFormat:
                 f"--chat-template must be one of {list(CHAT_TEMPLATES)}, got {chat_template!r}"
             )
         self.tokenizer, self.chat_template = tokenizer, chat_template
-        self.ids = _special_ids(tokenizer)
+        self.ids = tokenizer_special_ids(tokenizer).as_dict()
         self.uses_template = chat_template == "auto" and bool(
             getattr(tokenizer, "chat_template", None)
         )
@@ -253,7 +241,7 @@ class Engine:
             )
         self.model, self.tokenizer, self.mask_id, self.name = model, tokenizer, mask_id, name
         self.format = PromptFormat(tokenizer, chat_template)
-        self.ids = self.format.ids
+        self.ids = resolve_special_ids(model, tokenizer).as_dict()
         self.flags = flags if flags is not None else no_flags()
         self.preset = preset
         fill: dict[str, Any] = {}
@@ -327,7 +315,7 @@ class Engine:
         """Raise the :class:`ConfigError` sampling would raise for these settings."""
         from proseco.sampling.dispatch import sampler_for
 
-        check, _ = sampler_for(self.model, stop_at_eos=config.stop_at_eos)
+        check, _ = sampler_for(self.model)
         check(self.model, config, mask_id=self.mask_id, length=length, prompt=prompts[:1])
 
     # -- generation ---------------------------------------------------------------------------
@@ -364,7 +352,7 @@ class Engine:
         """
         from proseco.sampling.dispatch import sampler_for
 
-        _, sample = sampler_for(self.model, stop_at_eos=config.stop_at_eos)
+        _, sample = sampler_for(self.model)
         width = max(len(p) for p in prompts)
         if not stop or isinstance(stop[0], str):
             stop = [tuple(stop)] * len(prompts)

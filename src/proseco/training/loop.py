@@ -39,6 +39,7 @@ import torch
 
 from proseco.errors import ConfigError, DataError, ProsecoError
 from proseco.schedules import get_schedule
+from proseco.special_tokens import resolve_special_ids
 from proseco.training.batches import BatchOrder, batch_plan, eval_seed, micro_seed
 from proseco.training.build import build_model, build_tokenizer
 from proseco.training.checkpoint import (
@@ -355,7 +356,9 @@ class _Run:
         self.logger, self.output_dir = logger, output_dir
         self.schedule = get_schedule(config.loss.schedule)
         self.loss_config = config.loss.loss_config()
-        self.mask_id = int(tokenizer.mask_token_id)
+        # one rule for special ids (proseco.special_tokens); build_model made them agree
+        mask = resolve_special_ids(accelerator.unwrap_model(model), tokenizer).mask
+        self.mask_id = int(mask)
         self.last_good: Path | None = None  # the newest checkpoint known to be resumable
         self.last_good_lr: float | None = None  # the optim.lr that checkpoint was trained with
         self.initial_max_abs = 1.0  # max |w| at the start of the run (set by loop())
