@@ -25,10 +25,11 @@ import os
 import signal
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from proseco.errors import DataError, OutputError, ProsecoError
 
@@ -40,6 +41,7 @@ __all__ = [
     "fault_point",
     "new_file_mode",
     "output_error",
+    "BadLine",
     "read_jsonl_objects",
     "writing",
 ]
@@ -217,44 +219,108 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         raise
 
 
-def _utf8_line(raw: bytes, path: Path, lineno: int) -> str:
-    """Line ``lineno`` of ``path`` as text, or a :class:`DataError` if it is not UTF-8."""
+@dataclass(frozen=True)
+class BadLine:
+    """One line of a JSONL file that :func:`read_jsonl_objects` cannot use.
+
+    Attributes:
+        path, lineno: where it is (1-based line number).
+        kind: ``"utf8"`` (not UTF-8), ``"json"`` (not JSON), ``"depth"`` (nested too deeply)
+            or ``"object"`` (JSON, but not an object).
+        detail: what is wrong (the byte, the JSON parser's message...).
+        text: the line as far as it could be decoded.
+    """
+
+    path: Path
+    lineno: int
+    kind: str
+    detail: str
+    text: str
+
+    def message(self) -> str:
+        """The default error message, naming the file and line."""
+        where = f"{self.path}:{self.lineno}"
+        if self.kind == "utf8":
+            return f"{where} is not UTF-8 text ({self.detail}); save the file as UTF-8"
+        if self.kind == "json":
+            return f"{where} is not valid JSON ({self.detail}); expected one object per line"
+        if self.kind == "depth":
+            return f"{where} is nested too deeply to read"
+        return f"{where} is not a JSON object; expected one per line"
+
+
+_BLANK = object()
+
+
+def _parse_line(raw: bytes, path: Path, lineno: int, objects: bool) -> Any:
+    """The JSON value of one line, :data:`_BLANK` for a blank one, or the :class:`BadLine`
+    saying why there is none."""
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(
-            f"{path}:{lineno} is not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
-            "save the file as UTF-8"
-        ) from None
+        detail = f"byte {raw[e.start]:#04x} at column {e.start + 1}"
+        return BadLine(path, lineno, "utf8", detail, raw.decode("utf-8", "replace"))
+    if not text.strip():
+        return _BLANK
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        return BadLine(path, lineno, "json", e.msg, text)
+    except RecursionError:
+        return BadLine(path, lineno, "depth", "nested too deeply", text)
+    if objects and not isinstance(value, dict):
+        return BadLine(path, lineno, "object", type(value).__name__, text)
+    return value
 
 
-def read_jsonl_objects(path: str | os.PathLike) -> list[tuple[int, dict]]:
-    """``(line number, object)`` for each non-blank line of a JSONL samples file.
+def read_jsonl_objects(
+    path: str | os.PathLike,
+    *,
+    what: str = "samples file",
+    hint: str = "write one with `proseco sample`",
+    empty: str | None = "holds no samples; nothing to evaluate",
+    objects: bool = True,
+    torn_tail: bool = False,
+    max_objects: int | None = None,
+    opener: Callable[[Path], IO[bytes]] | None = None,
+    on_bad_line: Callable[[BadLine], Exception] | None = None,
+) -> list[tuple[int, Any]]:
+    """``(line number, value)`` for each non-blank line of a JSONL file: the one JSONL reader
+    of the package (samples, data records, HumanEval problems, metrics, ``--config``).
 
-    A missing file, a line that is not UTF-8, not JSON (or nested too deeply) or not an object,
-    and a file without any object are each a :class:`~proseco.errors.DataError` naming the file
-    and line.
+    By default (a samples file) a missing file, a line that is not UTF-8, not JSON (or nested
+    too deeply) or not an object, and a file without any object are each a
+    :class:`~proseco.errors.DataError` naming the file and line.
+
+    Args:
+        path: the file.
+        what, hint: how a missing file is reported: ``"{what} {path} does not exist; {hint}"``.
+        empty: the rest of the message for a file without any value (``None``: allowed).
+        objects: refuse values that are not JSON objects.
+        torn_tail: skip a last line that ends without a newline and does not parse (a record
+            torn by a kill while appending).
+        max_objects: stop after this many values (e.g. ``1`` for a file's first record).
+        opener: opens ``path`` for reading bytes (``gzip.open`` for ``.gz``; default ``open``).
+        on_bad_line: builds the exception for a bad line (default: a ``DataError`` with
+            :meth:`BadLine.message`).
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"samples file {path} does not exist; write one with `proseco sample`")
-    records = []
-    with path.open("rb") as f:
+        raise DataError(f"{what} {path} does not exist" + (f"; {hint}" if hint else ""))
+    records: list[tuple[int, Any]] = []
+    with (opener or open)(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
-            line = _utf8_line(raw, path, lineno)
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    f"{path}:{lineno} is not valid JSON ({e.msg}); expected one object per line"
-                ) from None
-            except RecursionError:
-                raise DataError(f"{path}:{lineno} is nested too deeply to read") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{lineno} is not a JSON object; expected one per line")
-            records.append((lineno, record))
-    if not records:
-        raise DataError(f"samples file {path} holds no samples; nothing to evaluate")
+            value = _parse_line(raw, path, lineno, objects)
+            if isinstance(value, BadLine):
+                if torn_tail and not raw.endswith(b"\n"):  # the last line, cut short
+                    break
+                if on_bad_line is not None:
+                    raise on_bad_line(value)
+                raise DataError(value.message())
+            if value is not _BLANK:
+                records.append((lineno, value))
+            if max_objects is not None and len(records) >= max_objects:
+                break
+    if not records and empty is not None:
+        raise DataError(f"{what} {path} {empty}")
     return records

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from proseco.commands.options import add_cache_option, add_model_options
 from proseco.errors import ConfigError, OutputError
-from proseco.fileio import atomic_open
+from proseco.fileio import atomic_open, read_jsonl_objects
 
 __all__ = ["add_arguments", "run", "build_config", "read_config"]
 
@@ -360,16 +360,22 @@ def read_config(path: Path) -> Any:
 
     if path.suffix != ".jsonl":
         return SamplingConfig.from_pretrained(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path} does not exist")
+
+    def not_samples(why: str) -> ConfigError:
+        return ConfigError(f"--config {path}: not a samples file of `proseco sample` ({why})")
+
     try:
-        with path.open(encoding="utf-8") as f:
-            first = json.loads(f.readline())
-        data = first["sampling_config"]
-    except FileNotFoundError:
-        raise ConfigError(f"--config {path} does not exist") from None
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
-        raise ConfigError(
-            f"--config {path}: not a samples file of `proseco sample` ({type(e).__name__}: {e})"
-        ) from None
+        first = read_jsonl_objects(
+            path, what="--config", empty=None, max_objects=1,
+            on_bad_line=lambda line: not_samples(line.message()),
+        )  # fmt: skip
+    except OSError as e:
+        raise not_samples(f"{type(e).__name__}: {e}") from None
+    data = first[0][1].get("sampling_config") if first else None
+    if data is None:
+        raise not_samples("its first record has no sampling_config")
     return SamplingConfig.from_dict(data)
 
 

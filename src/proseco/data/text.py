@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from proseco.data.corpus import CORPUS_PREFIX, read_corpus
+from proseco.fileio import read_jsonl_objects
 from proseco.special_tokens import tokenizer_special_ids
 
 __all__ = [
@@ -93,16 +94,8 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
         paragraphs = [p.strip("\n") for p in text.replace("\r\n", "\n").split("\n\n")]
         return [{"text": p} for p in paragraphs if p.strip()]
     if suffix == ".jsonl":
-        records = []
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno} is not valid JSON: {err}") from None
-        return records
+        records = read_jsonl_objects(path, what="data file", hint="", empty=None, objects=False)
+        return [record for _, record in records]
     if suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, dict):

@@ -38,7 +38,6 @@ model output inside a container or VM without network.
 from __future__ import annotations
 
 import gzip
-import json
 import math
 import os
 import secrets
@@ -57,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from proseco.errors import ConfigError, DataError
-from proseco.fileio import read_jsonl_objects
+from proseco.fileio import BadLine, read_jsonl_objects
 
 __all__ = [
     "ExecResult",
@@ -181,28 +180,33 @@ def load_problems(path: str | os.PathLike | None = None) -> dict[str, dict[str, 
     path = Path(path) if path is not None else _shipped_problems_path()
     if not path.is_file():
         raise DataError(f"HumanEval problems file {path} does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
-    problems = {}
+
+    def bad(line: BadLine) -> DataError:
+        if line.kind == "utf8":
+            return DataError(
+                f"cannot read HumanEval problems {path}: line {line.lineno} is not UTF-8 text "
+                f"({line.detail})"
+            )
+        return DataError(f"{path}:{line.lineno} is not a HumanEval problem ({line.detail})")
+
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    problem = _problem(line, path, lineno)
-                    problems[problem["task_id"]] = problem
-    except (OSError, EOFError, UnicodeDecodeError) as e:  # a bad gzip stream, not UTF-8
+        lines = read_jsonl_objects(
+            path, what="HumanEval problems file", hint="", empty=None, objects=False,
+            opener=gzip.open if path.suffix == ".gz" else None, on_bad_line=bad,
+        )  # fmt: skip
+    except (OSError, EOFError) as e:  # a bad gzip stream
         raise DataError(f"cannot read HumanEval problems {path}: {e}") from None
+    problems = {}
+    for lineno, value in lines:
+        problem = _problem(value, path, lineno)
+        problems[problem["task_id"]] = problem
     if not problems:
         raise DataError(f"{path} holds no problems")
     return problems
 
 
-def _problem(line: str, path: Path, lineno: int) -> dict[str, Any]:
-    """One line of a problems file as a checked problem."""
-    try:
-        problem = json.loads(line)
-    except (json.JSONDecodeError, RecursionError) as e:
-        why = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
-        raise DataError(f"{path}:{lineno} is not a HumanEval problem ({why})") from None
+def _problem(problem: Any, path: Path, lineno: int) -> dict[str, Any]:
+    """One line's JSON value as a checked problem."""
     missing = [k for k in _PROBLEM_FIELDS if not isinstance(problem, dict)
                or not isinstance(problem.get(k), str)]  # fmt: skip
     if missing:

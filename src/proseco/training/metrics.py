@@ -18,7 +18,7 @@ from typing import Any
 from accelerate import Accelerator
 
 from proseco.errors import DataError
-from proseco.fileio import atomic_write_text, writing
+from proseco.fileio import BadLine, atomic_write_text, read_jsonl_objects, writing
 from proseco.training.rundir import METRICS_FILE
 
 __all__ = ["MetricsLogger", "tracker_names", "read_metrics"]
@@ -42,19 +42,15 @@ def tracker_names(tensorboard: bool, wandb_project: str | None) -> list[str]:
 
 
 def _parse(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text()
-    lines = text.split("\n")
-    records = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            if i == len(lines) - 1:  # an unterminated last line: a record torn by a kill
-                break
-            raise DataError(f"{path} line {i + 1} is not a JSON record: {line[:80]!r}") from None
-    return records
+    """The records of ``path``; a torn last line (no newline, not JSON) is skipped."""
+
+    def bad(line: BadLine) -> DataError:
+        return DataError(f"{path} line {line.lineno} is not a JSON record: {line.text[:80]!r}")
+
+    records = read_jsonl_objects(
+        path, what="metrics file", hint="", empty=None, torn_tail=True, on_bad_line=bad
+    )
+    return [record for _, record in records]
 
 
 def read_metrics(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
