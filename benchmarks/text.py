@@ -130,7 +130,7 @@ def generate(model: Any, setting: Setting, n: int, batch_size: int, seed: int) -
     from proseco.sampling.dispatch import sampler_for
 
     _, sample = sampler_for(model)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     tokens, nfe, corrector_nfe = [], 0.0, 0.0
     start = time.perf_counter()
     for first in range(0, n, batch_size):
@@ -151,7 +151,7 @@ def generate_ar(model: Any, n: int, batch_size: int, seed: int, stop: bool) -> d
     from proseco.sampling.autoregressive import sample_autoregressive
 
     config = SamplingConfig(top_p=0.9, float64=True)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     tokens, nfe = [], 0.0
     start = time.perf_counter()
     for first in range(0, n, batch_size):
@@ -419,7 +419,7 @@ def write_report(out: Path, study: dict[str, Any], notes: str | None) -> tuple[P
         "- Data row: 128-token chunks of the training chapters (the held-out chapters are the MAUVE "
         "reference; there are not enough of them for both), scored the same way.",
         f"- NFE: model calls per sample as the sampler reports them; seconds: sampling wall time of "
-        f"all samples of a row ({info['threads']} torch threads).",
+        f"all samples of a row ({info.get('device', 'cpu')}, {info['threads']} torch threads).",
         "",
         "## Results",
         "",
@@ -478,6 +478,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--framing", choices=("research", "eos-cut"), default="research")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda: models and evaluator")
     p.add_argument("--evaluator", default="smollm2-135m")
     p.add_argument("--no-mauve", action="store_true")
     p.add_argument("--bf16", action="store_true",
@@ -555,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     grid = [g for g in grid if g.model not in missing]
     models, tokenizer = {}, None
     for key in dict.fromkeys(["mdlm", *(g.model for g in grid)]):
-        model, tokenizer, _ = load_pretrained(getattr(args, key))  # the recipes share one tokenizer
+        # the recipes share one tokenizer
+        model, tokenizer, _ = load_pretrained(getattr(args, key), device=args.device)
         models[key] = model.eval()
     ar_path = Path(args.ar)
     with_ar = not args.no_reference_rows and (ar_path / "config.json").is_file()
@@ -574,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/text.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "platform": f"{platform.machine()}, torch {torch.__version__}",
-        "threads": args.threads, "seed": args.seed, "draws": args.draws,
+        "threads": args.threads, "seed": args.seed, "draws": args.draws, "device": args.device,
         "framing": args.framing, "num_samples": args.num_samples,
         "num_reference": len(reference), "mdlm_nelbo": mdlm_nelbo, "bigram_nelbo": bigram,
         "bigram_lambda": lam, "evaluator_precision": "bf16 autocast" if args.bf16 else "float32",
@@ -584,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     study["info"] = info
     done = {(r["method"], r["steps"]) for r in study["rows"]}
     rows_path = Path(args.rows_out) if args.rows_out else out / ROWS
-    evaluator = load_evaluator(args.evaluator)
+    evaluator = load_evaluator(args.evaluator, device=args.device)
     scorer = Scorer(evaluator, tokenizer, reference, framing=args.framing,
                     mauve=not args.no_mauve, draws=args.draws, seed=args.seed,
                     bf16=args.bf16)  # fmt: skip
@@ -605,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         data = shuffled(train, args.num_samples, args.seed)
         add(DATA, None, {"tokens": data, "nfe": None, "corrector_nfe": None, "seconds": None})
     if with_ar and (AR, None) not in done:
-        ar = load_pretrained(ar_path).model.eval()
+        ar = load_pretrained(ar_path, device=args.device).model.eval()
         stop = args.framing == "eos-cut"
         add(AR, None, generate_ar(ar, args.num_samples, args.batch_size, args.seed, stop))
     for g in grid:
