@@ -11,6 +11,9 @@ The layers (lowest first; see docs/architecture.md)::
     5  proseco.training.*
     6  proseco.commands.*, proseco.serving.*, proseco.cli
 
+Layers 1 and 2 are siblings, and so are 4 and 5: neither of a pair imports the other
+(:data:`SIBLINGS`; the two diamonds of docs/architecture.md).
+
 Every ``import`` / ``from ... import`` statement of every module under ``src/proseco`` counts,
 including those inside functions and ``if TYPE_CHECKING:`` blocks, as do
 ``importlib.import_module("proseco....")`` calls with a literal name. ``proseco/__init__.py`` is
@@ -53,6 +56,9 @@ LAYERS: dict[str, int] = {
     "proseco.cli": 6,
     "proseco.__main__": 6,
 }
+# Layers that are siblings, not a stack: neither imports the other (docs/architecture.md draws
+# the two diamonds: base -> core | data -> pretrained -> eval | training -> commands).
+SIBLINGS: list[tuple[int, int]] = [(1, 2), (4, 5)]
 TOP = max(LAYERS.values())
 ROOT_LAYER = TOP  # ``import proseco`` itself: its __init__ re-exports every layer
 
@@ -179,6 +185,35 @@ def test_no_module_imports_a_higher_layer():
         "imports must run from higher layers to lower ones (docs/architecture.md); "
         "these go upward:\n  " + "\n  ".join(bad)
     )
+
+
+def sibling_imports(edges: list[Edge]) -> list[str]:
+    """``importer (layer a) -> imported (layer b)`` for each edge between two sibling layers."""
+    pairs = {frozenset(p) for p in SIBLINGS}
+    bad = []
+    for e in edges:
+        a, b = layer_of(e.importer), layer_of(e.imported)
+        if a is not None and b is not None and frozenset((a, b)) in pairs:
+            bad.append(f"{e.importer} (layer {a}) -> {e.imported} (layer {b})  [line {e.line}]")
+    return bad
+
+
+def allowed_layers(layer: int) -> set[int]:
+    """The layers a module of ``layer`` may import: its own and the lower ones but a sibling."""
+    siblings = {b for a, b in SIBLINGS if a == layer} | {a for a, b in SIBLINGS if b == layer}
+    return set(range(layer + 1)) - siblings
+
+
+def test_sibling_layers_do_not_import_each_other():
+    bad = sibling_imports(package_edges())
+    assert not bad, (
+        "core (1) and data (2), eval (4) and training (5) are siblings (docs/architecture.md); "
+        "these import across:\n  " + "\n  ".join(bad)
+    )
+    assert allowed_layers(5) == {0, 1, 2, 3, 5} and allowed_layers(2) == {0, 2}
+    assert sibling_imports([Edge("proseco.training.loop", "proseco.eval.text", 7)]) == [
+        "proseco.training.loop (layer 5) -> proseco.eval.text (layer 4)  [line 7]"
+    ]
 
 
 def import_cycles(edges: list[Edge]) -> list[list[str]]:
