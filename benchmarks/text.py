@@ -84,8 +84,18 @@ class Setting:
     config: Any  # proseco.SamplingConfig
 
 
+def corrector_steps(steps: list[int], s: int, every: int) -> list[int]:
+    """The T of a corrector budget whose NFE (``T + S * ceil(T / every)``) lies within the
+    baselines' range ``[min(steps), max(steps)]``, from ``steps`` and their halves: every such
+    point can be judged at equal NFE, and none is sampled only to be left out."""
+    candidates = sorted(set(steps) | {t // 2 for t in steps if t >= 2})
+    low, high = min(steps), max(steps)
+    return [t for t in candidates if low <= t + s * -(-t // every) <= high]
+
+
 def settings(steps: list[int]) -> list[Setting]:
-    """The grid, method-major."""
+    """The grid, method-major: the baselines and ProSeCo without a corrector at every T of
+    ``steps``; each corrector budget at the T whose NFE the baselines cover."""
     from proseco.sampling import Corrector, ReMDM, SamplingConfig, get_unmasking
 
     grid: list[Setting] = []
@@ -97,11 +107,10 @@ def settings(steps: list[int]) -> list[Setting]:
         grid.append(Setting(PRISM, "prism", c.replace(unmasking=get_unmasking("prism"))))
         grid.append(Setting(UDLM, "udlm", c))
         grid.append(Setting(PROSECO_PLAIN, "proseco", c))
-        for s, every in BUDGETS:
-            corrector = Corrector(steps=s, every=every)
-            grid.append(
-                Setting(proseco_method(s, every), "proseco", c.replace(corrector=corrector))
-            )
+    for s, every in BUDGETS:
+        for t in corrector_steps(steps, s, every):
+            config = SamplingConfig(steps=t, corrector=Corrector(steps=s, every=every), **base)
+            grid.append(Setting(proseco_method(s, every), "proseco", config))
     order = list(dict.fromkeys(g.method for g in grid))
     return sorted(grid, key=lambda g: (order.index(g.method), g.config.steps))
 
@@ -288,7 +297,8 @@ def plot(rows: list[dict[str, Any]], key: str, ylabel: str, path: Path, log_y: b
                      if r["method"] == method and r.get(key) is not None)  # fmt: skip
         if pts:
             x, y, iv = zip(*pts)
-            err = [[v - i[0] for v, i in zip(y, iv)], [i[1] - v for v, i in zip(y, iv)]]
+            err = [[max(v - i[0], 0.0) for v, i in zip(y, iv)],
+                   [max(i[1] - v, 0.0) for v, i in zip(y, iv)]]  # fmt: skip
             style = "-o" if is_proseco_sampling(method) else "--s"
             ax.errorbar(x, y, yerr=err, fmt=style, label=method, markersize=4, capsize=2)
     for ref, color in ((DATA, "black"), (AR, "tab:purple")):
@@ -320,10 +330,13 @@ def validation_curves(out: Path, gate_result: dict[str, Any]) -> list[str]:
             curves[log.name.removesuffix("-metrics.jsonl")] = val
     if not curves:
         return ["No run logs under `" + RUN_LOGS + "/`."]
-    lines = ["| run | " + " | ".join(f"step {s}" for s, _ in max(curves.values(), key=len)) + " |"]
-    lines.append("|---" * (1 + len(max(curves.values(), key=len))) + "|")
-    for name, val in curves.items():
-        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for _, v in val) + " |")
+    names = list(curves)
+    steps = sorted({step for val in curves.values() for step, _ in val})
+    lines = ["| step | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
+    for step in steps:
+        cells = [dict(curves[n]).get(step) for n in names]
+        lines.append(f"| {step} | " + " | ".join(fmt(c) for c in cells) + " |")
+    lines.append(f"| interpolated bigram | {fmt(gate_result['bigram_nelbo'])} (held-out NLL) |")
     try:
         import matplotlib
 
@@ -382,11 +395,12 @@ def write_report(out: Path, study: dict[str, Any], notes: str | None) -> tuple[P
         "",
         "## Verdict",
         "",
-        f"**{judged['verdict']}**"
-        + (
-            " - inconclusive at this scale: the models are below the gate, so no ranking is drawn."
+        (
+            "**inconclusive at this scale**: the models are below the gate (or no comparison "
+            "could be judged), so no ranking is drawn."
             if judged["verdict"] == "inconclusive"
-            else " (rules in `benchmarks/text_verdict.py`)."
+            else f"**The paper's ordering {judged['verdict']}** (rules in "
+            "`benchmarks/text_verdict.py`)."
         ),
         "",
         f"- Gate: MDLM MAUVE at its largest T (T={fmt(g['mdlm_T'])}) = {fmt(g['mdlm_mauve'])} "
@@ -471,7 +485,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ar", default="runs/text-ar/final")
     p.add_argument("--prism", default="runs/text-prism/final", help="PRISM fine-tune (optional)")
     p.add_argument("--udlm", default="runs/text-udlm/final", help="UDLM checkpoint (optional)")
-    p.add_argument("--steps", type=int, nargs="+", default=[16, 32, 64])
+    p.add_argument("--steps", type=int, nargs="+", default=[16, 32, 64],
+                   help="T of the baselines; corrector budgets run at the T whose NFE these cover")  # fmt: skip
     p.add_argument("--num-samples", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--draws", type=int, default=200, help="bootstrap resamples per point")

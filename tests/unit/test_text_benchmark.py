@@ -125,3 +125,15 @@ def test_entropy_within_five_percent_uses_the_data_row(tv):
     (comp,) = tv.comparisons(rows)
     assert comp["entropy_ok"] is False and comp["outcome"] == "worse"
     assert math.isclose(comp["gen_ppl"]["diff"], 20.0 - 250.0)
+
+
+def test_corrector_budgets_run_only_where_the_baselines_cover_their_nfe():
+    path = VERDICT.parent / "text.py"
+    spec = importlib.util.spec_from_file_location("text_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["text_benchmark"] = module
+    spec.loader.exec_module(module)
+    # every=1 costs 2T: T=8 (NFE 16) .. T=32 (NFE 64); every=4 costs T + T/4: T=16, 32
+    assert module.corrector_steps([16, 32, 64], 1, 1) == [8, 16, 32]
+    assert module.corrector_steps([16, 32, 64], 1, 4) == [16, 32]
+    assert module.corrector_steps([16, 32, 64, 128], 1, 1) == [8, 16, 32, 64]
