@@ -471,7 +471,8 @@ def write_report(out: Path, study: dict[str, Any], notes: str | None) -> tuple[P
         if r["steps"] in (None, largest):
             lines += [f"**{r['method']}**" + (f" (T={r['steps']})" if r["steps"] else "") + ":", ""]
             for text in r["examples"]:
-                lines += ["> " + " ".join(text.split())[:400], ""]
+                printable = "".join(ch if ch.isprintable() else " " for ch in text)
+                lines += ["> " + " ".join(printable.split())[:400], ""]
     path = out / PAGE
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return path, summary
