@@ -75,6 +75,10 @@ def test_command_outputs_respect_the_umask(tmp_path, umask):
 
 
 # ------------------------------------------------------------------- E8: signals during sample
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _sample_until_writing(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     """Start a long ``proseco sample`` and return once its temporary output file exists."""
     save_model(tmp_path / "model")
@@ -83,7 +87,10 @@ def _sample_until_writing(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
            "--num-samples", "1000000", "--batch-size", "1", "--steps", "2", "--device", "cpu",
            "--no-progress", "--output", str(out)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    # a pytest-xdist worker ignores SIGINT and a child inherits that (Python then installs no
+    # KeyboardInterrupt handler), so the child gets the default disposition back first
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=_default_sigint)  # fmt: skip
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".out.jsonl.*.tmp")):
         if proc.poll() is not None or time.monotonic() > deadline:
