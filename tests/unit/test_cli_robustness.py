@@ -109,8 +109,13 @@ def test_a_signal_during_sample_leaves_no_temporary_file_and_no_traceback(
     tmp_path, signum, status, words
 ):
     proc, out = _sample_until_writing(tmp_path)
-    proc.send_signal(signum)
-    _, err = proc.communicate(timeout=60)
+    try:
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:  # a sampler that ignored the signal must not outlive the test
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     err = err.decode()
     assert proc.returncode == status, err[-2000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1] == f"proseco sample: {words}"
