@@ -100,7 +100,48 @@ def _resolve(path: str | os.PathLike) -> tuple[str, bool]:
             f"model directory {text} does not exist; pass a directory written by `proseco train` "
             "or save_pretrained (or a hub name such as org/model)"
         )
+    _check_hub_reachable(text)
     return text, False
+
+
+def _hub_host() -> str:
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+
+
+def _check_hub_reachable(name: str) -> None:
+    """Fail at once for a hub name that is neither cached nor reachable.
+
+    Without this the hub client retries for about a minute before the same error. Nothing is
+    checked in offline mode (``HF_HUB_OFFLINE=1``: the cache alone is used) or when the name's
+    ``config.json`` is already in the local cache.
+
+    Raises:
+        ModelLoadError: the hub's host cannot be reached within a few seconds.
+    """
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return
+    except Exception:  # an invalid repo id: the hub client names the problem itself
+        return
+    host = _hub_host()
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError as err:
+        raise ModelLoadError(
+            f"{name} is not a local model directory, not in the hub cache, and {host} cannot be "
+            f"reached ({err.strerror or err}); pass a directory written by `proseco train` or "
+            "save_pretrained, or download the model where the hub is reachable"
+        ) from None
 
 
 def is_adapter_dir(path: str | os.PathLike) -> bool:
