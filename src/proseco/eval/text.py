@@ -309,23 +309,16 @@ def evaluator_features(
 ) -> torch.Tensor:
     """MAUVE features: the evaluator's last-layer hidden state at each text's last token.
 
-    Texts are encoded as in :func:`generative_perplexity` (context token first).
+    Texts are encoded as in :func:`generative_perplexity` (context token first); the pass is
+    :func:`score_texts`'s (its NLLs come free with it).
 
     Returns:
         float32 ``[N, hidden]`` on the CPU, in the order of ``texts``.
     """
-    rows = _encode(texts, evaluator, max_length)
-    device = evaluator.device
-    features: list[torch.Tensor | None] = [None] * len(rows)
-    for ids, mask, index in _batches(rows, batch_size, _pad_id(evaluator)):
-        ids, mask = ids.to(device), mask.to(device)
-        with _autocast(device, bf16):
-            out = evaluator.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        last = mask.sum(dim=1) - 1  # [B] position of the last real token
-        hidden = out.hidden_states[-1][torch.arange(len(index), device=device), last]
-        for b, i in enumerate(index):
-            features[i] = hidden[b].float().cpu()
-    return torch.stack(features) if features else torch.empty(0)
+    out = score_texts(
+        texts, evaluator, batch_size=batch_size, max_length=max_length, bf16=bf16, features=True
+    )
+    return out["features"]
 
 
 def mauve_available() -> bool:
