@@ -7,7 +7,10 @@ T=32) and a README with the exact command that produced it and, with ``--notes F
 tried to choose the recipe. Usage::
 
     python benchmarks/ship_checkpoints.py RUNS_DIR [--names mdlm proseco ...] [--prefix qm9-]
-        [--notes NOTES.md]
+        [--notes NOTES.md] [--dtype float16|float32]
+
+The weights are stored in float16 by default (half the bytes, so the package's assets stay under
+40 MB); ``proseco.load_pretrained`` loads them as float32 on a CPU.
 
 where ``RUNS_DIR/<prefix><name>`` is the ``--output-dir`` of ``proseco train qm9-<name>-cpu``.
 """
@@ -43,14 +46,29 @@ def _hours(rows: list[dict]) -> str:
     return f"{seconds / 60:.0f} min"
 
 
-def ship(run_dir: Path, name: str, notes: str = "") -> Path:
+def store_as(directory: Path, dtype: str) -> None:
+    """Rewrite the exported model in ``directory`` with its floating weights in ``dtype``."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    import proseco.models.dit  # noqa: F401  (registers the DiT with the Auto classes)
+
+    model = AutoModelForMaskedLM.from_pretrained(directory, dtype=torch.float32)
+    model.to(getattr(torch, dtype)).save_pretrained(directory)
+
+
+def ship(run_dir: Path, name: str, notes: str = "", dtype: str = "float16",
+         assets: Path = ASSETS) -> Path:  # fmt: skip
+    """Copy ``run_dir/final`` (plus its config, log and a README) to ``assets/name``."""
     final = run_dir / "final"
     if not (final / "config.json").exists():
         raise FileNotFoundError(f"{final} has no exported model; did the run finish?")
-    target = ASSETS / name
+    target = assets / name
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(final, tmp)
+    if dtype != "float32":
+        store_as(tmp, dtype)
     shutil.copy(run_dir / "config.yaml", tmp / "config.yaml")
     shutil.copy(run_dir / "metrics.jsonl", tmp / "metrics.jsonl")
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -80,6 +98,8 @@ def ship(run_dir: Path, name: str, notes: str = "") -> Path:
             f"corrector NLL {last.get('corrector_nll', float('nan')):.4f}."
         )
     readme.append("")
+    readme.append(f"The weights are stored in {dtype}; `proseco.load_pretrained` loads them as "
+                  "float32 on a CPU.")  # fmt: skip
     readme.append("`config.yaml` is the resolved config, `metrics.jsonl` the full training log,")
     readme.append("`sampling_config.json` the decoding settings `proseco.load_pretrained` returns.")
     if notes:
@@ -101,10 +121,12 @@ def main() -> None:
     )
     parser.add_argument("--prefix", default="", help="run directories are RUNS_DIR/PREFIXNAME")
     parser.add_argument("--notes", type=Path, default=None, help="markdown appended to READMEs")
+    parser.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16",
+                        help="precision of the stored weights")  # fmt: skip
     args = parser.parse_args()
     notes = args.notes.read_text() if args.notes else ""
     for name in args.names:
-        print("shipped", ship(args.runs_dir / f"{args.prefix}{name}", name, notes))
+        print("shipped", ship(args.runs_dir / f"{args.prefix}{name}", name, notes, args.dtype))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ Every failure to load raises :class:`~proseco.errors.ModelLoadError` with the pa
 
 from __future__ import annotations
 
+import json
 import os
 from functools import partial
 from pathlib import Path
@@ -240,6 +241,21 @@ def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {list(_DTYPES)}") from None
 
 
+def _cpu_dtype(location: str) -> torch.dtype | None:
+    """float32 for a local DiT directory saved in float16/bfloat16, else ``None`` (as saved).
+
+    The shipped QM9 checkpoints are stored in float16 to keep the package small; on a CPU, half
+    precision matmuls are slow (or emulated) and the samplers' numerics are pinned in float32, so
+    ``dtype=None`` on a CPU upcasts them. Pass ``dtype="float16"`` to keep the stored precision.
+    """
+    try:
+        config = json.loads((Path(location) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # from_pretrained reports an unreadable config.json in one line
+    saved = config.get("dtype") or config.get("torch_dtype") if isinstance(config, dict) else None
+    return torch.float32 if saved in ("float16", "bfloat16") else None
+
+
 def _adapter_of(location: str, adapter: str | None) -> str:
     from proseco.models.hub import ADAPTERS, detect_adapter, read_config_json
 
@@ -297,6 +313,8 @@ def load_model(
         if gradient_checkpointing:
             model.gradient_checkpointing_enable()
         return model.to(device).eval()
+    if torch_dtype is None and local and torch.device(device).type == "cpu":
+        torch_dtype = _cpu_dtype(location)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
@@ -348,7 +366,8 @@ def load_pretrained(
     Args:
         path: a ``save_pretrained`` directory (e.g. a run's ``final/``) or a hub name.
         device: where to put the model.
-        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype (default: as saved).
+        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype (default: as saved,
+            except that a local proseco DiT saved in half precision loads as float32 on a CPU).
         trust_remote_code: allow hub models that ship their own modelling code (LLaDA, Dream).
         adapter: ``"proseco"``, ``"llada"``, ``"dream"`` or ``"masked_lm"`` (default: detected
             from ``config.json``); see :mod:`proseco.models.hub`.

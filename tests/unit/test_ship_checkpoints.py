@@ -1,0 +1,77 @@
+"""Shipped checkpoints are stored in float16 and load as float32 on a CPU with the same outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from proseco import load_pretrained
+from proseco.pretrained import shipped_checkpoints
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ship_checkpoints.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("ship_checkpoints", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_run(tmp_path: Path) -> Path:
+    """A run directory (final/, config.yaml, metrics.jsonl) made from a shipped checkpoint."""
+    source = shipped_checkpoints()["mdlm-ring"]
+    run = tmp_path / "run"
+    shutil.copytree(source, run / "final")
+    shutil.copy(source / "config.yaml", run / "config.yaml")
+    shutil.copy(source / "metrics.jsonl", run / "metrics.jsonl")
+    return run
+
+
+def _stored_dtypes(directory: Path) -> set[str]:
+    with safe_open(str(directory / "model.safetensors"), "pt") as f:
+        return {str(f.get_slice(k).get_dtype()) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+
+
+def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(ids)
+    return (out.logits if hasattr(out, "logits") else out).float()
+
+
+def test_ship_stores_float16_and_cpu_loading_upcasts(tmp_path):
+    run = _fake_run(tmp_path)
+    reference = load_pretrained(run / "final", dtype="float32").model
+    target = _script().ship(run, "mdlm-ring", dtype="float16", assets=tmp_path / "assets")
+
+    assert _stored_dtypes(target) == {"F16"}
+    assert json.loads((target / "config.json").read_text()).get("dtype") == "float16"
+    assert "stored in float16" in (target / "README.md").read_text()
+
+    loaded = load_pretrained(target)
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+    ids = torch.randint(
+        0, reference.config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(0)
+    )
+    expected, got = _logits(reference, ids), _logits(loaded.model, ids)
+    # float16 keeps ~3 decimal digits: the logits move by far less than their spread
+    assert (got - expected).abs().max() < 0.05 * expected.std()
+    assert not torch.equal(got, expected) or _stored_dtypes(run / "final") == {"F16"}
+
+
+def test_an_explicit_dtype_keeps_the_stored_precision(tmp_path):
+    run = _fake_run(tmp_path)
+    target = _script().ship(run, "mdlm-ring", dtype="float16", assets=tmp_path / "assets")
+    model = load_pretrained(target, dtype="float16").model
+    assert {p.dtype for p in model.parameters()} == {torch.float16}
+
+
+def test_float32_shipping_leaves_the_weights_as_they_are(tmp_path):
+    run = _fake_run(tmp_path)
+    target = _script().ship(run, "mdlm-ring", dtype="float32", assets=tmp_path / "assets")
+    assert _stored_dtypes(target) == _stored_dtypes(run / "final")
