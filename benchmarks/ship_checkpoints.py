@@ -58,8 +58,12 @@ def store_as(directory: Path, dtype: str) -> None:
 
 
 def ship(run_dir: Path, name: str, notes: str = "", dtype: str = "float16",
-         assets: Path = ASSETS) -> Path:  # fmt: skip
-    """Copy ``run_dir/final`` (plus its config, log and a README) to ``assets/name``."""
+         assets: Path = ASSETS, recipe: str = "qm9-{name}-cpu") -> Path:  # fmt: skip
+    """Copy ``run_dir/final`` (plus its config, log and a README) to ``assets/name``.
+
+    ``recipe`` names the shipped recipe that produced the run (``{name}`` is filled in).
+    """
+    recipe = recipe.format(name=name)
     final = run_dir / "final"
     if not (final / "config.json").exists():
         raise FileNotFoundError(f"{final} has no exported model; did the run finish?")
@@ -78,10 +82,10 @@ def ship(run_dir: Path, name: str, notes: str = "", dtype: str = "float16",
     readme = [
         f"# QM9 checkpoint `{name}`",
         "",
-        f"Produced by the committed recipe `qm9-{name}-cpu` on a 2-core CPU (one torch thread):",
+        f"Produced by the committed recipe `{recipe}` on a 2-core CPU (one torch thread):",
         "",
         "```",
-        f"OMP_NUM_THREADS=1 proseco train qm9-{name}-cpu --output-dir runs/{name} "
+        f"OMP_NUM_THREADS=1 proseco train {recipe} --output-dir runs/{name} "
         "--train.progress_bar false",
         "```",
         "",
@@ -123,10 +127,17 @@ def main() -> None:
     parser.add_argument("--notes", type=Path, default=None, help="markdown appended to READMEs")
     parser.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16",
                         help="precision of the stored weights")  # fmt: skip
+    parser.add_argument("--recipe", default="qm9-{name}-cpu",
+                        help="the recipe that produced each run ({name} is filled in)")  # fmt: skip
     args = parser.parse_args()
     notes = args.notes.read_text() if args.notes else ""
     for name in args.names:
-        print("shipped", ship(args.runs_dir / f"{args.prefix}{name}", name, notes, args.dtype))
+        print(
+            "shipped",
+            ship(
+                args.runs_dir / f"{args.prefix}{name}", name, notes, args.dtype, recipe=args.recipe
+            ),
+        )
 
 
 if __name__ == "__main__":
