@@ -5,6 +5,7 @@ evaluator)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -127,13 +128,50 @@ def test_entropy_within_five_percent_uses_the_data_row(tv):
     assert math.isclose(comp["gen_ppl"]["diff"], 20.0 - 250.0)
 
 
-def test_corrector_budgets_run_only_where_the_baselines_cover_their_nfe():
+def _text_module():
     path = VERDICT.parent / "text.py"
     spec = importlib.util.spec_from_file_location("text_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["text_benchmark"] = module
     spec.loader.exec_module(module)
+    return module
+
+
+def test_corrector_budgets_run_only_where_the_baselines_cover_their_nfe():
+    module = _text_module()
     # every=1 costs 2T: T=8 (NFE 16) .. T=32 (NFE 64); every=4 costs T + T/4: T=16, 32
     assert module.corrector_steps([16, 32, 64], 1, 1) == [8, 16, 32]
     assert module.corrector_steps([16, 32, 64], 1, 4) == [16, 32]
     assert module.corrector_steps([16, 32, 64, 128], 1, 1) == [8, 16, 32, 64]
+
+
+def _page_row(method, steps, mauve):
+    return {"method": method, "steps": steps, "nfe": steps, "corrector_nfe": 0.0, "seconds": 1.0,
+            "gen_ppl": 400.0, "mauve": mauve, "entropy": 4.3, "distinct2": 0.9, "distinct3": 0.99,
+            "mean_tokens": 128.0, "num_samples": 4, "examples": ["a b c"], "boot": {"mauve": [mauve] * 3},
+            "intervals": {"mauve": [mauve, mauve], "gen_ppl": [390.0, 410.0]}}  # fmt: skip
+
+
+def _info(command):
+    return {"command": command, "date": "2026-12-05 00:00 UTC", "platform": "x86_64",
+            "threads": 1, "seed": 0, "draws": 0, "device": "cpu", "framing": "research",
+            "num_samples": 4, "num_reference": 4, "mdlm_nelbo": 3.5, "bigram_nelbo": 3.8,
+            "bigram_lambda": 0.97, "evaluator_precision": "float32", "models": "mdlm `m`"}  # fmt: skip
+
+
+def test_a_page_from_merged_rows_names_every_run_and_writes_the_rows(tmp_path):
+    module = _text_module()
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"rows": [_page_row("MDLM", 16, 0.05), _page_row("MDLM", 64, 0.12)],
+                             "info": _info("python benchmarks/text.py --steps 16 64")}))  # fmt: skip
+    b.write_text(json.dumps({"rows": [_page_row("MDLM", 128, 0.09), _page_row("MDLM", 64, 0.9)],
+                             "info": _info("python benchmarks/text.py --steps 128")}))  # fmt: skip
+    out = tmp_path / "page"
+    assert module.main(["--from-json", str(a), str(b), "--out", str(out)]) == 0
+    page = (out / "text_kjv.md").read_text()
+    assert "--steps 16 64" in page and "--steps 128" in page and "--from-json" in page
+    rows = json.loads((out / "text_kjv_rows.json").read_text())["rows"]
+    # the first file wins a (method, T) both hold; the largest T is the gate's point
+    assert [(r["steps"], r["mauve"]) for r in rows] == [(16, 0.05), (64, 0.12), (128, 0.09)]
+    summary = json.loads((out / "text_summary.json").read_text())
+    assert summary["gate"]["mdlm_mauve"] == 0.09 and summary["verdict"] == "inconclusive"
