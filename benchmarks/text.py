@@ -459,6 +459,8 @@ def write_report(out: Path, study: dict[str, Any], notes: str | None) -> tuple[P
             return "not in range"
         return f"{d['diff']:+.{digits}f} [{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]"
 
+    if not comps:
+        lines[-2:] = ["No ProSeCo row was sampled, so there is nothing to compare."]
     for c in comps:
         lines.append(f"| {c['proseco']} | {fmt(c['T'])} | {fmt(c['nfe'], 1)} | {c['vs']} | "
                      f"{diff(c['mauve'], 3)} | {diff(c['gen_ppl'], 1)} | {fmt(c['entropy_ok'])} | "
@@ -533,7 +535,7 @@ def load_studies(paths: list[str]) -> dict[str, Any]:
     """Merge rows files: the first row of each (method, T) wins; info from the first file."""
     merged: dict[str, Any] = {"rows": [], "info": None}
     seen = set()
-    sources = []
+    sources, models = [], {}
     for path in paths:
         study = json.loads(Path(path).read_text(encoding="utf-8"))
         merged["info"] = merged["info"] or dict(study["info"])
@@ -541,15 +543,22 @@ def load_studies(paths: list[str]) -> dict[str, Any]:
             {
                 "command": study["info"]["command"],
                 "date": study["info"]["date"],
-                "rows": sorted({f"{r['method']} T={r['steps']}" for r in study["rows"]}),
+                "rows": sorted(
+                    {
+                        r["method"] + (f" T={r['steps']}" if r["steps"] else "")
+                        for r in study["rows"]
+                    }
+                ),  # fmt: skip
             }
         )
+        models.update(dict.fromkeys(study["info"]["models"].split(", ")))
         for row in study["rows"]:
             if (row["method"], row["steps"]) not in seen:
                 merged["rows"].append(row)
                 seen.add((row["method"], row["steps"]))
     if len(paths) > 1:
         merged["info"]["sources"] = sources
+        merged["info"]["models"] = ", ".join(models)
     return merged
 
 
