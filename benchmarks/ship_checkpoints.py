@@ -7,12 +7,13 @@ T=32) and a README with the exact command that produced it and, with ``--notes F
 tried to choose the recipe. Usage::
 
     python benchmarks/ship_checkpoints.py RUNS_DIR [--names mdlm proseco ...] [--prefix qm9-]
-        [--notes NOTES.md] [--dtype float16|float32]
+        [--suffix -small] [--recipe 'qm9-{name}-small-cpu'] [--notes NOTES.md]
+        [--dtype float16|float32]
 
 The weights are stored in float16 by default (half the bytes, so the package's assets stay under
 40 MB); ``proseco.load_pretrained`` loads them as float32 on a CPU.
 
-where ``RUNS_DIR/<prefix><name>`` is the ``--output-dir`` of ``proseco train qm9-<name>-cpu``.
+where ``RUNS_DIR/<prefix><name><suffix>`` is the ``--output-dir`` of ``proseco train qm9-<name>-cpu``.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def main() -> None:
         default=["mdlm", "proseco", "mdlm-ring", "proseco-ring", "mdlm-qed", "proseco-qed"],
     )
     parser.add_argument("--prefix", default="", help="run directories are RUNS_DIR/PREFIXNAME")
+    parser.add_argument("--suffix", default="", help="... or RUNS_DIR/PREFIXNAMESUFFIX")
     parser.add_argument("--notes", type=Path, default=None, help="markdown appended to READMEs")
     parser.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16",
                         help="precision of the stored weights")  # fmt: skip
@@ -135,7 +137,11 @@ def main() -> None:
         print(
             "shipped",
             ship(
-                args.runs_dir / f"{args.prefix}{name}", name, notes, args.dtype, recipe=args.recipe
+                args.runs_dir / f"{args.prefix}{name}{args.suffix}",
+                name,
+                notes,
+                args.dtype,
+                recipe=args.recipe,
             ),
         )
 
