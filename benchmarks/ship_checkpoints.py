@@ -7,7 +7,7 @@ T=32) and a README with the exact command that produced it and, with ``--notes F
 tried to choose the recipe. Usage::
 
     python benchmarks/ship_checkpoints.py RUNS_DIR [--names mdlm proseco ...] [--prefix qm9-]
-        [--suffix -small] [--recipe 'qm9-{name}-small-cpu'] [--notes NOTES.md]
+        [--suffix=-small] [--recipe 'qm9-{name}-small-cpu'] [--notes NOTES.md]
         [--dtype float16|float32]
 
 The weights are stored in float16 by default (half the bytes, so the package's assets stay under
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import yaml
@@ -133,6 +134,13 @@ def main() -> None:
                         help="the recipe that produced each run ({name} is filled in)")  # fmt: skip
     args = parser.parse_args()
     notes = args.notes.read_text() if args.notes else ""
+    missing = [n for n in args.names
+               if not (args.runs_dir / f"{args.prefix}{n}{args.suffix}" / "final" / "config.json").is_file()]  # fmt: skip
+    if missing:
+        print(f"ship_checkpoints: no finished run for {', '.join(missing)} in {args.runs_dir} "
+              "(looked for PREFIXNAMESUFFIX/final/config.json); finish or --resume the training "
+              "first", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
     for name in args.names:
         print(
             "shipped",
