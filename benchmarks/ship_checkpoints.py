@@ -112,8 +112,12 @@ def ship(run_dir: Path, name: str, notes: str = "", dtype: str = "float16",
         readme += ["", notes.strip()]
     (tmp / "README.md").write_text("\n".join(readme) + "\n")
     default_sampling_config(config).save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
+    old = target.with_name(target.name + ".old")  # a kill between the renames loses nothing
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
     tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
     return target
 
 

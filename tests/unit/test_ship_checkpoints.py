@@ -75,3 +75,14 @@ def test_float32_shipping_leaves_the_weights_as_they_are(tmp_path):
     run = _fake_run(tmp_path)
     target = _script().ship(run, "mdlm-ring", dtype="float32", assets=tmp_path / "assets")
     assert _stored_dtypes(target) == _stored_dtypes(run / "final")
+
+
+def test_shipping_again_replaces_the_directory_and_leaves_no_temporaries(tmp_path):
+    run = _fake_run(tmp_path)
+    assets = tmp_path / "assets"
+    _script().ship(run, "mdlm-ring", dtype="float32", assets=assets)
+    (assets / "mdlm-ring" / "stale.txt").write_text("from the last ship")
+    _script().ship(run, "mdlm-ring", dtype="float16", assets=assets)
+    assert sorted(p.name for p in assets.iterdir()) == ["mdlm-ring"]
+    assert not (assets / "mdlm-ring" / "stale.txt").exists()
+    assert _stored_dtypes(assets / "mdlm-ring") == {"F16"}
