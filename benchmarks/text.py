@@ -181,13 +181,14 @@ class Scorer:
     """Per-sample metrics of token rows, point values and bootstrap replicates of each."""
 
     def __init__(self, evaluator: Any, tokenizer: Any, reference: torch.Tensor, *,
-                 framing: str, mauve: bool, draws: int, seed: int, bf16: bool) -> None:  # fmt: skip
+                 framing: str, mauve: bool, draws: int, seed: int, bf16: bool,
+                 quantizations: int = 10) -> None:  # fmt: skip
         from proseco.eval.text import mauve_available, score_texts
 
         self.evaluator, self.tokenizer, self.framing = evaluator, tokenizer, framing
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         self.mauve, self.draws, self.seed = mauve and mauve_available(), draws, seed
-        self.bf16 = bf16
+        self.bf16, self.quantizations = bf16, quantizations
         self.reference = None
         if self.mauve:
             texts = self.texts(self.frame(reference))
@@ -232,7 +233,7 @@ class Scorer:
         if self.mauve:
             point["mauve"], boot["mauve"] = mauve_replicates(
                 self.reference.numpy(), scored["features"].numpy(), draws=self.draws,
-                seed=self.seed,
+                seed=self.seed, quantizations=self.quantizations,
             )  # fmt: skip
         intervals = {k: percentile_interval(boot[k], center=point[k])
                      for k in METRICS if boot[k] is not None}  # fmt: skip
@@ -244,6 +245,7 @@ class Scorer:
             **point,
             "mean_tokens": sum(map(len, framed)) / len(framed),
             "num_samples": len(texts),
+            "mauve_quantizations": self.quantizations if self.mauve else None,
             "intervals": {k: [round(v, 6) for v in iv] for k, iv in intervals.items()},
             "boot": {
                 k: [float(f"{v:.6g}") for v in b.tolist()] for k, b in boot.items() if b is not None
@@ -428,9 +430,8 @@ def write_report(out: Path, study: dict[str, Any], notes: str | None) -> tuple[P
         "features, package defaults. Entropy: mean per-sample unigram entropy of the model's own "
         "ids (nats); distinct-n: unique n-grams over all n-grams per sample, mean.",
         f"- Intervals: 95 % bootstrap over the samples of each point ({info['draws']} draws, "
-        "bias-corrected percentiles); MAUVE's resample the samples' cluster histogram with the "
-        "quantization held fixed. Comparisons at equal NFE read the baseline's curve linearly in "
-        "log NFE, replicate by replicate.",
+        f"bias-corrected percentiles). {mauve_method(rows)} Comparisons at equal NFE read the "
+        "baseline's curve linearly in log NFE, replicate by replicate.",
         "- Data row: 128-token chunks of the training chapters (the held-out chapters are the MAUVE "
         "reference; there are not enough of them for both), scored the same way.",
         f"- NFE: model calls per sample as the sampler reports them; seconds: sampling wall time of "
@@ -494,6 +495,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--draws", type=int, default=200, help="bootstrap resamples per point")
+    p.add_argument("--mauve-quantizations", type=int, default=10,
+                   help="k-means seeds MAUVE is averaged over (its intervals carry their spread)")  # fmt: skip
     p.add_argument("--framing", choices=("research", "eos-cut"), default="research")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -514,11 +517,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--notes", help="a markdown file appended to the report (observations)")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
+    for name in ("num_samples", "draws", "mauve_quantizations"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.quick:
         args.num_samples, args.steps, args.draws = 24, [8, 16], 50
         if args.out == p.get_default("out"):  # a smoke test never overwrites the committed page
             args.out = "runs/text-quick"
     return args
+
+
+def mauve_method(rows: list[dict[str, Any]]) -> str:
+    """How each row's MAUVE point and interval were computed (rows before the option: 1 seed)."""
+    by_count: dict[int, list[str]] = {}
+    for r in rows:
+        if r.get("mauve") is not None:
+            label = r["method"] + (f" T={r['steps']}" if r["steps"] else "")
+            by_count.setdefault(r.get("mauve_quantizations") or 1, []).append(label)
+    parts = []
+    for count, labels in sorted(by_count.items()):
+        which = "" if len(by_count) == 1 else f" ({', '.join(labels)})"
+        if count == 1:
+            parts.append(f"MAUVE{which}: the package's score at the seed; its interval resamples "
+                         "the samples' cluster histogram with the k-means quantization held fixed, "
+                         "so it leaves out the quantization's own spread.")  # fmt: skip
+        else:
+            parts.append(f"MAUVE{which}: the mean over {count} k-means seeds; its replicates "
+                         "cycle through those quantizations and resample the samples' cluster "
+                         "histogram under each, so the interval carries both spreads.")  # fmt: skip
+    return " ".join(parts)
 
 
 def sources_lines(sources: list[dict[str, Any]] | None) -> list[str]:
@@ -640,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluator = load_evaluator(args.evaluator, device=args.device)
     scorer = Scorer(evaluator, tokenizer, reference, framing=args.framing,
                     mauve=not args.no_mauve, draws=args.draws, seed=args.seed,
-                    bf16=args.bf16)  # fmt: skip
+                    bf16=args.bf16, quantizations=args.mauve_quantizations)  # fmt: skip
 
     def add(method: str, steps: int | None, result: dict[str, Any]) -> None:
         start = time.perf_counter()

@@ -58,3 +58,38 @@ def test_mauve_interval_separates_a_shifted_sample_and_covers_its_point():
     assert hi_f < lo_n  # far from the reference: a lower score, and the intervals say so
     diff = r_near - r_far
     assert percentile_interval(diff, center=m_near - m_far)[0] > 0
+
+
+def _shifted_pair(shift: float = 0.3):
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(300, 16, generator=g).numpy()
+    q = (torch.randn(300, 16, generator=g) + shift).numpy()
+    return p, q
+
+
+def test_mauve_point_is_the_package_score_or_its_mean_over_k_means_seeds():
+    mauve = pytest.importorskip("mauve")
+    p, q = _shifted_pair()
+    per_seed = [mauve.compute_mauve(p_features=p, q_features=q, seed=s, verbose=False).mauve
+                for s in (5, 6, 7)]  # fmt: skip
+    assert mauve_replicates(p, q, draws=4, seed=5, quantizations=1)[0] == per_seed[0]
+    point, reps = mauve_replicates(p, q, draws=4, seed=5, quantizations=3)
+    assert point == pytest.approx(sum(per_seed) / 3)
+    assert reps.shape == (4,)
+    with pytest.raises(ValueError, match="quantizations"):
+        mauve_replicates(p, q, draws=4, quantizations=0)
+
+
+def test_mauve_interval_carries_the_spread_of_the_quantization():
+    mauve = pytest.importorskip("mauve")
+    p, q = _shifted_pair()
+    per_seed = [mauve.compute_mauve(p_features=p, q_features=q, seed=s, verbose=False).mauve
+                for s in range(10)]  # fmt: skip
+    intervals = {}
+    for k in (1, 10):
+        point, reps = mauve_replicates(p, q, draws=200, quantizations=k)
+        intervals[k] = percentile_interval(reps, center=point)
+    fixed, varied = intervals[1], intervals[10]
+    # one quantization: the histogram's noise only, and some seeds' scores fall outside it
+    assert not all(fixed[0] <= m <= fixed[1] for m in per_seed)
+    assert all(varied[0] <= m <= varied[1] for m in per_seed)

@@ -175,3 +175,23 @@ def test_a_page_from_merged_rows_names_every_run_and_writes_the_rows(tmp_path):
     assert [(r["steps"], r["mauve"]) for r in rows] == [(16, 0.05), (64, 0.12), (128, 0.09)]
     summary = json.loads((out / "text_summary.json").read_text())
     assert summary["gate"]["mdlm_mauve"] == 0.09 and summary["verdict"] == "inconclusive"
+
+
+def test_the_page_says_how_each_rows_mauve_was_computed():
+    module = _text_module()
+    old, new = (
+        _page_row("MDLM", 64, 0.1),
+        {**_page_row("MDLM", 128, 0.1), "mauve_quantizations": 10},
+    )
+    assert "held fixed" in module.mauve_method([old]) and "seeds" not in module.mauve_method([old])
+    assert "mean over 10 k-means seeds" in module.mauve_method([new])
+    mixed = module.mauve_method([old, new])
+    assert "(MDLM T=64)" in mixed and "(MDLM T=128)" in mixed
+
+
+def test_bad_counts_are_one_line_and_exit_2(capsys):
+    module = _text_module()
+    for flag in ("--mauve-quantizations", "--draws", "--num-samples"):
+        with pytest.raises(SystemExit) as e:
+            module.parse_args([flag, "0"])
+        assert e.value.code == 2 and "must be >= 1" in capsys.readouterr().err
