@@ -10,10 +10,10 @@ tried to choose the recipe. Usage::
         [--suffix=-small] [--recipe 'qm9-{name}-small-cpu'] [--notes NOTES.md]
         [--dtype float16|float32]
 
-The weights are stored in float16 by default (half the bytes, so the package's assets stay under
-40 MB); ``proseco.load_pretrained`` loads them as float32 on a CPU.
-
-where ``RUNS_DIR/<prefix><name><suffix>`` is the ``--output-dir`` of ``proseco train qm9-<name>-cpu``.
+where ``RUNS_DIR/<prefix><name><suffix>`` is the ``--output-dir`` of the run's recipe
+(``--recipe``, default ``qm9-<name>-cpu``). The weights are stored in float16 by default (half
+the bytes, so the package's assets stay under 40 MB); ``proseco.load_pretrained`` loads them as
+float32 on a CPU.
 """
 
 from __future__ import annotations
@@ -138,24 +138,15 @@ def main() -> None:
                         help="the recipe that produced each run ({name} is filled in)")  # fmt: skip
     args = parser.parse_args()
     notes = args.notes.read_text() if args.notes else ""
-    missing = [n for n in args.names
-               if not (args.runs_dir / f"{args.prefix}{n}{args.suffix}" / "final" / "config.json").is_file()]  # fmt: skip
+    run_dirs = {name: args.runs_dir / f"{args.prefix}{name}{args.suffix}" for name in args.names}
+    missing = [n for n, d in run_dirs.items() if not (d / "final" / "config.json").is_file()]
     if missing:
         print(f"ship_checkpoints: no finished run for {', '.join(missing)} in {args.runs_dir} "
               "(looked for PREFIXNAMESUFFIX/final/config.json); finish or --resume the training "
               "first", file=sys.stderr)  # fmt: skip
         raise SystemExit(2)
-    for name in args.names:
-        print(
-            "shipped",
-            ship(
-                args.runs_dir / f"{args.prefix}{name}{args.suffix}",
-                name,
-                notes,
-                args.dtype,
-                recipe=args.recipe,
-            ),
-        )
+    for name, run_dir in run_dirs.items():
+        print("shipped", ship(run_dir, name, notes, args.dtype, recipe=args.recipe))
 
 
 if __name__ == "__main__":

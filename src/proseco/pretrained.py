@@ -29,7 +29,6 @@ Every failure to load raises :class:`~proseco.errors.ModelLoadError` with the pa
 
 from __future__ import annotations
 
-import json
 import os
 from functools import partial
 from pathlib import Path
@@ -248,11 +247,13 @@ def _cpu_dtype(location: str) -> torch.dtype | None:
     precision matmuls are slow (or emulated) and the samplers' numerics are pinned in float32, so
     ``dtype=None`` on a CPU upcasts them. Pass ``dtype="float16"`` to keep the stored precision.
     """
+    from proseco.models.hub import read_config_json
+
     try:
-        config = json.loads((Path(location) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = read_config_json(location)
+    except ModelLoadError:
         return None  # from_pretrained reports an unreadable config.json in one line
-    saved = config.get("dtype") or config.get("torch_dtype") if isinstance(config, dict) else None
+    saved = config.get("dtype") or config.get("torch_dtype")
     return torch.float32 if saved in ("float16", "bfloat16") else None
 
 
