@@ -1,0 +1,161 @@
+"""Does a stored copy of a QM9 model sample the same molecules as the original? (issue 25)
+
+Samples the same number of molecules, with the same seed and decoding settings, from a reference
+model directory (e.g. a run's float32 ``final/``) and a candidate (e.g. its float16 copy in
+``src/proseco/assets/qm9/``), and compares their validity. Because both draw the same random
+numbers, the samples are paired: the difference in validity gets a paired bootstrap interval,
+and the share of identical molecules shows how often the rounding changed a sample at all.
+Usage::
+
+    python benchmarks/qm9_precision_check.py REFERENCE_DIR CANDIDATE_DIR [--steps 32]
+        [--num-samples 1000] [--seed 0] [--json OUT.json]
+
+The decoding settings are the candidate's ``sampling_config.json`` with ``--steps`` (default: the
+model's length, i.e. T=32) replacing its number of steps; molecules end at their first ``<eos>``.
+The verdict is "same within noise" when the 95 % interval of the paired difference holds 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def paired_difference(
+    reference: torch.Tensor, candidate: torch.Tensor, draws: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``candidate - reference`` with a paired percentile-bootstrap 95 % interval.
+
+    Args:
+        reference, candidate: ``(n,)`` 0/1 outcomes of the same ``n`` paired draws.
+
+    Returns:
+        ``(difference, low, high)`` as fractions.
+    """
+    if reference.shape != candidate.shape or reference.ndim != 1 or len(reference) == 0:
+        raise ValueError("reference and candidate must be equal-length non-empty 1-D tensors")
+    diff = candidate.double() - reference.double()
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(len(diff), (draws, len(diff)), generator=generator)
+    means = diff[index].mean(dim=1)
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return float(diff.mean()), float(low), float(high)
+
+
+def load(path: Path):
+    """``(model, tokenizer, sampling_config, stored_dtype)`` of the model directory ``path``."""
+    from proseco.pretrained import load_pretrained
+
+    model, tokenizer, sampling = load_pretrained(path)
+    config = json.loads((path / "config.json").read_text())
+    stored = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return model, tokenizer, sampling, stored
+
+
+def sample_validity(
+    model, tokenizer, sampling, steps: int | None, num_samples: int, seed: int, batch_size: int
+):
+    """``(smiles, valid, sampling_config)``: ``num_samples`` molecules, ``valid`` ``(n,)`` bool."""
+    from proseco.chem import canonicalize
+    from proseco.eval.study import SamplerSetting, generate
+
+    length = int(getattr(model.config, "max_length", 32))
+    sampling = dataclasses.replace(sampling, steps=steps or length)
+    result = generate(
+        model,
+        tokenizer,
+        SamplerSetting("check", "check", sampling),
+        num_samples=num_samples,
+        batch_size=batch_size,
+        seed=seed,
+        length=length,
+        eos_rule="first",
+    )
+    valid = torch.tensor([canonicalize(s) is not None for s in result["smiles"]], dtype=torch.bool)
+    return result["smiles"], valid, sampling
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("reference", type=Path, help="model directory sampled as the reference")
+    parser.add_argument("candidate", type=Path, help="model directory compared with it")
+    parser.add_argument("--steps", type=int, default=None, help="unmasking steps (default: length)")
+    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    args = parser.parse_args(argv)
+    for name in ("num_samples", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from proseco.errors import ProsecoError
+
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    try:  # both load before either samples, so a bad path fails at once
+        loaded = {role: load(getattr(args, role)) for role in ("reference", "candidate")}
+    except ProsecoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ref_smiles, ref_valid, sampling = sample_validity(
+        *loaded["reference"][:3], args.steps, args.num_samples, args.seed, args.batch_size
+    )
+    cand_smiles, cand_valid, _ = sample_validity(
+        *loaded["candidate"][:3], args.steps, args.num_samples, args.seed, args.batch_size
+    )
+    ref_dtype, cand_dtype = loaded["reference"][3], loaded["candidate"][3]
+    diff, low, high = paired_difference(ref_valid, cand_valid, seed=args.seed)
+    identical = sum(a == b for a, b in zip(ref_smiles, cand_smiles)) / len(ref_smiles)
+    same = low <= 0.0 <= high
+    summary = {
+        "reference": {
+            "path": args.reference.name,
+            "stored_dtype": ref_dtype,
+            "validity": float(ref_valid.double().mean()),
+        },
+        "candidate": {
+            "path": args.candidate.name,
+            "stored_dtype": cand_dtype,
+            "validity": float(cand_valid.double().mean()),
+        },
+        "steps": sampling.steps,
+        "corrector": None if sampling.corrector is None else sampling.corrector.steps,
+        "num_samples": args.num_samples,
+        "seed": args.seed,
+        "eos_rule": "first",
+        "difference": diff,
+        "difference_interval": [low, high],
+        "identical_share": identical,
+        "verdict": "same within noise" if same else "differs",
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    print(
+        f"T={sampling.steps}, {args.num_samples} samples, seed {args.seed}, first <eos>\n"
+        f"  reference ({ref_dtype}): validity {100 * summary['reference']['validity']:.1f} %\n"
+        f"  candidate ({cand_dtype}): validity {100 * summary['candidate']['validity']:.1f} %\n"
+        f"  paired difference {100 * diff:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}];"
+        f" identical molecules {100 * identical:.1f} %\n"
+        f"  verdict: {summary['verdict']}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

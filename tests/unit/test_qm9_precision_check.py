@@ -1,0 +1,77 @@
+"""benchmarks/qm9_precision_check.py: paired validity comparison of two stored copies of a model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from proseco.pretrained import shipped_checkpoints
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "qm9_precision_check.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("qm9_precision_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_difference_by_hand():
+    script = _script()
+    reference = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0])
+    candidate = torch.tensor([1, 1, 1, 1, 0, 0, 1, 0])  # one pair flips 0 -> 1: +1/8
+    diff, low, high = script.paired_difference(reference, candidate, draws=4000)
+    assert diff == pytest.approx(0.125)
+    # Each resampled mean is k/8 with k ~ Binomial(8, 1/8): P(k = 0) = (7/8)^8 = 0.34 > 0.025.
+    assert low == 0.0
+    assert 0.25 <= high <= 0.5
+    same = script.paired_difference(reference, reference)
+    assert same == (0.0, 0.0, 0.0)
+
+
+def test_paired_difference_detects_a_shift_an_unpaired_interval_would_miss():
+    script = _script()
+    gen = torch.Generator().manual_seed(0)
+    reference = (torch.rand(1000, generator=gen) < 0.5).long()
+    candidate = reference.clone()
+    zeros = (reference == 0).nonzero().flatten()[:40]
+    candidate[zeros] = 1  # 40 of 1000 paired outcomes flip: +4 points, nothing else moves
+    diff, low, high = script.paired_difference(reference, candidate)
+    assert diff == pytest.approx(0.04)
+    assert low > 0.02  # excludes 0; two independent 1000-sample Wilson intervals would overlap
+
+
+def test_paired_difference_rejects_unpaired_input():
+    script = _script()
+    with pytest.raises(ValueError, match="equal-length"):
+        script.paired_difference(torch.ones(3), torch.ones(4))
+
+
+def test_same_weights_give_identical_molecules(tmp_path, capsys):
+    source = shipped_checkpoints()["mdlm"]
+    copy = tmp_path / "copy"
+    shutil.copytree(source, copy)
+    out = tmp_path / "check.json"
+    args = [str(source), str(copy), "--steps", "4", "--num-samples", "24", "--batch-size", "12"]
+    assert _script().main([*args, "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["identical_share"] == 1.0
+    assert summary["difference"] == 0.0
+    assert summary["verdict"] == "same within noise"
+    assert summary["steps"] == 4 and summary["num_samples"] == 24
+    assert "verdict: same within noise" in capsys.readouterr().out
+
+
+def test_missing_directory_is_one_line_and_exit_2(tmp_path, capsys):
+    source = shipped_checkpoints()["mdlm"]
+    code = _script().main([str(source), str(tmp_path / "nope"), "--num-samples", "4"])
+    assert code == 2
+    err = capsys.readouterr().err  # (transformers may log the first model's loading above it)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "nope" in lines[0]
