@@ -10,8 +10,9 @@ Usage::
     python benchmarks/qm9_precision_check.py REFERENCE_DIR CANDIDATE_DIR [--steps 32]
         [--num-samples 1000] [--seed 0] [--json OUT.json]
 
-The decoding settings are the candidate's ``sampling_config.json`` with ``--steps`` (default: the
-model's length, i.e. T=32) replacing its number of steps; molecules end at their first ``<eos>``.
+Both are decoded with the candidate's ``sampling_config.json`` (a shipped MDLM: T=32; a shipped
+ProSeCo: T=8 with one corrector call per step), its number of steps replaced by ``--steps`` if
+given; molecules end at their first ``<eos>``.
 The verdict is "same within noise" when the 95 % interval of the paired difference holds 0.
 """
 
@@ -66,7 +67,7 @@ def sample_validity(
     from proseco.eval.study import SamplerSetting, generate
 
     length = int(getattr(model.config, "max_length", 32))
-    sampling = dataclasses.replace(sampling, steps=steps or length)
+    sampling = dataclasses.replace(sampling, steps=steps or sampling.steps or length)
     result = generate(
         model,
         tokenizer,
@@ -85,7 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("reference", type=Path, help="model directory sampled as the reference")
     parser.add_argument("candidate", type=Path, help="model directory compared with it")
-    parser.add_argument("--steps", type=int, default=None, help="unmasking steps (default: length)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="unmasking steps (default: the candidate's)"
+    )
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
@@ -112,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     except ProsecoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ref_smiles, ref_valid, sampling = sample_validity(
-        *loaded["reference"][:3], args.steps, args.num_samples, args.seed, args.batch_size
+    sampling = loaded["candidate"][2]  # one decoding setting for both
+    ref_smiles, ref_valid, _ = sample_validity(
+        *loaded["reference"][:2], sampling, args.steps, args.num_samples, args.seed, args.batch_size
     )
-    cand_smiles, cand_valid, _ = sample_validity(
-        *loaded["candidate"][:3], args.steps, args.num_samples, args.seed, args.batch_size
+    cand_smiles, cand_valid, sampling = sample_validity(
+        *loaded["candidate"][:2], sampling, args.steps, args.num_samples, args.seed, args.batch_size
     )
     ref_dtype, cand_dtype = loaded["reference"][3], loaded["candidate"][3]
     diff, low, high = paired_difference(ref_valid, cand_valid, seed=args.seed)

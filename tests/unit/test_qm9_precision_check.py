@@ -68,6 +68,20 @@ def test_same_weights_give_identical_molecules(tmp_path, capsys):
     assert "verdict: same within noise" in capsys.readouterr().out
 
 
+def test_both_are_decoded_with_the_candidates_settings(tmp_path):
+    """A run's final/ has no ProSeCo decoding settings: the shipped copy's corrector applies to both."""
+    source = shipped_checkpoints()["proseco"]
+    bare = tmp_path / "final"
+    shutil.copytree(source, bare)
+    (bare / "sampling_config.json").unlink()
+    out = tmp_path / "check.json"
+    args = [str(bare), str(source), "--num-samples", "16", "--batch-size", "16"]
+    assert _script().main([*args, "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["steps"] == 8 and summary["corrector"] == 1  # the shipped T=8, S=1
+    assert summary["identical_share"] == 1.0
+
+
 def test_missing_directory_is_one_line_and_exit_2(tmp_path, capsys):
     source = shipped_checkpoints()["mdlm"]
     code = _script().main([str(source), str(tmp_path / "nope"), "--num-samples", "4"])
