@@ -108,6 +108,18 @@ def checkpoints_of(run_dir: Path, config: dict) -> list[tuple[int, str, Path]]:
     return sorted(found, key=lambda f: (f[0], f[1] == "final"))
 
 
+def thin(found: list[tuple[int, str, Path]], every: int) -> list[tuple[int, str, Path]]:
+    """The checkpoints of ``found`` whose step is a multiple of ``every`` (0: all), and final/."""
+    return [f for f in found if not every or f[1] == "final" or f[0] % every == 0]
+
+
+def keep_done(rows: list[dict], done: dict[tuple, dict], names: list[str]) -> list[dict]:
+    """``rows`` plus the earlier rows of the runs in ``names`` that this call did not sample
+    (checkpoints left out by ``--every``, or pruned since), so a resumed curve loses nothing."""
+    kept = {row_key(r) for r in rows}
+    return rows + [r for k, r in done.items() if k not in kept and r.get("run") in names]
+
+
 def validation_nelbo(run_dir: Path) -> dict[int, float]:
     """Validation NELBO by step from the run's ``metrics.jsonl`` (the last record of a step)."""
     path = run_dir / "metrics.jsonl"
@@ -271,10 +283,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also sample the ProSeCo runs' checkpoints with MDLM sampling",
     )
     p.add_argument("--resume", action="store_true", help=f"reuse matching rows of {JSON_NAME}")
+    p.add_argument(
+        "--every",
+        type=int,
+        default=0,
+        help="sample only checkpoints whose step is a multiple of this, and final/ (0 = all); "
+        "with --resume, rows of the others already sampled are kept",
+    )
     args = p.parse_args(argv)
     names = [name for name, _ in args.run]
     if len(set(names)) != len(names):
         p.error(f"--run names must differ, got {names}")
+    if args.every < 0:
+        p.error("--every must be >= 0 (0 samples every checkpoint)")
     if min(args.num_samples, args.batch_size, args.steps) < 1:
         p.error("--num-samples, --batch-size and --steps must be >= 1")
     for name, path in args.run:
@@ -321,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             "global_batch_size": (config.get("train") or {}).get("global_batch_size"),
         }
         nelbo = validation_nelbo(run_dir)
-        for step, source, path in found:
+        for step, source, path in thin(found, args.every):
             plan.append((name, run_dir, config, step, source, path, proseco, nelbo.get(step)))
         print(f"{name}: {len(found)} checkpoints ({runs_meta[name]['kind']} run) in {run_dir}")
     meta = {
@@ -392,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{100 * row['validity']:.1f}% at {row['nfe']:.1f} NFE"
                 + (f", val. NELBO {nelbo:.3f}" if nelbo is not None else "")
             )
-    rows.sort(key=lambda r: ([n for n, _ in args.run].index(r["run"]), r["step"], r["method"]))
+    names = [n for n, _ in args.run]
+    rows = keep_done(rows, done, names)
+    rows.sort(key=lambda r: (names.index(r["run"]), r["step"], r["method"]))
     meta["elapsed"] = round(time.perf_counter() - start, 1)
     save()
     title = f"QM9 validity at T={args.steps} ({args.num_samples} samples, stop at first <eos>)"

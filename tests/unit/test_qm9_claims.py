@@ -551,3 +551,28 @@ def test_rows_from_before_per_row_nfe_are_marked(bench):
     assert "| MDLM | 7.9 |" in text and "| MDLM | 8.0* |" in text
     assert bench.reused_rows_caveat({"batch_counted_rows": 0}) == []
     assert "2 rows (NFE marked `*`)" in bench.reused_rows_caveat({"batch_counted_rows": 2})[0]
+
+
+def test_curve_every_thins_checkpoints_but_keeps_final():
+    curve = _load("qm9_training_curve", "qm9_training_curve.py")
+    found = [(500, "checkpoint", Path("a")), (1000, "checkpoint", Path("b")),
+             (1500, "checkpoint", Path("c")), (1700, "final", Path("f"))]  # fmt: skip
+    assert curve.thin(found, 0) == found
+    assert [f[0] for f in curve.thin(found, 1000)] == [1000, 1700]
+    assert curve.parse_args(["--run", f"m={Path.cwd()}", "--every", "1000"]).every == 1000
+    with pytest.raises(SystemExit):
+        curve.parse_args(["--run", f"m={Path.cwd()}", "--every", "-1"])
+
+
+def test_curve_resume_keeps_rows_it_did_not_resample():
+    curve = _load("qm9_training_curve", "qm9_training_curve.py")
+
+    def r(run, step, validity):
+        return {"run": run, "step": step, "source": "checkpoint", "method": "MDLM", "steps": 32,
+                "num_samples": 1000, "seed": 0, "batch_size": 500, "validity": validity}  # fmt: skip
+
+    done = {curve.row_key(x): x for x in (r("m", 500, 0.1), r("m", 1000, 0.2), r("gone", 500, 0.3))}
+    new = [{**r("m", 1000, 0.2), "nelbo": 0.5}, r("m", 2000, 0.4)]
+    out = curve.keep_done(new, done, ["m"])
+    assert sorted((x["run"], x["step"]) for x in out) == [("m", 500), ("m", 1000), ("m", 2000)]
+    assert [x for x in out if x["step"] == 1000] == [new[0]]  # the fresh row wins, once
