@@ -359,8 +359,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     rows: list[dict] = []
 
+    names = [n for n, _ in args.run]
+
     def save() -> None:
-        json_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        """Write the rows so far (and the earlier ones not resampled) atomically."""
+        tmp = json_path.with_name(f".{json_path.name}.tmp")
+        tmp.write_text(json.dumps({"meta": meta, "rows": keep_done(rows, done, names)}, indent=1))
+        tmp.replace(json_path)
 
     print("loading the QM9 training set for novelty ...")
     train = set(load_qm9("train").smiles)
@@ -413,7 +418,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"{100 * row['validity']:.1f}% at {row['nfe']:.1f} NFE"
                 + (f", val. NELBO {nelbo:.3f}" if nelbo is not None else "")
             )
-    names = [n for n, _ in args.run]
     rows = keep_done(rows, done, names)
     rows.sort(key=lambda r: (names.index(r["run"]), r["step"], r["method"]))
     meta["elapsed"] = round(time.perf_counter() - start, 1)
