@@ -4,16 +4,17 @@ Samples the same number of molecules, with the same seed and decoding settings, 
 model directory (e.g. a run's float32 ``final/``) and a candidate (e.g. its float16 copy in
 ``src/proseco/assets/qm9/``), and compares their validity. Because both draw the same random
 numbers, the samples are paired: the difference in validity gets a paired bootstrap interval,
-and the share of identical molecules shows how often the rounding changed a sample at all.
-Usage::
+an exact McNemar test on the pairs where only one copy is valid, and the share of identical
+molecules shows how often the rounding changed a sample at all. Usage::
 
     python benchmarks/qm9_precision_check.py REFERENCE_DIR CANDIDATE_DIR [--steps 32]
-        [--num-samples 1000] [--seed 0] [--json OUT.json]
+        [--num-samples 1000] [--batch-size 500] [--seed 0] [--threads N] [--json OUT.json]
 
 Both are decoded with the candidate's ``sampling_config.json`` (a shipped MDLM: T=32; a shipped
 ProSeCo: T=8 with one corrector call per step), its number of steps replaced by ``--steps`` if
 given; molecules end at their first ``<eos>``.
-The verdict is "same within noise" when the 95 % interval of the paired difference holds 0.
+The verdict is "same within noise" unless McNemar's exact two-sided p-value is below 0.05 (a
+bootstrap interval alone would call four flips out of 1000, all one way, a difference).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -49,13 +51,30 @@ def paired_difference(
     return float(diff.mean()), float(low), float(high)
 
 
+def mcnemar_exact(reference: torch.Tensor, candidate: torch.Tensor) -> tuple[int, int, float]:
+    """Exact two-sided McNemar test of paired 0/1 outcomes ``(n,)``.
+
+    Returns:
+        ``(lost, gained, p)``: pairs valid only in the reference, only in the candidate, and the
+        two-sided binomial p-value of ``min(lost, gained)`` out of ``lost + gained`` at 1/2.
+    """
+    ref, cand = reference.bool(), candidate.bool()
+    lost, gained = int((ref & ~cand).sum()), int((~ref & cand).sum())
+    n, k = lost + gained, min(lost, gained)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n if n else 1.0
+    return lost, gained, min(1.0, 2 * tail)
+
+
 def load(path: Path):
     """``(model, tokenizer, sampling_config, stored_dtype)`` of the model directory ``path``."""
     from proseco.pretrained import load_pretrained
 
     model, tokenizer, sampling = load_pretrained(path)
-    config = json.loads((path / "config.json").read_text())
-    stored = config.get("dtype") or config.get("torch_dtype") or "float32"
+    try:  # a hub name or package: path has no local config.json to read
+        config = json.loads((path / "config.json").read_text())
+        stored = config.get("dtype") or config.get("torch_dtype") or "float32"
+    except (OSError, ValueError):
+        stored = "unknown"
     return model, tokenizer, sampling, stored
 
 
@@ -107,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     from proseco.errors import ProsecoError
 
     args = parse_args(argv)
+    if args.json and not args.json.parent.is_dir():
+        print(
+            f"error: --json {args.json}: its folder does not exist; create it first",
+            file=sys.stderr,
+        )
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -125,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ref_dtype, cand_dtype = loaded["reference"][3], loaded["candidate"][3]
     diff, low, high = paired_difference(ref_valid, cand_valid, seed=args.seed)
     identical = sum(a == b for a, b in zip(ref_smiles, cand_smiles)) / len(ref_smiles)
-    same = low <= 0.0 <= high
+    lost, gained, p_value = mcnemar_exact(ref_valid, cand_valid)
+    same = p_value >= 0.05
     summary = {
         "reference": {
             "path": args.reference.name,
@@ -144,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         "eos_rule": "first",
         "difference": diff,
         "difference_interval": [low, high],
+        "valid_only_in_reference": lost,
+        "valid_only_in_candidate": gained,
+        "mcnemar_p": p_value,
         "identical_share": identical,
         "verdict": "same within noise" if same else "differs",
         "seconds": round(time.perf_counter() - start, 1),
@@ -154,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  candidate ({cand_dtype}): validity {100 * summary['candidate']['validity']:.1f} %\n"
         f"  paired difference {100 * diff:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}];"
         f" identical molecules {100 * identical:.1f} %\n"
+        f"  valid only in the reference {lost}, only in the candidate {gained}:"
+        f" McNemar exact p = {p_value:.3g}\n"
         f"  verdict: {summary['verdict']}"
     )
     if args.json:

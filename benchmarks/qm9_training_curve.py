@@ -20,7 +20,11 @@ Usage::
 
     python benchmarks/qm9_training_curve.py --run mdlm=runs/qm9-mdlm --run proseco=runs/qm9-proseco
         [--out docs/results] [--num-samples 1000] [--steps 32] [--seed 0] [--threads 1]
-        [--also-mdlm-sampling] [--resume]
+        [--batch-size 500] [--also-mdlm-sampling] [--resume] [--every N]
+
+``--every N`` samples only the checkpoints at multiples of ``N`` steps (and ``final/``): a long
+run's curve at a fraction of the cost; with ``--resume`` the rows already sampled at the other
+steps with the same settings stay in the file.
 
 Runs keep only ``train.keep_checkpoints`` checkpoints (default 2); train with
 ``--train.keep_checkpoints 0`` (keep all) to get a curve with every ``save_every`` step.
@@ -113,11 +117,23 @@ def thin(found: list[tuple[int, str, Path]], every: int) -> list[tuple[int, str,
     return [f for f in found if not every or f[1] == "final" or f[0] % every == 0]
 
 
-def keep_done(rows: list[dict], done: dict[tuple, dict], names: list[str]) -> list[dict]:
+def keep_done(
+    rows: list[dict], done: dict[tuple, dict], names: list[str], settings: dict[str, Any]
+) -> list[dict]:
     """``rows`` plus the earlier rows of the runs in ``names`` that this call did not sample
-    (checkpoints left out by ``--every``, or pruned since), so a resumed curve loses nothing."""
-    kept = {row_key(r) for r in rows}
-    return rows + [r for k, r in done.items() if k not in kept and r.get("run") in names]
+    (checkpoints left out by ``--every``, or pruned since), so a resumed curve loses nothing.
+
+    Only earlier rows sampled with the same ``settings`` (``steps``, ``num_samples``, ``seed``,
+    ``batch_size``) are kept, and none at a (run, step, method) point this call sampled.
+    """
+    points = {(r["run"], r["step"], r["method"]) for r in rows}
+    return rows + [
+        r
+        for r in done.values()
+        if r.get("run") in names
+        and (r.get("run"), r.get("step"), r.get("method")) not in points
+        and all(r.get(k) == v for k, v in settings.items())
+    ]
 
 
 def validation_nelbo(run_dir: Path) -> dict[int, float]:
@@ -344,7 +360,10 @@ def main(argv: list[str] | None = None) -> int:
         nelbo = validation_nelbo(run_dir)
         for step, source, path in thin(found, args.every):
             plan.append((name, run_dir, config, step, source, path, proseco, nelbo.get(step)))
-        print(f"{name}: {len(found)} checkpoints ({runs_meta[name]['kind']} run) in {run_dir}")
+        chosen = len(thin(found, args.every))
+        print(
+            f"{name}: {chosen} of {len(found)} checkpoints ({runs_meta[name]['kind']} run) in {run_dir}"
+        )
     meta = {
         "command": "python benchmarks/qm9_training_curve.py "
         + shlex.join(sys.argv[1:] if argv is None else argv),
@@ -360,11 +379,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
 
     names = [n for n, _ in args.run]
+    settings = {k: getattr(args, k) for k in ("steps", "num_samples", "seed", "batch_size")}
 
     def save() -> None:
         """Write the rows so far (and the earlier ones not resampled) atomically."""
         tmp = json_path.with_name(f".{json_path.name}.tmp")
-        tmp.write_text(json.dumps({"meta": meta, "rows": keep_done(rows, done, names)}, indent=1))
+        tmp.write_text(
+            json.dumps({"meta": meta, "rows": keep_done(rows, done, names, settings)}, indent=1)
+        )
         tmp.replace(json_path)
 
     print("loading the QM9 training set for novelty ...")
@@ -418,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{100 * row['validity']:.1f}% at {row['nfe']:.1f} NFE"
                 + (f", val. NELBO {nelbo:.3f}" if nelbo is not None else "")
             )
-    rows = keep_done(rows, done, names)
+    rows = keep_done(rows, done, names, settings)
     rows.sort(key=lambda r: (names.index(r["run"]), r["step"], r["method"]))
     meta["elapsed"] = round(time.perf_counter() - start, 1)
     save()

@@ -571,8 +571,13 @@ def test_curve_resume_keeps_rows_it_did_not_resample():
         return {"run": run, "step": step, "source": "checkpoint", "method": "MDLM", "steps": 32,
                 "num_samples": 1000, "seed": 0, "batch_size": 500, "validity": validity}  # fmt: skip
 
-    done = {curve.row_key(x): x for x in (r("m", 500, 0.1), r("m", 1000, 0.2), r("gone", 500, 0.3))}
-    new = [{**r("m", 1000, 0.2), "nelbo": 0.5}, r("m", 2000, 0.4)]
-    out = curve.keep_done(new, done, ["m"])
+    other = {**r("m", 1500, 0.9), "num_samples": 200}  # sampled with other settings: dropped
+    final = {**r("m", 2000, 0.1), "source": "checkpoint"}  # the same point, now from final/
+    earlier = (r("m", 500, 0.1), r("m", 1000, 0.2), r("gone", 500, 0.3), other, final)
+    done = {curve.row_key(x): x for x in earlier}
+    new = [{**r("m", 1000, 0.2), "nelbo": 0.5}, {**r("m", 2000, 0.4), "source": "final"}]
+    settings = {"steps": 32, "num_samples": 1000, "seed": 0, "batch_size": 500}
+    out = curve.keep_done(new, done, ["m"], settings)
     assert sorted((x["run"], x["step"]) for x in out) == [("m", 500), ("m", 1000), ("m", 2000)]
     assert [x for x in out if x["step"] == 1000] == [new[0]]  # the fresh row wins, once
+    assert [x for x in out if x["step"] == 2000] == [new[1]]

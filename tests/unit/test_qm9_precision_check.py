@@ -47,6 +47,22 @@ def test_paired_difference_detects_a_shift_an_unpaired_interval_would_miss():
     assert low > 0.02  # excludes 0; two independent 1000-sample Wilson intervals would overlap
 
 
+def test_mcnemar_exact_by_hand():
+    script = _script()
+    ref = torch.tensor([1] * 10 + [0] * 990)
+    four = ref.clone()
+    four[:4] = 0  # 4 lost, 0 gained: p = 2 * (1/2)^4 = 0.125, not a difference
+    assert script.mcnemar_exact(ref, four) == (4, 0, 0.125)
+    six = ref.clone()
+    six[:6] = 0  # p = 2 / 64 = 0.03125
+    assert script.mcnemar_exact(ref, six) == (6, 0, 0.03125)
+    mixed = ref.clone()
+    mixed[:2] = 0
+    mixed[10:12] = 1  # 2 lost, 2 gained: p = 2 * (1 + 4 + 6) / 16 -> capped at 1
+    assert script.mcnemar_exact(ref, mixed) == (2, 2, 1.0)
+    assert script.mcnemar_exact(ref, ref) == (0, 0, 1.0)
+
+
 def test_paired_difference_rejects_unpaired_input():
     script = _script()
     with pytest.raises(ValueError, match="equal-length"):
@@ -82,10 +98,18 @@ def test_both_are_decoded_with_the_candidates_settings(tmp_path):
     assert summary["identical_share"] == 1.0
 
 
+def test_json_into_a_missing_folder_fails_before_sampling(tmp_path, capsys):
+    source = shipped_checkpoints()["mdlm"]
+    out = tmp_path / "no" / "check.json"
+    assert _script().main([str(source), str(source), "--json", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: --json")
+
+
 def test_missing_directory_is_one_line_and_exit_2(tmp_path, capsys):
     source = shipped_checkpoints()["mdlm"]
-    code = _script().main([str(source), str(tmp_path / "nope"), "--num-samples", "4"])
-    assert code == 2
-    err = capsys.readouterr().err  # (transformers may log the first model's loading above it)
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "nope" in lines[0]
+    for args in ([str(source), str(tmp_path / "nope")], [str(tmp_path / "nope"), str(source)]):
+        code = _script().main([*args, "--num-samples", "4"])
+        assert code == 2
+        err = capsys.readouterr().err  # (transformers may log the first model's loading above)
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and "nope" in lines[0]
