@@ -23,8 +23,8 @@ Usage::
         [--batch-size 500] [--also-mdlm-sampling] [--resume] [--every N]
 
 ``--every N`` samples only the checkpoints at multiples of ``N`` steps (and ``final/``): a long
-run's curve at a fraction of the cost; with ``--resume`` the rows already sampled at the other
-steps with the same settings stay in the file.
+run's curve at a fraction of the cost. With ``--resume`` the file only grows: rows already
+sampled with the same settings at other steps, or of runs not named this time, stay in it.
 
 Runs keep only ``train.keep_checkpoints`` checkpoints (default 2); train with
 ``--train.keep_checkpoints 0`` (keep all) to get a curve with every ``save_every`` step.
@@ -117,11 +117,9 @@ def thin(found: list[tuple[int, str, Path]], every: int) -> list[tuple[int, str,
     return [f for f in found if not every or f[1] == "final" or f[0] % every == 0]
 
 
-def keep_done(
-    rows: list[dict], done: dict[tuple, dict], names: list[str], settings: dict[str, Any]
-) -> list[dict]:
-    """``rows`` plus the earlier rows of the runs in ``names`` that this call did not sample
-    (checkpoints left out by ``--every``, or pruned since), so a resumed curve loses nothing.
+def keep_done(rows: list[dict], done: dict[tuple, dict], settings: dict[str, Any]) -> list[dict]:
+    """``rows`` plus the earlier rows this call did not sample (checkpoints left out by
+    ``--every`` or pruned since, runs not named this time), so a resumed curve loses nothing.
 
     Only earlier rows sampled with the same ``settings`` (``steps``, ``num_samples``, ``seed``,
     ``batch_size``) are kept, and none at a (run, step, method) point this call sampled.
@@ -130,10 +128,21 @@ def keep_done(
     return rows + [
         r
         for r in done.values()
-        if r.get("run") in names
-        and (r.get("run"), r.get("step"), r.get("method")) not in points
+        if (r.get("run"), r.get("step"), r.get("method")) not in points
         and all(r.get(k) == v for k, v in settings.items())
     ]
+
+
+def sort_rows(rows: list[dict], names: list[str]) -> list[dict]:
+    """Rows by run (the ``--run`` order, then earlier runs by name), step and method."""
+    return sorted(
+        rows,
+        key=lambda r: (
+            (0, names.index(r["run"]), "") if r["run"] in names else (1, 0, r["run"]),
+            r["step"],
+            r["method"],
+        ),
+    )
 
 
 def validation_nelbo(run_dir: Path) -> dict[int, float]:
@@ -334,11 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / JSON_NAME
     done: dict[tuple, dict] = {}
+    runs_meta: dict[str, dict] = {}
     if args.resume and json_path.is_file():
-        done = {row_key(r): r for r in json.loads(json_path.read_text()).get("rows", [])}
+        earlier = json.loads(json_path.read_text())
+        done = {row_key(r): r for r in earlier.get("rows", [])}
+        runs_meta.update((earlier.get("meta") or {}).get("runs") or {})  # runs not named again
         print(f"resuming: {len(done)} rows found in {json_path}")
     plan = []
-    runs_meta = {}
     for name, run_dir in args.run:
         config = run_config(run_dir)
         found = checkpoints_of(run_dir, config)
@@ -385,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         """Write the rows so far (and the earlier ones not resampled) atomically."""
         tmp = json_path.with_name(f".{json_path.name}.tmp")
         tmp.write_text(
-            json.dumps({"meta": meta, "rows": keep_done(rows, done, names, settings)}, indent=1)
+            json.dumps({"meta": meta, "rows": keep_done(rows, done, settings)}, indent=1)
         )
         tmp.replace(json_path)
 
@@ -440,8 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{100 * row['validity']:.1f}% at {row['nfe']:.1f} NFE"
                 + (f", val. NELBO {nelbo:.3f}" if nelbo is not None else "")
             )
-    rows = keep_done(rows, done, names, settings)
-    rows.sort(key=lambda r: (names.index(r["run"]), r["step"], r["method"]))
+    rows = sort_rows(keep_done(rows, done, settings), names)
     meta["elapsed"] = round(time.perf_counter() - start, 1)
     save()
     title = f"QM9 validity at T={args.steps} ({args.num_samples} samples, stop at first <eos>)"
