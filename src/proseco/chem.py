@@ -6,6 +6,10 @@
   would read ``"CC O"`` as ``CC`` plus a name) and ``Chem.MolFromSmiles`` parses it.
 * :func:`property_values`: a molecule property (:data:`MOLECULE_PROPERTIES`: ``qed`` =
   ``QED.qed(mol)``, ``ring_count`` = ``len(Chem.GetSymmSSSR(mol))``) of each valid SMILES.
+* :func:`invalid_reason`: why a string is not a valid molecule (``None`` when it is): empty,
+  whitespace, unbalanced parentheses, an unmatched ring-closure label, other syntax, valence or
+  aromaticity. :data:`INVALID_REASONS` lists them in that order, which is also the order they
+  are checked in.
 * :func:`parallel_map`: run a module-level function over chunks of a list in forked processes.
 
 RDKit is imported only when one of these runs (``pip install "proseco[chem]"``).
@@ -23,8 +27,10 @@ from multiprocessing import get_context
 import numpy as np
 
 __all__ = [
+    "INVALID_REASONS",
     "MOLECULE_PROPERTIES",
     "canonicalize",
+    "invalid_reason",
     "parallel_map",
     "property_values",
     "require_rdkit",
@@ -51,6 +57,84 @@ def canonicalize(smiles: str) -> str | None:
         return None
     mol = chem.MolFromSmiles(s)
     return None if mol is None else chem.MolToSmiles(mol)
+
+
+INVALID_REASONS = (
+    "empty",
+    "whitespace",
+    "unbalanced parentheses",
+    "unmatched ring closure",
+    "other syntax",
+    "valence",
+    "aromaticity",
+    "other chemistry",
+)
+
+
+def _ring_labels(smiles: str) -> dict[str, int]:
+    """How often each ring-closure label (``1``..``9``, ``%10``..``%99``) occurs outside
+    bracket atoms (``[13CH2]`` holds digits that are not labels)."""
+    counts: dict[str, int] = {}
+    i, depth = 0, 0
+    while i < len(smiles):
+        c = smiles[i]
+        if c == "[":
+            depth += 1
+        elif c == "]":
+            depth = max(0, depth - 1)
+        elif depth == 0 and c.isdigit():
+            counts[c] = counts.get(c, 0) + 1
+        elif depth == 0 and c == "%" and smiles[i + 1 : i + 3].isdigit():
+            label = smiles[i : i + 3]
+            counts[label] = counts.get(label, 0) + 1
+            i += 2
+        i += 1
+    return counts
+
+
+def _balanced(smiles: str) -> bool:
+    depth = 0
+    for c in smiles:
+        depth += (c == "(") - (c == ")")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def invalid_reason(smiles: str) -> str | None:
+    """Why ``smiles`` is not a valid molecule, or ``None`` when :func:`canonicalize` accepts it.
+
+    One of :data:`INVALID_REASONS`, checked in that order: ``"empty"`` (nothing but whitespace),
+    ``"whitespace"`` (inside the string), ``"unbalanced parentheses"``, ``"unmatched ring
+    closure"`` (a label used an odd number of times), ``"other syntax"`` (RDKit cannot read it
+    even unsanitized), ``"valence"`` (e.g. a five-bonded carbon), ``"aromaticity"`` (an
+    aromatic ring RDKit cannot kekulize) or ``"other chemistry"``.
+    """
+    chem = require_rdkit()
+    s = smiles.strip()
+    if not s:
+        return "empty"
+    if any(c.isspace() for c in s):
+        return "whitespace"
+    if chem.MolFromSmiles(s) is not None:
+        return None
+    if not _balanced(s):
+        return "unbalanced parentheses"
+    if any(n % 2 for n in _ring_labels(s).values()):
+        return "unmatched ring closure"
+    mol = chem.MolFromSmiles(s, sanitize=False)
+    if mol is None:
+        return "other syntax"
+    try:
+        chem.SanitizeMol(mol)
+    except Exception as e:  # RDKit raises its own MolSanitizeException subclasses
+        name = type(e).__name__
+        if "Valence" in name:
+            return "valence"
+        if "Kekulize" in name or "aromatic" in str(e).lower():
+            return "aromaticity"
+        return "other chemistry"
+    return "other chemistry"  # sanitizes alone but not through MolFromSmiles: rare
 
 
 def _parse(chem, smiles: str):

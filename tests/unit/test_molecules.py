@@ -222,3 +222,35 @@ def test_cli_novelty_against_qm9(tmp_path):
     )
     m = json.loads(out.read_text())["metrics"]
     assert m["num_valid"] == 3 and m["num_novel_unique"] == 2  # ethanol is in QM9
+
+
+def test_invalid_reason_names_why_each_hand_made_string_fails():
+    from proseco.chem import INVALID_REASONS, invalid_reason
+
+    cases = {
+        "CCO": None,
+        "[13CH3]C": None,  # digits inside brackets are not ring labels
+        "C%10CC%10": None,  # two-digit label, used twice
+        "  ": "empty",
+        "CC O": "whitespace",
+        "CO)O": "unbalanced parentheses",
+        "CC(=O": "unbalanced parentheses",
+        "C1CC": "unmatched ring closure",
+        "CC12CC1": "unmatched ring closure",
+        "C%10CC": "unmatched ring closure",
+        "[2H]C2CC": "unmatched ring closure",  # the 2 in [2H] is an isotope, not a label
+        "C[Xx]": "other syntax",
+        "N#CC1CCC1(CN)=O": "valence",  # a five-bonded carbon
+        "c1cccc1": "aromaticity",  # a five-ring of aromatic carbons cannot be kekulized
+    }
+    assert {s: invalid_reason(s) for s in cases} == cases
+    assert {r for r in cases.values() if r} <= set(INVALID_REASONS)
+
+
+def test_invalid_reason_is_none_exactly_where_canonicalize_accepts():
+    from proseco.chem import invalid_reason
+
+    samples = ["CCO", "c1ccccc1", " CC\n", "C1CC", "C(C", "", "CC O", "C<mask>C", "c1cccc1"]
+    assert [invalid_reason(s) is None for s in samples] == [
+        canonicalize(s) is not None for s in samples
+    ]

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 from proseco.pretrained import shipped_checkpoints
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "qm9_precision_check.py"
+from tests.unit.benchmark_scripts import load_benchmark
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("qm9_precision_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("qm9_precision_check.py")
 
 
 def test_paired_difference_by_hand():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,15 +11,11 @@ from safetensors import safe_open
 
 from proseco import load_pretrained
 from proseco.pretrained import shipped_checkpoints
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ship_checkpoints.py"
+from tests.unit.benchmark_scripts import load_benchmark
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("ship_checkpoints", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ship_checkpoints.py")
 
 
 def _fake_run(tmp_path: Path) -> Path:
