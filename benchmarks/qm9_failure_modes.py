@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,7 +56,7 @@ def tally(smiles: list[str], examples: int = 3) -> dict:
 
 def load(path: Path, weights: str):
     """``(model, tokenizer, weights_used)`` of an exported model or a training checkpoint."""
-    from proseco.pretrained import load_model, load_tokenizer
+    from proseco.pretrained import load_tokenizer
     from proseco.training.build import build_tokenizer
 
     exported = not (path / "trainer_state.json").is_file()
@@ -65,7 +66,7 @@ def load(path: Path, weights: str):
                 f"{path} is an exported model (its weights are already the EMA ones); "
                 "--weights raw needs a training checkpoint (checkpoints/step-N)"
             )
-        model, used = load_model(path), "as exported"
+        model, used = load_with_ema(path, "final")[0], "as exported"
     elif weights == "raw":
         from proseco.models.dit import ProsecoDiT
 
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = ", ".join(s or "''" for s in out["examples"][reason])
         print(f"  {reason:<24} {count:>5}  e.g. {shown}")
     if args.json is not None:
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp = args.json.with_name(f".{args.json.name}.{os.getpid()}.tmp")  # two at once: no clash
         tmp.write_text(json.dumps(out, indent=1))
         tmp.replace(args.json)
         print(f"wrote {args.json}")
