@@ -120,7 +120,10 @@ _LAZY: dict[str, str] = {
     "Schedule": "proseco.schedules",
     "get_schedule": "proseco.schedules",
 }
-_TRAINING = ("train", "TrainConfig", "TrainResult", "load_config", "TrainingDivergedError")
+_TRAINING = (
+    "train", "TrainConfig", "TrainResult", "load_config", "TrainingDivergedError",
+    "TrainingInterrupted",
+)  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
@@ -166,6 +169,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
+    "TrainingInterrupted",
     "load_config",
     "sample",
     "sample_autoregressive",

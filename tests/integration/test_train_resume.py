@@ -1,16 +1,20 @@
-"""Exact resume: a run killed with SIGKILL and resumed ends where an uninterrupted run ends."""
+"""Exact resume: a run killed (SIGKILL) or stopped (SIGTERM) and resumed ends where an
+uninterrupted run ends."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -30,31 +34,39 @@ def _last_train_step(run: Path) -> int:
         return 0
 
 
-def test_sigkill_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path):
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 36-step run and the recipe it was trained from."""
+    tmp_path = tmp_path_factory.mktemp("reference")
     config = tiny(
         tmp_path,
         model={"dropout": 0.1},  # dropout draws from the global RNG: resume must restore it
         train={"max_steps": 36, "save_every": 6, "eval_every": 6, "log_every": 1,
                "global_batch_size": 8, "keep_checkpoints": 0},
     )  # fmt: skip
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocesses (OMP_NUM_THREADS=1)
     recipe = save_config(config, tmp_path / "recipe.yaml")
-    reference = train(config, tmp_path / "reference")
+    yield config, recipe, train(config, tmp_path / "reference")
+    torch.set_num_threads(before)
 
-    run = tmp_path / "killed"
+
+def _start_and_stop(recipe: Path, run: Path, sig: signal.Signals, *extra: str):
+    """Launch ``proseco train`` on ``recipe``, send ``sig`` once step 8 is logged; returns
+    ``(returncode, stderr)``."""
     cmd = [sys.executable, "-m", "proseco.cli", "train", str(recipe), "--output-dir", str(run)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count as this process
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen([*cmd, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env)  # fmt: skip
     deadline = time.monotonic() + 120
     while _last_train_step(run) < 8 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
+    os.kill(proc.pid, sig)
     _, stderr = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
-    assert not (run / "final").exists(), "the run finished before it could be killed"
-    steps_done = [s for s, _ in list_checkpoints(run)]
-    assert steps_done and steps_done[-1] < 36
+    return proc.returncode, stderr.decode()
 
-    resumed = train(config, run, resume=True)
+
+def _assert_same_run(reference, run: Path, resumed) -> None:
     ref_weights = load_file(str(reference.final_dir / "model.safetensors"))
     new_weights = load_file(str(resumed.final_dir / "model.safetensors"))
     assert ref_weights.keys() == new_weights.keys()
@@ -64,6 +76,37 @@ def test_sigkill_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     ref_log = [{k: r.get(k) for k in keys} for r in read_metrics(reference.output_dir)]
     new_log = [{k: r.get(k) for k in keys} for r in read_metrics(run)]
     assert new_log == ref_log  # the interrupted attempt's extra records were dropped
+
+
+def test_sigkill_mid_run_then_resume_reproduces_the_uninterrupted_run(tmp_path, reference):
+    config, recipe, ref = reference
+    run = tmp_path / "killed"
+    code, stderr = _start_and_stop(recipe, run, signal.SIGKILL)
+    assert code == -signal.SIGKILL, stderr[-2000:]
+    assert not (run / "final").exists(), "the run finished before it could be killed"
+    steps_done = [s for s, _ in list_checkpoints(run)]
+    assert steps_done and steps_done[-1] < 36
+    _assert_same_run(ref, run, train(config, run, resume=True))
+
+
+def test_sigterm_checkpoints_the_step_in_progress_and_resume_reproduces_the_run(
+    tmp_path, reference
+):
+    """A scheduler's SIGTERM loses nothing: with no periodic checkpoints at all
+    (``save_every 0``), the stop writes one at the step it finished, says how to go on, and
+    exits 143; resuming from it ends bit-identical to the uninterrupted run."""
+    config, recipe, ref = reference
+    run = tmp_path / "terminated"
+    code, stderr = _start_and_stop(recipe, run, signal.SIGTERM, "--train.save_every", "0")
+    assert code == 128 + signal.SIGTERM, stderr[-2000:]
+    assert not (run / "final").exists(), "the run finished before it could be stopped"
+    stopped_at = int(re.search(r"stopped by SIGTERM after step (\d+)", stderr).group(1))
+    assert 8 <= stopped_at < 36
+    assert [s for s, _ in list_checkpoints(run)] == [stopped_at]
+    assert f"--output-dir {run} --resume" in stderr
+    assert "Traceback" not in stderr
+    resumed = train(replace(config, train=replace(config.train, save_every=0)), run, resume=True)
+    _assert_same_run(ref, run, resumed)
 
 
 def test_a_resume_without_flags_continues_with_the_launch_overrides(tmp_path):

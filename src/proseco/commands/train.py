@@ -11,6 +11,7 @@ For several processes launch it with ``accelerate launch -m proseco.cli train ..
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 __all__ = ["add_arguments", "run", "split_overrides"]
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if not output_dir:
         print("proseco train: error: --output-dir DIR is required", file=sys.stderr)
         return 2
+    from proseco.training.interrupt import TrainingInterrupted
     from proseco.training.loop import TrainingDivergedError, train
 
     _console_log()
@@ -146,6 +148,14 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDivergedError as err:
         print(f"proseco train: stopped: {err}", file=sys.stderr)
         return 3
+    except TrainingInterrupted as stop:
+        again = shlex.join(["proseco", "train", args.recipe, "--output-dir", str(output_dir)])
+        print(
+            f"proseco train: stopped by {stop.signal_name} after step {stop.step}; checkpoint "
+            f"{stop.checkpoint}. Continue with: {again} --resume",
+            file=sys.stderr,
+        )
+        return stop.exit_code
     from accelerate import PartialState
 
     if PartialState().is_main_process:

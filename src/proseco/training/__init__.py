@@ -28,11 +28,13 @@ from proseco.training.config_io import (
 
 if TYPE_CHECKING:
     from proseco.training.ema import EMA
+    from proseco.training.interrupt import TrainingInterrupted
     from proseco.training.loop import TrainingDivergedError, TrainResult, train
 
 _LAZY = {
     "EMA": "proseco.training.ema",
     "TrainingDivergedError": "proseco.training.loop",
+    "TrainingInterrupted": "proseco.training.interrupt",
     "TrainResult": "proseco.training.loop",
     "train": "proseco.training.loop",
 }
@@ -60,6 +62,7 @@ __all__ = [
     "TrainResult",
     "TrainSection",
     "TrainingDivergedError",
+    "TrainingInterrupted",
     "apply_overrides",
     "config_from_dict",
     "config_to_dict",

@@ -11,6 +11,7 @@ Accelerate config); this loop only decides what each optimizer step computes::
         stop if any process saw a non-finite loss or gradient norm
         clip gradients, AdamW step, EMA update
         log / validate (EMA weights) / checkpoint (atomic)
+        on SIGTERM / Ctrl-C: checkpoint this step, raise TrainingInterrupted (resumable)
     export OUTPUT/final (EMA weights + tokenizer)
 
 Around it (see :mod:`~proseco.training.rundir` and :mod:`~proseco.training.checkpoint`): the run
@@ -55,6 +56,7 @@ from proseco.training.checkpoint import (
 from proseco.training.config import TrainConfig
 from proseco.training.config_io import apply_overrides, config_to_dict, load_config, save_config
 from proseco.training.ema import EMA
+from proseco.training.interrupt import StopRequests, TrainingInterrupted
 from proseco.training.lr import learning_rate, set_learning_rate
 from proseco.training.metrics import MetricsLogger, tracker_names
 from proseco.training.rundir import RunLock, inspect_run_dir, refuse_foreign, writing
@@ -192,6 +194,8 @@ def train(
             (see ``train.allow_inexact_resume``).
         TrainingDivergedError: a non-finite loss, gradient norm or weights; the last good
             checkpoint is left intact.
+        TrainingInterrupted: SIGTERM or SIGINT (Ctrl-C) arrived; the step in progress was
+            finished and checkpointed, so ``resume=True`` continues exactly from it.
     """
     from accelerate import PartialState
 
@@ -347,6 +351,19 @@ def _record_resume(output_dir: Path, resumed: Resumed, plan: ResumePlan) -> None
         )
 
 
+@dataclass
+class _Progress:
+    """What the loop carries from one optimizer step to the next."""
+
+    tokens_seen: int
+    checkpoint: Path | None  # the last checkpoint written
+    window: torch.Tensor  # (4,) summed loss terms since the last train record
+    window_steps: int = 0
+    window_time: float = 0.0  # seconds in train steps only (no eval / saving)
+    train_loss: float | None = None
+    validation: dict[str, float] | None = None
+
+
 class _Run:
     """The state of one training run (kept in one object so the loop reads top to bottom)."""
 
@@ -389,6 +406,11 @@ class _Run:
         """Whether the train record is written after ``done`` optimizer steps."""
         train = self.config.train
         return done % train.log_every == 0 or done == train.max_steps
+
+    def saves_at(self, done: int) -> bool:
+        """Whether a checkpoint is written after ``done`` optimizer steps."""
+        train = self.config.train
+        return (bool(train.save_every) and done % train.save_every == 0) or done == train.max_steps
 
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; returns (per-process means of loss terms ``[4]``, grad norm)."""
@@ -569,61 +591,18 @@ class _Run:
             dynamic_ncols=True,
             disable=not (cfg.progress_bar and acc.is_main_process),
         )
-        window = torch.zeros(4, device=acc.device)
-        window_steps, window_time = 0, 0.0  # time spent in train steps only (no eval/saving)
-        train_loss, validation = None, None
+        run = _Progress(tokens_seen, last_checkpoint, torch.zeros(4, device=acc.device))
         self.model.train()
-        for step in range(start, cfg.max_steps):
-            lr = learning_rate(
-                step,
-                lr=self.config.optim.lr,
-                max_steps=cfg.max_steps,
-                warmup_steps=self.config.optim.warmup_steps,
-                schedule=self.config.optim.lr_schedule,
-                min_lr=self.config.optim.min_lr,
-            )
-            set_learning_rate(self.optimizer, lr)
-            tic = time.perf_counter()
-            sums, grad_norm = self.train_step(step)
-            window_time += time.perf_counter() - tic
-            window += sums
-            window_steps += 1
-            tokens_seen += self.tokens_per_step
-            done = step + 1
-            bar.update(1)
-            if self.logs_at(done):
-                means = (acc.reduce(window, reduction="mean") / window_steps).tolist()
-                tok_s = window_steps * self.tokens_per_step / max(window_time, 1e-9)
-                train_loss = means[0]
-                self.logger.log(
-                    "train",
-                    done,
-                    {
-                        "loss": means[0],
-                        "mdm_loss": means[1],
-                        "corrector_loss": means[2],
-                        **{n: means[i] for i, n in enumerate(self.term_names, 1) if n},
-                        "proposal_error_rate": means[3],
-                        "lr": lr,
-                        "grad_norm": float(grad_norm),
-                        "tokens_per_s": tok_s,
-                        "tokens_seen": tokens_seen,
-                        "epoch": self.order.epoch(done),
-                        **self.term_stats.metrics(),
-                    },
-                )
-                bar.set_postfix(loss=f"{means[0]:.4f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}")
-                window.zero_()
-                window_steps, window_time = 0, 0.0
-            if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.max_steps:
-                validation = self.validate()
-                if validation is not None:
-                    self.logger.log("validation", done, validation)
-            if (cfg.save_every and done % cfg.save_every == 0) or done == cfg.max_steps:
-                last_checkpoint = self._save(done, tokens_seen)
+        with StopRequests() as stops:
+            for step in range(start, cfg.max_steps):
+                self.one_step(step, run, bar)
+                stopped_by = stops.requested(acc)
+                if stopped_by is not None:
+                    bar.close()
+                    self.stop(stopped_by, step + 1, run)
         bar.close()
-        if validation is None and start >= cfg.max_steps:
-            validation = self.validate()
+        if run.validation is None and start >= cfg.max_steps:
+            run.validation = self.validate()
         lora = self.config.model.lora
         final = export_pretrained(
             acc, self.model, self.ema, self.tokenizer, self.output_dir / "final",
@@ -631,8 +610,66 @@ class _Run:
         )  # fmt: skip
         self.logger.close()
         return TrainResult(
-            self.output_dir, final, last_checkpoint, cfg.max_steps, train_loss, validation
+            self.output_dir, final, run.checkpoint, cfg.max_steps, run.train_loss, run.validation
         )
+
+    def stop(self, signal_name: str, done: int, run: _Progress) -> None:
+        """Checkpoint step ``done`` (unless just written) and raise :class:`TrainingInterrupted`."""
+        if not self.saves_at(done):  # else one_step has just written it
+            run.checkpoint = self._save(done, run.tokens_seen)
+        self.logger.close()
+        raise TrainingInterrupted(signal_name, done, run.checkpoint)
+
+    def one_step(self, step: int, run: _Progress, bar: Any) -> None:
+        """Optimizer step ``step`` with its logging, validation and checkpoint (updates ``run``)."""
+        cfg, acc = self.config.train, self.accelerator
+        lr = learning_rate(
+            step,
+            lr=self.config.optim.lr,
+            max_steps=cfg.max_steps,
+            warmup_steps=self.config.optim.warmup_steps,
+            schedule=self.config.optim.lr_schedule,
+            min_lr=self.config.optim.min_lr,
+        )
+        set_learning_rate(self.optimizer, lr)
+        tic = time.perf_counter()
+        sums, grad_norm = self.train_step(step)
+        run.window_time += time.perf_counter() - tic
+        run.window += sums
+        run.window_steps += 1
+        run.tokens_seen += self.tokens_per_step
+        done = step + 1
+        bar.update(1)
+        if self.logs_at(done):
+            means = (acc.reduce(run.window, reduction="mean") / run.window_steps).tolist()
+            tok_s = run.window_steps * self.tokens_per_step / max(run.window_time, 1e-9)
+            run.train_loss = means[0]
+            self.logger.log(
+                "train",
+                done,
+                {
+                    "loss": means[0],
+                    "mdm_loss": means[1],
+                    "corrector_loss": means[2],
+                    **{n: means[i] for i, n in enumerate(self.term_names, 1) if n},
+                    "proposal_error_rate": means[3],
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    "tokens_per_s": tok_s,
+                    "tokens_seen": run.tokens_seen,
+                    "epoch": self.order.epoch(done),
+                    **self.term_stats.metrics(),
+                },
+            )
+            bar.set_postfix(loss=f"{means[0]:.4f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}")
+            run.window.zero_()
+            run.window_steps, run.window_time = 0, 0.0
+        if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.max_steps:
+            run.validation = self.validate()
+            if run.validation is not None:
+                self.logger.log("validation", done, run.validation)
+        if self.saves_at(done):
+            run.checkpoint = self._save(done, run.tokens_seen)
 
     def _save(self, step: int, tokens_seen: int) -> Path:
         self._check_weights(step)
