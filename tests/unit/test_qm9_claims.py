@@ -4,29 +4,21 @@ every claim, interpolation and frontier edge cases, the guidance figure and the 
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.unit.benchmark_scripts import BENCHMARKS, load_benchmark
+
 if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))  # qm9.py imports its sibling qm9_claims
 
 import qm9_claims as claims  # noqa: E402
 
 
-def _load(name: str, file: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def _load_benchmark():
-    return _load("qm9_benchmark", "qm9.py")
+    return load_benchmark("qm9.py", "qm9_benchmark")
 
 
 def row(steps, nfe, validity, method="x", **extra):
@@ -520,7 +512,7 @@ def test_training_curve_is_embedded_as_a_table_and_image(bench, tmp_path):
 
 @pytest.fixture(scope="module")
 def curve():
-    return _load("qm9_training_curve", "qm9_training_curve.py")
+    return load_benchmark("qm9_training_curve.py")
 
 
 def test_training_curve_helpers(curve, tmp_path):
@@ -554,7 +546,7 @@ def test_rows_from_before_per_row_nfe_are_marked(bench):
 
 
 def test_curve_every_thins_checkpoints_but_keeps_final():
-    curve = _load("qm9_training_curve", "qm9_training_curve.py")
+    curve = load_benchmark("qm9_training_curve.py")
     found = [(500, "checkpoint", Path("a")), (1000, "checkpoint", Path("b")),
              (1500, "checkpoint", Path("c")), (1700, "final", Path("f"))]  # fmt: skip
     assert curve.thin(found, 0) == found
@@ -565,7 +557,7 @@ def test_curve_every_thins_checkpoints_but_keeps_final():
 
 
 def test_curve_resume_keeps_rows_it_did_not_resample():
-    curve = _load("qm9_training_curve", "qm9_training_curve.py")
+    curve = load_benchmark("qm9_training_curve.py")
 
     def r(run, step, validity):
         return {"run": run, "step": step, "source": "checkpoint", "method": "MDLM", "steps": 32,

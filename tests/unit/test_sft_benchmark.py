@@ -3,10 +3,7 @@ corrector diagnostics, the bootstrap, the verdict rules both ways, and the page 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,19 +11,9 @@ from torch import nn
 
 from proseco.data.char_tokenizer import char_tokenizer
 from proseco.data.synthetic import generate_synthetic
+from tests.unit.benchmark_scripts import load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("sft_benchmark", BENCHMARKS / "sft.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sft_benchmark"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-sft = _load()
+sft = load_benchmark("sft.py", "sft_benchmark")
 
 
 @pytest.fixture(scope="module")

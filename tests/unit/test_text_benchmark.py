@@ -4,24 +4,17 @@ evaluator)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-VERDICT = Path(__file__).resolve().parents[2] / "benchmarks" / "text_verdict.py"
+from tests.unit.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def tv():
-    spec = importlib.util.spec_from_file_location("text_verdict", VERDICT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["text_verdict"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("text_verdict.py")
 
 
 def _row(method, steps, nfe, ppl, mauve, entropy=4.0, spread=0.0):
@@ -129,12 +122,7 @@ def test_entropy_within_five_percent_uses_the_data_row(tv):
 
 
 def _text_module():
-    path = VERDICT.parent / "text.py"
-    spec = importlib.util.spec_from_file_location("text_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["text_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("text.py", "text_benchmark")
 
 
 def test_corrector_budgets_run_only_where_the_baselines_cover_their_nfe():
