@@ -149,15 +149,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"proseco train: stopped: {err}", file=sys.stderr)
         return 3
     except TrainingInterrupted as stop:
-        again = shlex.join(["proseco", "train", args.recipe, "--output-dir", str(output_dir)])
-        print(
-            f"proseco train: stopped by {stop.signal_name} after step {stop.step}; checkpoint "
-            f"{stop.checkpoint}. Continue with: {again} --resume",
-            file=sys.stderr,
-        )
+        if _is_main_process():  # every process stops after the same step; one says so
+            again = shlex.join(["proseco", "train", args.recipe, "--output-dir", str(output_dir)])
+            print(
+                f"proseco train: stopped by {stop.signal_name} after step {stop.step}; "
+                f"checkpoint {stop.checkpoint}. Continue with: {again} --resume",
+                file=sys.stderr,
+            )
         return stop.exit_code
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if _is_main_process():
         print(f"done: {result.step} steps; model exported to {result.final_dir}")
     return 0
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process

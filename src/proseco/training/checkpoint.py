@@ -256,7 +256,7 @@ def install_state_hooks(accelerator: Accelerator) -> None:
         path = Path(input_dir) / "model.safetensors"
         if len(models) == 1 and path.is_file():
             model = accelerator.unwrap_model(models.pop())
-            load_deduplicated(model, load_file(str(path), device=str(accelerator.device)))
+            load_deduplicated(model, load_file(str(path), device=_load_device(accelerator)))
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
@@ -438,6 +438,13 @@ def resume_config(
     return continued
 
 
+def _load_device(accelerator: Accelerator) -> str:
+    """The device name for safetensors' ``load_file``: under CPU DDP Accelerate's device is
+    ``cpu:0``, which safetensors refuses; every CPU is plain ``cpu``."""
+    device = accelerator.device
+    return "cpu" if device.type == "cpu" else str(device)
+
+
 def _load_parts(
     accelerator: Accelerator, path: Path, ema: EMA | None, model: Any
 ) -> dict[str, Any]:
@@ -450,7 +457,7 @@ def _load_parts(
             raise ModelLoadError(
                 f"{ema_path} is missing; the checkpoint was written without EMA (train.ema_decay: 0)"
             )
-        ema.load_state_dict(load_file(str(ema_path), device=str(accelerator.device)))
+        ema.load_state_dict(load_file(str(ema_path), device=_load_device(accelerator)))
     tensors = {} if model is None else {n: p.detach() for n, p in model.named_parameters()}
     if ema is not None:
         tensors.update({f"ema.{n}": t for n, t in ema.shadow.items()})

@@ -5,23 +5,28 @@ Ctrl-C (SIGINT). Without this the run would lose everything since its last ``sav
 checkpoint. With it, :class:`StopRequests` records the signal, the loop finishes the optimizer
 step it is in, writes a checkpoint at that step (atomically, like every other) and raises
 :class:`TrainingInterrupted`; ``proseco train ... --resume`` then continues exactly where it
-stopped. A second signal while the first is being handled takes the default action (for SIGINT a
-``KeyboardInterrupt``, for SIGTERM termination), so a stuck run can still be killed.
+stopped. Launchers deliver one stop several times (SLURM signals every process of the job and
+torchrun forwards its own SIGTERM to the workers, both within milliseconds), so repeats are
+absorbed: a stuck run is ended by the scheduler's SIGKILL after its grace period, and by hand
+with a second Ctrl-C at least :data:`REPEAT_WINDOW` seconds after the first, which raises
+``KeyboardInterrupt`` at once (nothing is saved then).
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import torch
 
-__all__ = ["StopRequests", "TrainingInterrupted", "STOP_SIGNALS"]
+__all__ = ["StopRequests", "TrainingInterrupted", "STOP_SIGNALS", "REPEAT_WINDOW"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+REPEAT_WINDOW = 1.0  # seconds: a signal this soon after the first is the same stop, delivered twice
 
 
 class TrainingInterrupted(RuntimeError):
@@ -53,14 +58,18 @@ class StopRequests:
     on exit, so a ``train()`` call inside a larger program leaves its signal setup as it was.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, repeat_window: float = REPEAT_WINDOW) -> None:
         self.received: int | None = None
+        self.repeat_window = repeat_window
+        self._first = 0.0  # time.monotonic() of the first signal
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.received = signum
-        for sig, previous in self._previous.items():  # a second signal is not caught again
-            signal.signal(sig, previous)
+        now = time.monotonic()
+        if self.received is None:
+            self.received, self._first = signum, now
+        elif signum == signal.SIGINT and now - self._first >= self.repeat_window:
+            raise KeyboardInterrupt  # a person pressed Ctrl-C again: stop now, unsaved
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
