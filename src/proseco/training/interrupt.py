@@ -9,7 +9,8 @@ stopped. Launchers deliver one stop several times (SLURM signals every process o
 torchrun forwards its own SIGTERM to the workers, both within milliseconds), so repeats are
 absorbed: a stuck run is ended by the scheduler's SIGKILL after its grace period, and by hand
 with a second Ctrl-C at least :data:`REPEAT_WINDOW` seconds after the first, which raises
-``KeyboardInterrupt`` at once (nothing is saved then).
+``KeyboardInterrupt`` at once (nothing is saved then). torchrun kills its workers 30 s after
+forwarding a SIGTERM (``--shutdown_timeout``); a step plus a checkpoint must fit in that.
 """
 
 from __future__ import annotations
