@@ -30,14 +30,15 @@ from test_train_cpu import one_thread, tiny  # noqa: E402, F401 - one_thread is 
 TOLERANCE = 1e-4
 
 
+def _recipe(tmp_path: Path, **train_fields):
+    """The tiny recipe with a global batch of 16 in micro-batches of 4, and its saved YAML."""
+    train_section = {"global_batch_size": 16, "micro_batch_size": 4, "log_every": 1}
+    config = tiny(tmp_path, model={"dropout": 0.0}, train={**train_section, **train_fields})
+    return config, save_config(config, tmp_path / "recipe.yaml")
+
+
 def test_two_process_ddp_matches_single_process_on_the_same_global_batch(tmp_path):
-    config = tiny(
-        tmp_path,
-        model={"dropout": 0.0},
-        train={"max_steps": 4, "global_batch_size": 16, "micro_batch_size": 4, "log_every": 1,
-               "eval_every": 2, "eval_batches": 4},
-    )  # fmt: skip
-    recipe = save_config(config, tmp_path / "recipe.yaml")
+    config, recipe = _recipe(tmp_path, max_steps=4, eval_every=2, eval_batches=4)
     single = train(config, tmp_path / "single")
 
     cmd = [
@@ -77,13 +78,7 @@ def test_a_sigterm_to_every_process_stops_ddp_once_and_resumes_exactly(tmp_path)
     """As SLURM does it: SIGTERM to the launcher and both workers (and torchrun forwards its
     own). Both workers stop after the same step, one checkpoint and one message are written,
     and the two-process resume from it ends where an uninterrupted two-process run ends."""
-    config = tiny(
-        tmp_path,
-        model={"dropout": 0.0},
-        train={"max_steps": 400, "global_batch_size": 16, "micro_batch_size": 4, "log_every": 1,
-               "eval_every": 0, "save_every": 0},
-    )  # fmt: skip
-    recipe = save_config(config, tmp_path / "recipe.yaml")
+    _, recipe = _recipe(tmp_path, max_steps=400, eval_every=0, save_every=0)
     run = tmp_path / "stopped"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(_torchrun(recipe, run), stdout=subprocess.DEVNULL,
