@@ -32,8 +32,11 @@ Usage::
 ``proseco train`` run directory with ``final/``); default: the checkpoints shipped in
 ``proseco/assets/qm9``. A property whose two models are missing is skipped with a note.
 ``--quick`` (64 samples, T in {2, 4}) is a smoke test.
-``--resume`` reuses the rows of an interrupted run (same samples, seed, batch size, checkpoints,
-decoding rule); ``--merge-rows`` adds rows of parallel runs (e.g. ``--only-models``).
+``--resume`` reuses the rows of an interrupted run (same samples, seed, batch size, checkpoint
+path and weights, decoding rule); ``--merge-rows`` adds rows of parallel runs (e.g.
+``--only-models``). Rows carry a fingerprint of their model's weights, so rows measured on
+earlier weights saved at the same path are measured again. Reused rows of a model whose
+checkpoint path is absent on this machine are kept as measured and flagged on the page.
 On a CPU shared with other jobs pass ``--threads 1``: two busy-waiting torch threads competing for
 two cores made sampling ~8x slower in our measurements.
 """
@@ -252,6 +255,23 @@ def _short(path: Path) -> str:
         return str(path)
 
 
+def weights_fingerprint(path: Path) -> str:
+    """The first 16 hex digits of a SHA-256 over the weight files of the model dir ``path``
+    (``*.safetensors``, else ``*.bin``, in name order). Rows carry it in their key, so a row measured
+    on other weights saved at the same path is never reused."""
+    import hashlib
+
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    if not files:
+        raise SystemExit(f"error: {path} holds no *.safetensors or *.bin weights")
+    digest = hashlib.sha256()
+    for f in files:
+        with f.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def provenance(path: Path, model: Any) -> tuple[str, int | None]:
     """One line (size, then the training recipe read from files next to the model, if any) and
     the number of training sequences seen, if known."""
@@ -360,9 +380,11 @@ KEY_FIELDS = (
     "seed",
     "batch_size",
     "checkpoint",
+    "weights",
     "eos_rule",
 )
-# Rows written before the decoding rule was recorded were decoded with the research rule.
+# Rows written before the decoding rule was recorded were decoded with the research rule; rows
+# written before weights were fingerprinted (``weights`` None) match no checkpoint.
 KEY_DEFAULTS = {"eos_rule": "research"}
 
 
@@ -405,6 +427,7 @@ def run_study(
     from proseco.eval.study import evaluate_setting
 
     rows = []
+    prints = {k: weights_fingerprint(p) for k, p in paths.items()}
     for setting in tqdm(settings, desc=study, unit="setting"):
         prop = property_of(setting.model) if study == "guidance" else None
         meta = {
@@ -413,6 +436,7 @@ def run_study(
             "seed": args.seed,
             "num_samples": args.num_samples,
             "checkpoint": _short(paths[setting.model]),
+            "weights": prints[setting.model],
             "eos_rule": EOS_RULE,
         }
         key = row_key({**meta, **setting.summary()})
@@ -435,6 +459,28 @@ def run_study(
             save(rows + [done[key]])
         rows.append(done[key])
     return rows
+
+
+def checkpoint_absent(row: dict) -> bool:
+    """Whether the checkpoint path a row records is missing on this machine."""
+    path = Path(str(row.get("checkpoint", "")))
+    return not (path if path.is_absolute() else REPO / path).exists()
+
+
+def absent_model_rows(
+    done: dict, models: dict, study: str, props: Sequence[str] = ()
+) -> list[dict]:
+    """Reused rows (``--resume``, ``--merge-rows``) of ``study`` for models that were not loaded
+    because their checkpoint is not on this machine: they are kept as measured. Guidance rows only
+    for the properties in ``props``; of rows that differ only in ``weights``, the last one."""
+    kept: dict[tuple, dict] = {}
+    for r in done.values():
+        if r.get("study") != study or r.get("model") in models or not checkpoint_absent(r):
+            continue
+        if study == "guidance" and row_property(r) not in props:
+            continue
+        kept[row_key({**r, "weights": None})] = r
+    return list(kept.values())
 
 
 def judge(uncond: list[dict], guided: list[dict], skipped: dict[str, str] | None) -> list:
@@ -954,8 +1000,9 @@ def baselines_markdown(uncond: list[dict], guided: list[dict], meta: dict) -> st
     )
 
 
-BASELINES = """The paper's other baselines, each trained with the same model, data and budget as MDLM (PRISM:
-the MDLM checkpoint plus a fine-tuned quality head) and sampled with the same NFE accounting.
+BASELINES = """The paper's other baselines, each trained on the same data as MDLM (sizes and budgets under
+Checkpoints; PRISM: the MDLM checkpoint plus a fine-tuned quality head) and sampled with the same NFE
+accounting.
 Unconditional: each baseline point against ProSeCo sampling's validity at the same NFE (linear in
 log2 NFE between ProSeCo's measured points, the better of its two budgets; "(noise)" marks a gap
 under two binomial standard errors). Guidance: rule (c) of the claims above, with the baseline in
@@ -1030,7 +1077,10 @@ def render(
             f"summed over all rows: {meta['row_seconds']:.0f} s",
         ],
     ]
-    ckpts = [[k, f"`{v['path']}`", v["info"]] for k, v in meta["checkpoints"].items()]
+    ckpts = [
+        [k, f"`{v['path']}`", v["info"] + (ABSENT_NOTE if v.get("absent") else "")]
+        for k, v in meta["checkpoints"].items()
+    ]
     with_fcd = not meta.get("fcd_skipped") and any(r.get("fcd") is not None for r in uncond)
     return REPORT.format(
         command=meta["command"],
@@ -1047,6 +1097,12 @@ def render(
         baselines=baselines_markdown(uncond, guided, meta),
         caveats="\n".join(f"* {c}" for c in caveats(meta)),
     )
+
+
+ABSENT_NOTE = (
+    " **Not present where this page was generated: its rows are reused as measured from an "
+    "earlier run of this script.**"
+)
 
 
 def caveats(meta: dict) -> list[str]:
@@ -1071,6 +1127,7 @@ def caveats(meta: dict) -> list[str]:
         "here a molecule ends at its first `<eos>`, which changes validity by different amounts "
         "per sampler (see the research-rule column).",
         *reused_rows_caveat(meta),
+        *absent_rows_caveat(meta),
         "NFE counts network evaluations: a guided call with gamma not in {0, 1} costs 2 (the "
         "research code counted 1), so ProSeCo guidance runs (S=1 every=1) spend about twice "
         "MDLM's NFE at the same T. The research code also bypassed guidance inside the "
@@ -1088,6 +1145,19 @@ def reused_rows_caveat(meta: dict) -> list[str]:
         "leave the batch: the same checkpoints, seed and tokens (re-running 10 of them gave "
         "identical validity and novel counts), but their NFE counts whole-batch calls, up to "
         "~15% above the per-sample count of the other rows. The guidance verdicts do not use NFE."
+    ]
+
+
+def absent_rows_caveat(meta: dict) -> list[str]:
+    """A caveat for rows of models whose checkpoints were not present, if any."""
+    n = meta.get("absent_rows", 0)
+    if not n:
+        return []
+    names = ", ".join(k for k, v in meta["checkpoints"].items() if v.get("absent"))
+    return [
+        f"{n} rows ({names}) come from checkpoints that were not present where this page was "
+        "generated; they are reused as measured by an earlier run of this script. Their size and "
+        "training budget (Checkpoints) may differ from the models measured here."
     ]
 
 
@@ -1201,15 +1271,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"guidance study for {prop} skipped: {reason}")
     rows_path = out / "qm9_rows.json"
     done = {}
+    earlier_checkpoints: dict[str, dict] = {}  # the checkpoint table entries of reused files
+
+    def read_rows(path: Path) -> list[dict]:
+        data = json.loads(path.read_text())
+        earlier_checkpoints.update(data.get("meta", {}).get("checkpoints") or {})
+        return data["rows"]
+
     if args.resume and rows_path.is_file():
-        done = {row_key(r): r for r in json.loads(rows_path.read_text())["rows"]}
+        done = {row_key(r): r for r in read_rows(rows_path)}
         print(f"resuming: {len(done)} rows found in {rows_path}")
     for extra in args.batch_counted:  # first: rows measured again in --merge-rows win
-        found = json.loads(Path(extra).read_text())["rows"]
+        found = read_rows(Path(extra))
         done.update({row_key(r): {**r, "nfe_accounting": NFE_WHOLE_BATCH} for r in found})
         print(f"reusing: {len(found)} rows with whole-batch NFE counts from {extra}")
     for extra in args.merge_rows:
-        found = json.loads(Path(extra).read_text())["rows"]
+        found = read_rows(Path(extra))
         for r in found:
             old = done.get(row_key(r))
             same = old is not None and all(old.get(k) == r.get(k) for k in ("nfe", "seconds"))
@@ -1273,10 +1350,19 @@ def main(argv: list[str] | None = None) -> int:
         grids["guidance"] = guidance_settings(args.guidance_steps, args.gammas, guided_props)
     # Baselines whose model dirs are absent (and --only-models) drop their settings here.
     grids = {k: [g for g in v if g.model in models] for k, v in grids.items()}
-    meta["baselines_missing"] = [k for k in OPTIONAL_KEYS if k not in models]
     for study, grid in grids.items():
         ref = fcd_reference if study == "unconditional" else None
         rows[study] = run_study(models, paths, grid, study, args, train, done, save, ref)
+    absent = {study: absent_model_rows(done, models, study, guided_props) for study in grids}
+    for study, kept in absent.items():
+        rows[study] += kept
+        for r in kept:
+            entry = earlier_checkpoints.get(r["model"]) or {"info": "", "sequences": None}
+            meta["checkpoints"][r["model"]] = {**entry, "path": r["checkpoint"], "absent": True}
+    meta["absent_rows"] = sum(len(v) for v in absent.values())
+    meta["baselines_missing"] = [
+        k for k in OPTIONAL_KEYS if k not in models and k not in meta["checkpoints"]
+    ]
     uncond, guided = rows["unconditional"], rows["guidance"]
     plot_pareto(
         uncond,

@@ -578,3 +578,72 @@ def test_curve_resume_keeps_rows_it_did_not_resample():
     ]
     assert [x for x in out if x["step"] == 1000] == [new[0]]  # the fresh row wins, once
     assert [x for x in out if x["step"] == 2000] == [new[1]]
+
+
+def test_weights_fingerprint_follows_the_bytes_and_enters_the_row_key(bench, tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"\x00" * 10)
+    first = bench.weights_fingerprint(tmp_path)
+    assert len(first) == 16 and first == bench.weights_fingerprint(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"\x00" * 9 + b"\x01")
+    assert bench.weights_fingerprint(tmp_path) != first
+    row = {k: 1 for k in bench.KEY_FIELDS if k != "weights"}
+    assert bench.row_key({**row, "weights": first}) != bench.row_key({**row, "weights": "other"})
+    assert bench.row_key(row) != bench.row_key({**row, "weights": first})  # unstamped rows
+    with pytest.raises(SystemExit, match="no \\*.safetensors"):
+        bench.weights_fingerprint(tmp_path / "missing")
+
+
+def test_rows_of_absent_checkpoints_are_kept_once_and_only_for_their_study(bench, tmp_path):
+    present = tmp_path / "present"
+    present.mkdir()
+    base = {"study": "unconditional", "method": "AR", "steps": 32}
+    rows = [
+        {**base, "model": "ar", "checkpoint": str(tmp_path / "gone"), "weights": None, "v": 1},
+        {**base, "model": "ar", "checkpoint": str(tmp_path / "gone"), "weights": "ab", "v": 2},
+        {**base, "model": "prism", "checkpoint": str(present)},  # on disk: re-measured, not kept
+        {**base, "model": "mdlm", "checkpoint": str(tmp_path / "gone")},  # loaded: not kept
+        {**base, "study": "guidance", "model": "ar-qed", "checkpoint": "runs/none", "gamma": 1},
+    ]
+    done = {bench.row_key(r): r for r in rows}
+    kept = bench.absent_model_rows(done, {"mdlm": None}, "unconditional")
+    assert [r["v"] for r in kept] == [2]
+    assert bench.absent_model_rows(done, {}, "guidance", ("ring_count",)) == []
+    assert [r["model"] for r in bench.absent_model_rows(done, {}, "guidance", ("qed",))] == [
+        "ar-qed"
+    ]
+
+
+def test_regenerating_measures_new_weights_and_keeps_rows_of_absent_models(bench, tmp_path):
+    """End to end on the shipped tiny checkpoints: a merged row measured on other weights at the
+    same path is measured again, a merged row whose checkpoint is gone is kept and flagged."""
+    import json
+
+    from proseco.pretrained import shipped_checkpoints
+
+    root = tmp_path / "ckpts"
+    root.mkdir()
+    for key in ("mdlm", "proseco"):
+        (root / key).symlink_to(shipped_checkpoints()[key])
+    common = {"study": "unconditional", "batch_size": 16, "seed": 0, "num_samples": 16}
+    common |= {"eos_rule": "first", "steps": 2, "gamma": None, "nfe": 2.0, "seconds": 1.0}
+    stale = {**common, "method": "MDLM", "model": "mdlm", "validity": 0.999, "weights": "0" * 16}
+    stale["checkpoint"] = bench._short(root / "mdlm")
+    gone = {**common, "method": "AR (left to right)", "model": "ar", "validity": 0.97}
+    gone["checkpoint"] = "runs/qm9-ar-that-is-not-here/final"
+    old_meta = {
+        "checkpoints": {"ar": {"path": gone["checkpoint"], "info": "AR-TINY", "sequences": 9}}
+    }
+    merged = tmp_path / "old.json"
+    merged.write_text(json.dumps({"meta": old_meta, "rows": [stale, gone]}))
+    out = tmp_path / "out"
+    args = ["--checkpoints", str(root), "--out", str(out), "--steps", "2", "--num-samples", "16"]
+    args += ["--batch-size", "16", "--skip-guidance", "--skip-fcd", "--threads", "1"]
+    assert bench.main([*args, "--merge-rows", str(merged)]) == 0
+    rows = json.loads((out / "qm9_rows.json").read_text())["rows"]
+    mdlm = [r for r in rows if r["method"] == "MDLM"]
+    assert len(mdlm) == 1 and mdlm[0]["validity"] != 0.999
+    assert mdlm[0]["weights"] == bench.weights_fingerprint(root / "mdlm")
+    assert [r["validity"] for r in rows if r["model"] == "ar"] == [0.97]
+    page = (out / "qm9.md").read_text()
+    assert "AR-TINY" + bench.ABSENT_NOTE in page
+    assert "1 rows (ar) come from checkpoints that were not present" in page
