@@ -65,21 +65,27 @@ rows() {  # rows NAME MODEL...: the unconditional rows of these models, resumabl
         --skip-guidance --resume --only-models "${@:2}" >> "$OUT/page-$1.log" 2>&1
 }
 
-train mdlm
-curve
-ship mdlm
-if [ ! -f runs/qm9-prism/final/config.json ]; then
-    say "PRISM head refit"
-    proseco train qm9-prism-cpu --output-dir runs/qm9-prism --train.max_steps 4800 --resume \
-        >> "$OUT/train-prism.log" 2>&1
-fi
-rows mdlm mdlm prism
-train proseco
-curve
-ship proseco
-rows proseco proseco
-say "qm9.md from all rows"
-python benchmarks/qm9.py --checkpoints runs/qm9-ckpts --out docs/results --threads 2 \
-    --notes docs/results/qm9_baselines_notes.md --merge-rows docs/results/qm9_rows.json \
-    "$OUT/page-mdlm/qm9_rows.json" "$OUT/page-proseco/qm9_rows.json" >> "$OUT/page.log" 2>&1
-say "done: review docs/results/qm9.md, then time proseco demo"
+main() {  # a function, so bash reads all of it before it runs (this file may be edited meanwhile)
+    train mdlm
+    curve
+    ship mdlm
+    if [ ! -f runs/qm9-prism/final/config.json ]; then
+        say "PRISM head refit"
+        proseco train qm9-prism-cpu --output-dir runs/qm9-prism --train.max_steps 4800 --resume \
+            >> "$OUT/train-prism.log" 2>&1
+    fi
+    rows mdlm mdlm prism
+    train proseco
+    curve
+    ship proseco
+    rows proseco proseco
+    say "qm9.md from all rows"
+    cp "$OUT/curve/qm9_training_curve.json" "$OUT/curve/qm9_training_curve.png" docs/results/
+    python benchmarks/qm9.py --checkpoints runs/qm9-ckpts --out docs/results --threads 2 \
+        --notes docs/results/qm9_baselines_notes.md --merge-rows docs/results/qm9_rows.json \
+        "$OUT/page-mdlm/qm9_rows.json" "$OUT/page-proseco/qm9_rows.json" >> "$OUT/page.log" 2>&1
+    say "done: review docs/results/qm9.md, then time proseco demo"
+}
+
+main
+exit
