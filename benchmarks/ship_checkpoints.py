@@ -39,13 +39,38 @@ def default_sampling_config(config: dict):
 
 
 def _hours(rows: list[dict]) -> str:
-    """Training time from the logged throughput (tokens between log lines / tokens per second)."""
+    """Training time from the logged throughput (tokens between log lines / tokens per second).
+    Lines logged again after a resume (their ``tokens_seen`` goes back) add nothing."""
     train = [r for r in rows if r.get("split") == "train" and r.get("tokens_per_s")]
     seconds, seen = 0.0, 0
     for r in train:
-        seconds += (r["tokens_seen"] - seen) / r["tokens_per_s"]
+        seconds += max(r["tokens_seen"] - seen, 0) / r["tokens_per_s"]
         seen = r["tokens_seen"]
-    return f"{seconds / 60:.0f} min"
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def resume_history(run_dir: Path) -> list[str]:
+    """README lines on how often the run was stopped and resumed, and the settings changed on
+    resume, from ``run_dir/resume_log.jsonl`` (none if the run went straight through)."""
+    log = run_dir / "resume_log.jsonl"
+    if not log.is_file():
+        return []
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    if not entries:
+        return []
+    changes = [
+        f"`{field}` {old} -> {new} at step {e['step']}"
+        for e in entries
+        for field, (old, new) in (e.get("changed") or {}).items()
+    ]
+    lines = [
+        f"The run was stopped and resumed from its checkpoints {len(entries)} times "
+        "(`resume_log.jsonl`)"
+        + ("; changed on resume: " + ", ".join(changes) if changes else "")
+        + "."
+    ]
+    return lines + [""]
 
 
 def store_as(directory: Path, dtype: str) -> None:
@@ -77,6 +102,8 @@ def ship(run_dir: Path, name: str, notes: str = "", dtype: str = "float16",
         store_as(tmp, dtype)
     shutil.copy(run_dir / "config.yaml", tmp / "config.yaml")
     shutil.copy(run_dir / "metrics.jsonl", tmp / "metrics.jsonl")
+    if (run_dir / "resume_log.jsonl").is_file():
+        shutil.copy(run_dir / "resume_log.jsonl", tmp / "resume_log.jsonl")
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in rows if r.get("split") == "validation"]
@@ -84,18 +111,18 @@ def ship(run_dir: Path, name: str, notes: str = "", dtype: str = "float16",
     readme = [
         f"# QM9 checkpoint `{name}`",
         "",
-        f"Produced by the committed recipe `{recipe}` on a 2-core CPU (one torch thread):",
+        f"Produced by the committed recipe `{recipe}` on a 2-core CPU:",
         "",
         "```",
-        f"OMP_NUM_THREADS=1 proseco train {recipe} --output-dir runs/{name} "
-        "--train.progress_bar false",
+        f"proseco train {recipe} --output-dir runs/{run_dir.name}",
         "```",
         "",
         f"seed {train['seed']}, {train['max_steps']} steps, global batch "
         f"{train['global_batch_size']}, EMA {train['ema_decay']} (the weights here are the EMA "
         f"weights), loss sc_weight {config['loss']['sc_weight']}; about {_hours(rows)} of "
-        "training on one core (from the logged throughput).",
+        "training (from the logged throughput).",
         "",
+        *resume_history(run_dir),
     ]
     if val:
         last = val[-1]

@@ -81,3 +81,29 @@ def test_shipping_again_replaces_the_directory_and_leaves_no_temporaries(tmp_pat
     assert sorted(p.name for p in assets.iterdir()) == ["mdlm-ring"]
     assert not (assets / "mdlm-ring" / "stale.txt").exists()
     assert _stored_dtypes(assets / "mdlm-ring") == {"F16"}
+
+
+def test_the_readme_gives_the_command_and_the_resume_history(tmp_path):
+    run = _fake_run(tmp_path)
+    entries = [
+        {"step": 1000, "changed": {}},
+        {"step": 3500, "changed": {"train.max_steps": [8000, 16000]}},
+    ]
+    (run / "resume_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    target = _script().ship(run, "mdlm-ring", recipe="qm9-{name}-cpu", assets=tmp_path / "assets")
+    readme = (target / "README.md").read_text()
+    assert "proseco train qm9-mdlm-ring-cpu --output-dir runs/run\n" in readme
+    assert "resumed from its checkpoints 2 times" in readme
+    assert "`train.max_steps` 8000 -> 16000 at step 3500." in readme
+    assert (target / "resume_log.jsonl").read_text().count("\n") == 2
+
+
+def test_training_time_counts_lines_logged_again_after_a_resume_once():
+    rows = [
+        {"split": "train", "tokens_seen": 1000, "tokens_per_s": 10.0},
+        {"split": "train", "tokens_seen": 2000, "tokens_per_s": 10.0},
+        {"split": "train", "tokens_seen": 1500, "tokens_per_s": 10.0},  # after a resume
+        {"split": "train", "tokens_seen": 2500, "tokens_per_s": 10.0},
+    ]
+    assert _script()._hours(rows) == f"{(1000 + 1000 + 0 + 1000) / 10 / 60:.0f} min"
+    assert _script()._hours([{**rows[0], "tokens_per_s": 0.1}]) == f"{10000 / 3600:.1f} h"
