@@ -39,7 +39,8 @@ ship() {  # ship NAME: float16 copy into the package, then the same-samples chec
     if [ ! -f "$done" ]; then
         say "shipping $1"
         python benchmarks/ship_checkpoints.py runs --prefix qm9- --suffix=-small \
-            --recipe 'qm9-{name}-small-cpu' --names "$1" --dtype float16 >> "$OUT/ship.log" 2>&1
+            --recipe 'qm9-{name}-small-cpu' --names "$1" --dtype float16 \
+            --notes docs/results/qm9_small_runs/ship_notes.md >> "$OUT/ship.log" 2>&1
         touch "$done"
     fi
     if [ ! -f "$OUT/precision-$1.json" ]; then
@@ -87,5 +88,4 @@ main() {  # a function, so bash reads all of it before it runs (this file may be
     say "done: review docs/results/qm9.md, then time proseco demo"
 }
 
-main
-exit
+main; exit  # one line: bash has read the exit before main starts
