@@ -54,7 +54,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import qm9_claims as claims
 
@@ -239,6 +239,12 @@ def property_of(model_key: str) -> str | None:
     return None
 
 
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2 (bad input: a missing or unreadable file or dir)."""
+    print(f"qm9.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 # --------------------------------------------------------------------- checkpoints
 def find_model_dir(root: Path, key: str) -> Path | None:
     """``root/key`` or ``root/key/final`` if it holds a ``config.json``, else None."""
@@ -263,7 +269,7 @@ def weights_fingerprint(path: Path) -> str:
 
     files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
     if not files:
-        raise SystemExit(f"error: {path} holds no *.safetensors or *.bin weights")
+        fail(f"{path} holds no *.safetensors or *.bin weights")
     digest = hashlib.sha256()
     for f in files:
         with f.open("rb") as handle:
@@ -319,11 +325,11 @@ def load_models(
     if only:
         unknown = sorted(set(only) - set(ALL_KEYS))
         if unknown:
-            raise SystemExit(f"error: unknown model keys {unknown}; use {ALL_KEYS}")
+            fail(f"unknown model keys {unknown}; use {ALL_KEYS}")
         paths = {k: find_model_dir(root, k) for k in only}
         missing = [k for k, p in paths.items() if p is None]
         if missing:
-            raise SystemExit(f"error: {root} lacks the model dirs {missing}")
+            fail(f"{root} lacks the model dirs {missing}")
         for prop in properties:
             p = PROPERTIES[prop]
             if skip_guidance:
@@ -335,8 +341,8 @@ def load_models(
     paths = {k: find_model_dir(root, k) for k in ALL_KEYS}
     absent = ", ".join(f"{k}/" for k in UNCOND_KEYS if paths[k] is None)
     if absent:
-        raise SystemExit(
-            f"error: {root} lacks the model dirs {absent} (each needs a config.json); train them "
+        fail(
+            f"{root} lacks the model dirs {absent} (each needs a config.json); train them "
             "with `proseco train qm9-mdlm-cpu` / `qm9-proseco-cpu` or pass --checkpoints DIR"
         )
     for prop in properties:
@@ -1262,21 +1268,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.checkpoints) if args.checkpoints else shipped_checkpoints()["mdlm"].parent
-    models, paths, skipped = load_models(
-        root, args.skip_guidance, tuple(args.only_models), args.properties
-    )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for prop, reason in skipped.items():
-        print(f"guidance study for {prop} skipped: {reason}")
     rows_path = out / "qm9_rows.json"
     done = {}
     earlier_checkpoints: dict[str, dict] = {}  # the checkpoint table entries of reused files
 
     def read_rows(path: Path) -> list[dict]:
-        data = json.loads(path.read_text())
-        earlier_checkpoints.update(data.get("meta", {}).get("checkpoints") or {})
-        return data["rows"]
+        try:
+            data = json.loads(path.read_text())
+            rows = data["rows"]
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise TypeError("'rows' is not a list of row objects")
+            earlier_checkpoints.update(data.get("meta", {}).get("checkpoints") or {})
+        except FileNotFoundError:
+            fail(f"{path}: no such file (rows to reuse come from an earlier qm9_rows.json)")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            fail(f"{path} is not a readable qm9_rows.json ({type(e).__name__}: {e})")
+        return rows
 
     if args.resume and rows_path.is_file():
         done = {row_key(r): r for r in read_rows(rows_path)}
@@ -1294,6 +1302,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # a copy of a reused row (a part run merged it): keep its mark
             done[row_key(r)] = r
         print(f"merging: {len(found)} rows from {extra}")
+    models, paths, skipped = load_models(
+        root, args.skip_guidance, tuple(args.only_models), args.properties
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    for prop, reason in skipped.items():
+        print(f"guidance study for {prop} skipped: {reason}")
     fcd_reference, fcd_skipped = None, None
     if args.skip_unconditional:
         fcd_skipped = "--skip-unconditional was given"

@@ -589,8 +589,9 @@ def test_weights_fingerprint_follows_the_bytes_and_enters_the_row_key(bench, tmp
     row = {k: 1 for k in bench.KEY_FIELDS if k != "weights"}
     assert bench.row_key({**row, "weights": first}) != bench.row_key({**row, "weights": "other"})
     assert bench.row_key(row) != bench.row_key({**row, "weights": first})  # unstamped rows
-    with pytest.raises(SystemExit, match="no \\*.safetensors"):
+    with pytest.raises(SystemExit) as stop:
         bench.weights_fingerprint(tmp_path / "missing")
+    assert stop.value.code == 2
 
 
 def test_rows_of_absent_checkpoints_are_kept_once_and_only_for_their_study(bench, tmp_path):
@@ -647,3 +648,16 @@ def test_regenerating_measures_new_weights_and_keeps_rows_of_absent_models(bench
     page = (out / "qm9.md").read_text()
     assert "AR-TINY" + bench.ABSENT_NOTE in page
     assert "1 rows (ar) come from checkpoints that were not present" in page
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"meta": {}}', "[1, 2]", '{"rows": 5}'])
+def test_a_missing_or_corrupt_rows_file_is_one_line_and_exit_2(bench, tmp_path, capsys, content):
+    rows = tmp_path / "rows.json"
+    if content is not None:
+        rows.write_text(content)
+    args = ["--out", str(tmp_path / "out"), "--skip-guidance", "--merge-rows", str(rows)]
+    with pytest.raises(SystemExit) as stop:
+        bench.main(args)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"qm9.py: error: {rows}") and "\n" not in err
