@@ -18,6 +18,8 @@ cd "$(dirname "$0")/../../.."
 export OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE
 OUT=runs/qm9-25
 mkdir -p "$OUT"
+exec 9> "$OUT/.pipeline.lock"  # one pipeline at a time: a second one would race the first
+flock -n 9 || { echo "pipeline.sh: already running (lock $OUT/.pipeline.lock)" >&2; exit 2; }
 say() { echo "[$(date -u '+%F %T')] $*"; }
 
 train() {  # train NAME: the cpu-small run qm9-NAME-small to its recipe's max_steps
