@@ -94,15 +94,18 @@ def run_info(config: dict) -> str:
 
 
 def checkpoints_of(run_dir: Path, config: dict) -> list[tuple[int, str, Path]]:
-    """``(step, source, path)`` oldest first: every complete checkpoint and ``final/``; a
-    checkpoint at the final step is left out (``final/`` holds the same EMA weights)."""
-    from proseco.training.checkpoint import list_checkpoints
+    """``(step, source, path)`` oldest first: every complete checkpoint and ``final/`` (at the
+    step its ``export_info.json`` records, else the config's ``max_steps``); a checkpoint at the
+    final step is left out (``final/`` holds the same EMA weights)."""
+    from proseco.training.checkpoint import exported_step, list_checkpoints
 
     found = [(step, "checkpoint", path) for step, path in list_checkpoints(run_dir)]
     final = run_dir / "final"
     if (final / "config.json").is_file():
         last = (config.get("train") or {}).get("max_steps")
-        step = int(last) if last else (found[-1][0] if found else None)
+        step = exported_step(final)  # exports before it was recorded: the configured last step
+        if step is None:
+            step = int(last) if last else (found[-1][0] if found else None)
         if step is None:
             warnings.warn(
                 f"{final}: its training step is unknown (no config.yaml); left out", stacklevel=2

@@ -140,3 +140,24 @@ def test_a_resume_without_flags_continues_with_the_launch_overrides(tmp_path):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert (saved["optim"]["lr"], saved["optim"]["warmup_steps"]) == (1e-3, 1)
     assert saved["train"]["max_steps"] == 5
+
+
+def test_final_records_its_step_and_an_extended_run_says_final_is_older(tmp_path, caplog):
+    """final/export_info.json holds the step final/ was exported at, so a run resumed with a
+    raised max_steps (a low-learning-rate continuation) is not mistaken for finished."""
+    import logging
+
+    from proseco.training.checkpoint import exported_step
+
+    config = tiny(tmp_path, train={"max_steps": 2, "save_every": 2, "log_every": 1,
+                                   "global_batch_size": 8, "keep_checkpoints": 0})  # fmt: skip
+    run = tmp_path / "run"
+    train(config, run)
+    assert exported_step(run / "final") == 2
+    longer = replace(config, train=replace(config.train, max_steps=3))
+    with caplog.at_level(logging.WARNING, logger="proseco.training"):
+        train(longer, run, resume=True)
+    assert f"{run / 'final'} still holds the model exported at step 2" in caplog.text
+    assert exported_step(run / "final") == 3
+    (run / "final" / "export_info.json").write_text("{broken")
+    assert exported_step(run / "final") is None

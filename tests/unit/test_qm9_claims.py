@@ -661,3 +661,16 @@ def test_a_missing_or_corrupt_rows_file_is_one_line_and_exit_2(bench, tmp_path, 
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"qm9.py: error: {rows}") and "\n" not in err
+
+
+def test_the_curve_places_final_at_its_exported_step(tmp_path):
+    """A run resumed with a raised max_steps keeps its earlier final/ until it ends: the curve
+    must place that final/ at the step it was exported at, not at the new max_steps."""
+    curve = load_benchmark("qm9_training_curve.py")
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "config.json").write_text("{}")
+    config = {"train": {"max_steps": 40000}}
+    assert curve.checkpoints_of(tmp_path, config) == [(40000, "final", final)]  # older exports
+    (final / "export_info.json").write_text('{"step": 32000}')
+    assert curve.checkpoints_of(tmp_path, config) == [(32000, "final", final)]

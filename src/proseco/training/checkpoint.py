@@ -67,6 +67,8 @@ __all__ = [
     "read_trainer_state",
     "non_finite_tensors",
     "export_pretrained",
+    "EXPORT_INFO",
+    "exported_step",
     "install_state_hooks",
     "without_shared",
     "load_deduplicated",
@@ -608,6 +610,19 @@ def load_checkpoint(
     return resumed.state
 
 
+EXPORT_INFO = "export_info.json"  # in final/: {"step": the training step it was exported at}
+
+
+def exported_step(out_dir: str | Path) -> int | None:
+    """The training step an exported ``final/`` directory holds (from its ``export_info.json``),
+    or None if it was exported before the step was recorded or cannot be read."""
+    try:
+        step = json.loads((Path(out_dir) / EXPORT_INFO).read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
 def export_pretrained(
     accelerator: Accelerator,
     model: Any,
@@ -616,11 +631,14 @@ def export_pretrained(
     out_dir: str | Path,
     *,
     lora_save: str = "merged",
+    step: int | None = None,
 ) -> Path:
     """Save the model with its EMA weights and the tokenizer as a ``from_pretrained`` directory.
 
     Call on every process (FSDP / DeepSpeed gather the full weights). Written atomically. A
-    LoRA model is saved as ``lora_save`` says (:func:`proseco.training.lora.save_model`).
+    LoRA model is saved as ``lora_save`` says (:func:`proseco.training.lora.save_model`). With
+    ``step``, ``export_info.json`` records it: a run resumed with a raised ``max_steps`` keeps
+    its earlier ``final/`` until the new export replaces it, and readers can tell which it is.
 
     Raises:
         OutputError: the disk is full or read-only.
@@ -637,6 +655,8 @@ def export_pretrained(
                     save_model(unwrapped, tmp, state_dict, lora_save)
                     if tokenizer is not None:
                         tokenizer.save_pretrained(str(tmp))
+                    if step is not None:
+                        (tmp / EXPORT_INFO).write_text(json.dumps({"step": step}) + "\n")
                     _publish(tmp, out_dir)
             except OutputError:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -47,6 +47,7 @@ from proseco.training.checkpoint import (
     Resumed,
     ResumePlan,
     export_pretrained,
+    exported_step,
     install_state_hooks,
     load_resume_checkpoint,
     non_finite_tensors,
@@ -349,6 +350,14 @@ def _record_resume(output_dir: Path, resumed: Resumed, plan: ResumePlan) -> None
             step,
             changes,
         )
+    exported = exported_step(output_dir / "final")
+    if exported is not None and exported <= step:
+        log.warning(
+            "proseco train: %s still holds the model exported at step %d; it is replaced when "
+            "this run ends",
+            output_dir / "final",
+            exported,
+        )
 
 
 @dataclass
@@ -606,7 +615,7 @@ class _Run:
         lora = self.config.model.lora
         final = export_pretrained(
             acc, self.model, self.ema, self.tokenizer, self.output_dir / "final",
-            lora_save=lora.save if lora is not None else "merged",
+            lora_save=lora.save if lora is not None else "merged", step=cfg.max_steps,
         )  # fmt: skip
         self.logger.close()
         return TrainResult(
