@@ -6,9 +6,10 @@
 #
 #   nohup bash docs/results/qm9_small_runs/pipeline.sh > runs/qm9-25/pipeline.log 2>&1 &
 #
-# Steps: MDLM to 32000 -> its validity curve -> ship it in float16 -> float16-vs-float32 check
-# -> PRISM head refit on it (15 % of its steps) -> the MDLM and PRISM rows of qm9.md -> ProSeCo
-# to 16000 -> curve, ship, check -> the ProSeCo rows -> qm9.md from all rows.
+# Steps: MDLM to 32000 -> its validity curve (-> if under 60 % at T=32, one low-learning-rate
+# continuation to 40000, and ProSeCo later to 20000 likewise) -> ship it in float16 ->
+# float16-vs-float32 check -> PRISM head refit on it (15 % of its steps) -> the MDLM and PRISM
+# rows of qm9.md -> ProSeCo to 16000 -> curve, ship, check -> the ProSeCo rows -> qm9.md.
 # Two torch threads with passive OpenMP waiting: measured on the 2-core machine, MDLM trains at
 # 4400 tokens/s alone on two threads and keeps 2400 when another process is busy (1700 with the
 # default active waiting).
@@ -22,11 +23,53 @@ exec 9> "$OUT/.pipeline.lock"  # one pipeline at a time: a second one would race
 flock -n 9 || { echo "pipeline.sh: already running (lock $OUT/.pipeline.lock)" >&2; exit 2; }
 say() { echo "[$(date -u '+%F %T')] $*"; }
 
-train() {  # train NAME: the cpu-small run qm9-NAME-small to its recipe's max_steps
-    [ -f "runs/qm9-$1-small/final/config.json" ] && return
-    say "training $1"
-    proseco train "qm9-$1-small-cpu" --output-dir "runs/qm9-$1-small" --resume \
-        >> "$OUT/train-$1-small.log" 2>&1
+finished() {  # finished NAME STEPS: qm9-NAME-small's final/ holds step STEPS or later
+    python - "runs/qm9-$1-small" "$2" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+run, steps = Path(sys.argv[1]), int(sys.argv[2])
+if not (run / "final" / "config.json").is_file():
+    sys.exit(1)
+info = run / "final" / "export_info.json"  # see proseco.training.checkpoint.exported_step
+if info.is_file():
+    step = json.loads(info.read_text())["step"]
+else:  # exported before the step was recorded: the config's last step
+    step = yaml.safe_load((run / "config.yaml").read_text())["train"]["max_steps"]
+sys.exit(0 if step >= steps else 1)
+PY
+}
+
+train() {  # train NAME STEPS [FLAG VALUE ...]: the cpu-small run qm9-NAME-small to step STEPS
+    local name=$1 steps=$2
+    shift 2
+    finished "$name" "$steps" && return
+    say "training $name to step $steps $*"
+    proseco train "qm9-$name-small-cpu" --output-dir "runs/qm9-$name-small" --resume \
+        --train.max_steps "$steps" "$@" >> "$OUT/train-$name-small.log" 2>&1
+}
+
+gate() {  # prints "below" or "met": the MDLM run's final/ at T=32 (curve) against 60 %
+    python - "$OUT/curve/qm9_training_curve.json" <<'PY'
+import json
+import sys
+
+rows = json.load(open(sys.argv[1]))["rows"]
+final = [r for r in rows if r["run"] == "mdlm-small" and r["source"] == "final"]
+if not final:
+    sys.exit(f"gate: no final/ row of mdlm-small in {sys.argv[1]}")
+row = max(final, key=lambda r: r["step"])
+print(f"MDLM final/: step {row['step']}, validity {row['validity']:.3f}", file=sys.stderr)
+print("below" if row["validity"] < 0.60 else "met")
+PY
+}
+
+max_steps() {  # max_steps NAME: the last step qm9-NAME-small is configured for
+    python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['train']['max_steps'])" \
+        "runs/qm9-$1-small/config.yaml"
 }
 
 curve() {  # validity at T=32 every 2000 steps (and at the end) of both runs
@@ -69,16 +112,30 @@ rows() {  # rows NAME MODEL...: the unconditional rows of these models, resumabl
 }
 
 main() {  # a function, so bash reads all of it before it runs (this file may be edited meanwhile)
-    train mdlm
+    train mdlm 32000
     curve
+    # Under 60 % at step 32000: one low-learning-rate continuation of 8000 steps (cosine from
+    # about 1e-4, where the recipe ended, down to 1e-5); ProSeCo then gets the same 25 % more.
+    local verdict mdlm_steps
+    verdict=$(gate)  # a failure stops the pipeline (set -e)
+    say "MDLM against the 60 % gate: $verdict"
+    if ! finished mdlm 40000 && { [ "$(max_steps mdlm)" -ge 40000 ] || [ "$verdict" = below ]; }
+    then  # started, or due
+        train mdlm 40000 --optim.min_lr 1e-5
+        curve
+    fi
+    mdlm_steps=$(max_steps mdlm)
     ship mdlm
     if [ ! -f runs/qm9-prism/final/config.json ]; then
-        say "PRISM head refit"
-        proseco train qm9-prism-cpu --output-dir runs/qm9-prism --train.max_steps 4800 --resume \
-            >> "$OUT/train-prism.log" 2>&1
+        say "PRISM head refit ($((mdlm_steps * 15 / 100)) steps, 15 % of MDLM's)"
+        proseco train qm9-prism-cpu --output-dir runs/qm9-prism --resume \
+            --train.max_steps $((mdlm_steps * 15 / 100)) >> "$OUT/train-prism.log" 2>&1
     fi
     rows mdlm mdlm prism
-    train proseco
+    train proseco 16000
+    if [ "$mdlm_steps" -ge 40000 ]; then
+        train proseco 20000 --optim.min_lr 1e-5
+    fi
     curve
     ship proseco
     rows proseco proseco
