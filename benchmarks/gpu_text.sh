@@ -6,7 +6,9 @@
 #   python benchmarks/text.py --mdlm DIR/text-mdlm/final ... (see docs/results/text_runs/README.md)
 # Everything lands in $OUT: train.log and text-NAME.tgz (each run's config.yaml, metrics.jsonl, final/).
 # Knobs: STEPS (default 40000), BATCH (64), PRESET (cpu-tiny), LIMIT seconds per run (300),
-# PRISM_STEPS (2000). A CPU dry run: STEPS=20 BATCH=8 LIMIT=120 PRISM_STEPS=5 OUT=/tmp/gt bash benchmarks/gpu_text.sh
+# PRISM_STEPS (2000). The device call carries the working tree, 64 MiB at most: the tracked tree
+# is about 70 MB with the cpu-small QM9 pair, so move docs/results/sft_models aside for the call
+# (this script does not read it) and put it back after. A CPU dry run: STEPS=20 BATCH=8 LIMIT=120 PRISM_STEPS=5 OUT=/tmp/gt bash benchmarks/gpu_text.sh
 set -uo pipefail
 export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/text22-out}; WORK=${WORK:-/tmp/text22}
