@@ -776,6 +776,7 @@ def curve_markdown(data: dict, image: bool = True) -> str:
         return "Not available: `qm9_training_curve.json` holds no rows."
     columns = list(dict.fromkeys((r["run"], r["method"]) for r in rows))
     runs = list(dict.fromkeys(r["run"] for r in rows))
+    rows = [{**r, "step": r["step"] + (r.get("base_step") or 0)} for r in rows]  # fine-tunes
     cell = {(r["run"], r["method"], r["step"]): r for r in rows}
     nelbo = {(r["run"], r["step"]): r["nelbo"] for r in rows if r.get("nelbo") is not None}
     header = ["step"] + [f"{run}: {m}" for run, m in columns]
@@ -799,6 +800,11 @@ def curve_markdown(data: dict, image: bool = True) -> str:
         "had at that step; validation NELBO (nats per token, MDLM term, EMA weights) as the run "
         "logged it at that step."
     )
+    if any(r.get("base_step") for r in rows):
+        text += (
+            " A run fine-tuned from another model is listed at the base's training steps plus "
+            "its own."
+        )
     if finals:
         text += (
             " The last step of each run is its exported `final/` model ("

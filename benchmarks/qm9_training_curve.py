@@ -12,6 +12,9 @@ model is loaded with the EMA weights the released model would have had at that s
   ``--also-mdlm-sampling``, with MDLM sampling too.
 
 Each row also carries the validation NELBO the run logged at that step (``metrics.jsonl``).
+A run fine-tuned from another model (``model.pretrained``, e.g. ProSeCo from the shipped MDLM)
+records the base's training steps (``base_step``, from its ``export_info.json``): the plot and
+``qm9.md`` put its checkpoints at base steps + own steps, after the base's own curve.
 Writes ``qm9_training_curve.json`` (``meta`` and ``rows``) and ``qm9_training_curve.png``
 (validity vs training step, one line per run and sampler; the validation NELBO beside it) into
 ``--out``; ``benchmarks/qm9.py`` embeds both in ``qm9.md`` when they are there.
@@ -77,6 +80,19 @@ def is_proseco_run(name: str, config: dict) -> bool:
     return float(weight) > 0
 
 
+def base_step(config: dict) -> int:
+    """The training steps of the model a fine-tuning run started from (``model.pretrained``, by
+    the ``export_info.json`` it was exported with); 0 for a run from scratch or a base that does
+    not record its step."""
+    from proseco.data.text import resolve_source
+    from proseco.training.checkpoint import exported_step
+
+    pretrained = (config.get("model") or {}).get("pretrained")
+    if not pretrained:
+        return 0
+    return exported_step(resolve_source(str(pretrained))) or 0
+
+
 def run_info(config: dict) -> str:
     """One line on how the run was trained, from its ``config.yaml``."""
     if not config:
@@ -84,6 +100,9 @@ def run_info(config: dict) -> str:
     m, tr, o = config.get("model", {}), config.get("train", {}), config.get("optim", {})
     loss, data = config.get("loss", {}), config.get("data", {})
     size = m.get("preset") or "custom"
+    if m.get("pretrained"):
+        base = base_step(config)
+        size = f"fine-tuned from `{m['pretrained']}`" + (f" (step {base:,})" if base else "")
     if m.get("hidden_size") or m.get("num_layers"):
         size += f" ({m.get('num_layers')} layers x {m.get('hidden_size')})"
     return (
@@ -229,6 +248,11 @@ def samplers(proseco: bool, also_mdlm: bool, steps: int) -> list[tuple[str, Any]
 
 
 # --------------------------------------------------------------------- plot
+def total_step(row: dict) -> int:
+    """A row's training step counting the steps of the model its run was fine-tuned from."""
+    return int(row["step"]) + int(row.get("base_step") or 0)
+
+
 def plot_curve(rows: list[dict], path: Path, title: str = "") -> None:
     """Validity against training step, one line per (run, method); the runs' validation NELBO
     in a second panel when the rows have it."""
@@ -244,7 +268,7 @@ def plot_curve(rows: list[dict], path: Path, title: str = "") -> None:
     ax = axes[0][0]
     for run, method in dict.fromkeys((r["run"], r["method"]) for r in rows):
         pts = sorted(
-            (r["step"], 100 * r["validity"])
+            (total_step(r), 100 * r["validity"])
             for r in rows
             if (r["run"], r["method"]) == (run, method) and r.get("validity") is not None
         )
@@ -252,7 +276,7 @@ def plot_curve(rows: list[dict], path: Path, title: str = "") -> None:
             ax.plot(*zip(*pts), marker="o", label=f"{method} ({run})")
     top = max((100 * r["validity"] for r in rows if r.get("validity") is not None), default=0)
     ax.set_ylim(0, max(5.0, 1.1 * top))
-    ax.set_xlabel("training step")
+    ax.set_xlabel("training step (a fine-tuned run: its base's steps + its own)")
     ax.set_ylabel("validity (%)")
     ax.set_title(title or "QM9 validity vs training steps", fontsize=9)
     ax.grid(True, alpha=0.3)
@@ -261,7 +285,7 @@ def plot_curve(rows: list[dict], path: Path, title: str = "") -> None:
     if nelbo:
         ax = axes[0][1]
         for run in dict.fromkeys(r["run"] for r in nelbo):
-            pts = sorted({(r["step"], r["nelbo"]) for r in nelbo if r["run"] == run})
+            pts = sorted({(total_step(r), r["nelbo"]) for r in nelbo if r["run"] == run})
             ax.plot(*zip(*pts), marker="o", label=run)
         ax.set_xlabel("training step")
         ax.set_ylabel("validation NELBO (nats per token)")
@@ -370,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             "kind": "ProSeCo" if proseco else "MDLM",
             "info": run_info(config),
             "global_batch_size": (config.get("train") or {}).get("global_batch_size"),
+            "base_step": base_step(config),
         }
         nelbo = validation_nelbo(run_dir)
         for step, source, path in thin(found, args.every):
@@ -420,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": args.seed,
                 "batch_size": args.batch_size,
                 "nelbo": nelbo,
+                "base_step": runs_meta[name]["base_step"],
             }
             if row_key(meta_row) in done:
                 rows.append({**done[row_key(meta_row)], "nelbo": nelbo})

@@ -84,6 +84,19 @@ def store_as(directory: Path, dtype: str) -> None:
     model.to(getattr(torch, dtype)).save_pretrained(directory)
 
 
+def base_model(config: dict) -> list[str]:
+    """README lines naming the model a fine-tuning run started from (none for a run from
+    scratch)."""
+    pretrained = (config.get("model") or {}).get("pretrained")
+    if not pretrained:
+        return []
+    return [
+        f"Fine-tuned from `{pretrained}` (its README gives that model's own training); the "
+        "steps above are the fine-tuning steps only.",
+        "",
+    ]
+
+
 def ship(run_dir: Path, name: str, notes: str = "", dtype: str = "float16",
          assets: Path = ASSETS, recipe: str = "qm9-{name}-cpu") -> Path:  # fmt: skip
     """Copy ``run_dir/final`` (plus its config, log and a README) to ``assets/name``.
@@ -122,6 +135,7 @@ def ship(run_dir: Path, name: str, notes: str = "", dtype: str = "float16",
         f"weights), loss sc_weight {config['loss']['sc_weight']}; about {_hours(rows)} of "
         "training (from the logged throughput).",
         "",
+        *base_model(config),
         *resume_history(run_dir),
     ]
     if val:

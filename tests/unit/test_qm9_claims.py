@@ -674,3 +674,26 @@ def test_the_curve_places_final_at_its_exported_step(tmp_path):
     assert curve.checkpoints_of(tmp_path, config) == [(40000, "final", final)]  # older exports
     (final / "export_info.json").write_text('{"step": 32000}')
     assert curve.checkpoints_of(tmp_path, config) == [(32000, "final", final)]
+
+
+def test_a_fine_tuned_run_is_placed_after_its_base(bench, tmp_path):
+    """ProSeCo fine-tuned from the shipped MDLM: its checkpoints sit at the base's steps plus its
+    own, in the run's description, the table of qm9.md and the plot."""
+    curve = load_benchmark("qm9_training_curve.py")
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "export_info.json").write_text('{"step": 40000}')
+    config = {"model": {"pretrained": str(base)}, "train": {"max_steps": 2500}}
+    assert curve.base_step(config) == 40000
+    assert curve.base_step({"model": {"preset": "cpu-small"}}) == 0
+    assert curve.base_step({"model": {"pretrained": str(tmp_path)}}) == 0  # no step recorded
+    assert f"fine-tuned from `{base}` (step 40,000); 2500 steps" in curve.run_info(config)
+    row = {"run": "ft", "step": 1000, "base_step": 40000, "method": "ProSeCo S=1 every=1"}
+    assert curve.total_step(row) == 41000 and curve.total_step({"step": 7}) == 7
+    rows = [{**row, "validity": 0.7, "source": "final"}]
+    rows.append({"run": "mdlm", "step": 40000, "method": "MDLM", "validity": 0.6})
+    text = bench.curve_markdown({"meta": {}, "rows": rows})
+    assert "| 40,000 | – | 60.0% |" in text and "| 41,000 | 70.0% | – |" in text
+    assert "base's training steps plus its own" in text and "ft: step 41,000" in text
+    curve.plot_curve(rows, tmp_path / "c.png", "t")
+    assert (tmp_path / "c.png").stat().st_size > 10_000

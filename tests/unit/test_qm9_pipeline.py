@@ -1,7 +1,8 @@
 """docs/results/qm9_small_runs/pipeline.sh (issue 25) runs unattended for hours, so its decisions
 are pinned here with stand-ins for `proseco train` and the benchmark scripts: which runs it
 trains to which step, the one low-learning-rate continuation when MDLM is under the 60 % gate,
-PRISM's 15 % budget, and that a rerun after the end trains nothing."""
+PRISM's 15 % budget, ProSeCo fine-tuned from the shipped MDLM, and that a rerun after the end
+trains nothing."""
 
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def test_over_the_gate_trains_the_recipes_steps_and_a_rerun_trains_nothing(tmp_p
     assert _trained(calls) == [
         "qm9-mdlm-small-cpu 32000",
         "qm9-prism-cpu 4800",
-        "qm9-proseco-small-cpu 16000",
+        "qm9-proseco-small-ft-cpu 2500",
     ]
     assert sum(c.startswith("ship_checkpoints") for c in calls) == 2
     assert calls[-1].startswith("qm9 --checkpoints runs/qm9-ckpts --out docs/results")
@@ -127,8 +128,7 @@ def test_under_the_gate_continues_both_runs_at_a_low_learning_rate_once(tmp_path
         "qm9-mdlm-small-cpu 32000",
         "qm9-mdlm-small-cpu 40000 1e-5",
         "qm9-prism-cpu 6000",
-        "qm9-proseco-small-cpu 16000",
-        "qm9-proseco-small-cpu 20000 1e-5",
+        "qm9-proseco-small-ft-cpu 2500",
     ]
     assert _trained(_run(root, validity=0.58)) == []  # still under: no second continuation
 

@@ -107,3 +107,27 @@ def test_training_time_counts_lines_logged_again_after_a_resume_once():
     ]
     assert _script()._hours(rows) == f"{(1000 + 1000 + 0 + 1000) / 10 / 60:.0f} min"
     assert _script()._hours([{**rows[0], "tokens_per_s": 0.1}]) == f"{10000 / 3600:.1f} h"
+
+
+def test_a_fine_tuned_run_names_its_base_in_the_readme(tmp_path):
+    run = _fake_run(tmp_path)
+    config = (
+        (run / "config.yaml")
+        .read_text()
+        .replace("  pretrained: null", "  pretrained: package:assets/qm9/mdlm")
+    )
+    assert "package:assets/qm9/mdlm" in config
+    (run / "config.yaml").write_text(config)
+    target = _script().ship(
+        run, "proseco", dtype="float16", assets=tmp_path / "assets", recipe="qm9-x-ft-cpu"
+    )
+    readme = (target / "README.md").read_text()
+    assert "Fine-tuned from `package:assets/qm9/mdlm`" in readme
+    assert "proseco train qm9-x-ft-cpu" in readme
+    assert (
+        "Fine-tuned"
+        not in _script()
+        .ship(_fake_run(tmp_path / "b"), "m", assets=tmp_path / "assets")
+        .joinpath("README.md")
+        .read_text()
+    )
