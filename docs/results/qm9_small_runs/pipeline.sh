@@ -78,7 +78,7 @@ curve() {  # validity at T=32 every 1000 steps (and at the end) of the runs ther
     local runs=(--run mdlm-small=runs/qm9-mdlm-small)
     [ -d runs/qm9-proseco-small/final ] && runs+=(--run proseco-small-ft=runs/qm9-proseco-small)
     python benchmarks/qm9_training_curve.py "${runs[@]}" --out "$OUT/curve" --threads 2 \
-        --resume --every 1000 >> "$OUT/curve.log" 2>&1
+        --resume --every 1000 --also-mdlm-sampling >> "$OUT/curve.log" 2>&1
 }
 
 ship() {  # ship NAME RECIPE: float16 copy into the package, then the float32 check
