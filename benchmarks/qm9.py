@@ -298,15 +298,21 @@ def provenance(path: Path, model: Any) -> tuple[str, int | None]:
             tr, loss, data = c.get("train", {}), c.get("loss", {}), c.get("data", {})
             if tr.get("max_steps") and tr.get("global_batch_size"):
                 seen = int(tr["max_steps"]) * int(tr["global_batch_size"])
+            model = c.get("model", {})
+            start = (
+                f"fine-tuned from {model['pretrained']}"
+                if model.get("pretrained")
+                else f"preset {model.get('preset')}"
+            )
             bits.append(
-                f"config.yaml: preset {c.get('model', {}).get('preset')}, "
+                f"config.yaml: {start}, "
                 f"{tr.get('max_steps')} steps x batch {tr.get('global_batch_size')}, "
                 f"sc_weight {loss.get('sc_weight')}, label {data.get('label')}"
             )
         readme = where / "README.md"
         if readme.is_file():
             lines = [x.strip() for x in readme.read_text().splitlines()]
-            bits += [x for x in lines if x and not x.startswith("#")][:1]
+            bits += [x.rstrip(":") for x in lines if x and not x.startswith("#")][:1]
     return "; ".join(bits), seen
 
 

@@ -156,11 +156,12 @@ def keep_done(rows: list[dict], done: dict[tuple, dict], settings: dict[str, Any
 
 
 def sort_rows(rows: list[dict], names: list[str]) -> list[dict]:
-    """Rows by run (the ``--run`` order, then earlier runs by name), step and method."""
+    """Rows by run (runs kept from earlier calls by name, then the ``--run`` order: the order
+    they were measured in), step and method."""
     return sorted(
         rows,
         key=lambda r: (
-            (0, names.index(r["run"]), "") if r["run"] in names else (1, 0, r["run"]),
+            (1, names.index(r["run"]), "") if r["run"] in names else (0, 0, r["run"]),
             r["step"],
             r["method"],
         ),

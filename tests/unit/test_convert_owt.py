@@ -271,7 +271,9 @@ def test_load_pretrained_converts_an_official_download(tmp_path):
     x = ids(seed=8)
     with torch.no_grad():
         ours = model(x).logits
-    torch.testing.assert_close(ours.double(), reference_logits(state, x), rtol=1e-4, atol=1e-4)
+    # float32 against a float64 reference: on some CPUs (vector width) one logit of 528 lands
+    # 2.7e-4 away; a wrong conversion moves logits by tenths
+    torch.testing.assert_close(ours.double(), reference_logits(state, x), rtol=1e-3, atol=1e-3)
 
 
 def test_gpt2_sized_official_checkpoint_gets_gpt2_tokenizer_with_mask(tmp_path):

@@ -571,10 +571,10 @@ def test_curve_resume_keeps_rows_it_did_not_resample():
     settings = {"steps": 32, "num_samples": 1000, "seed": 0, "batch_size": 500}
     out = curve.sort_rows(curve.keep_done(new, done, settings), ["m"])
     assert [(x["run"], x["step"]) for x in out] == [
+        ("gone", 500),  # measured by an earlier call: first
         ("m", 500),
         ("m", 1000),
         ("m", 2000),
-        ("gone", 500),
     ]
     assert [x for x in out if x["step"] == 1000] == [new[0]]  # the fresh row wins, once
     assert [x for x in out if x["step"] == 2000] == [new[1]]
@@ -697,3 +697,20 @@ def test_a_fine_tuned_run_is_placed_after_its_base(bench, tmp_path):
     assert "base's training steps plus its own" in text and "ft: step 41,000" in text
     curve.plot_curve(rows, tmp_path / "c.png", "t")
     assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_provenance_names_the_base_of_a_fine_tuned_checkpoint(bench, tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    model = torch.nn.Linear(2, 2)
+    model.config = SimpleNamespace(num_layers=5, hidden_size=256)
+    (tmp_path / "config.yaml").write_text(
+        "model: {pretrained: 'package:assets/qm9/mdlm', preset: cpu-tiny}\n"
+        "train: {max_steps: 2500, global_batch_size: 128}\nloss: {sc_weight: 1.0}\n"
+    )
+    (tmp_path / "README.md").write_text("# x\n\nProduced by the recipe `r` on a CPU:\n")
+    text, seen = bench.provenance(tmp_path, model)
+    assert "config.yaml: fine-tuned from package:assets/qm9/mdlm, 2500 steps" in text
+    assert "preset" not in text and text.endswith("on a CPU") and seen == 2500 * 128
