@@ -274,3 +274,20 @@ def test_a_remote_code_model_directorys_tokenizer_loads_without_a_terminal_promp
         assert tokenizer.mask_token_id == 127
     captured = capsys.readouterr()
     assert "custom code" not in captured.out + captured.err
+
+
+def test_a_preset_cannot_resize_a_pretrained_model(tmp_path):
+    """``model.preset`` sizes a model built from scratch: over a fine-tuning recipe it would be
+    silently ignored, so it is an error; ``--model.pretrained`` over a from-scratch recipe
+    drops the recipe's preset like its other architecture fields."""
+    from proseco.training.build import build_model
+
+    recipe = load_config("qm9-mdlm-small-cpu")
+    assert recipe.model.preset == "cpu-small"
+    config = apply_overrides(recipe, {"model.pretrained": str(tmp_path)})
+    assert config.model.preset == "cpu-tiny" and config.model.pretrained == str(tmp_path)
+    with pytest.raises(ConfigError, match="model.preset cannot change the architecture"):
+        apply_overrides(recipe, {"model.pretrained": str(tmp_path), "model.preset": "small"})
+    fine_tune = apply_overrides(load_config("qm9-proseco-small-ft-cpu"), {"model.preset": "small"})
+    with pytest.raises(ValueError, match="model.preset cannot change the architecture"):
+        build_model(fine_tune, tokenizer=None)

@@ -127,7 +127,8 @@ def build_model(config: TrainConfig, tokenizer: Any) -> nn.Module:
         ignored = [
             f.name
             for f in fields(section)
-            if f.name in _ARCH_FIELDS and getattr(section, f.name) is not None
+            if (f.name in _ARCH_FIELDS and getattr(section, f.name) is not None)
+            or (f.name == "preset" and section.preset != f.default)  # a size it would not build
         ]
         if ignored:
             raise ValueError(

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from proseco.errors import ConfigError
-from proseco.training.config import SECTIONS, TrainConfig
+from proseco.training.config import SECTIONS, ModelSection, TrainConfig
 
 __all__ = [
     "config_from_dict",
@@ -190,11 +190,12 @@ def apply_overrides(
     """Return ``config`` with dotted overrides applied.
 
     ``model.pretrained`` given here over a recipe that builds its model from scratch makes it
-    a fine-tuning recipe: the recipe's architecture fields (``model.hidden_size``,
+    a fine-tuning recipe: the recipe's architecture fields (``model.preset``, ``hidden_size``,
     ``num_layers``, ``num_heads``, ``cond_dim``, ``dropout``) describe the network it would have
-    built and are cleared, and ``data.tokenizer`` becomes the pretrained model's own tokenizer
-    when its directory has one (or it is a hub name). Overrides of those fields given together
-    with ``model.pretrained`` win (an architecture field is then an error).
+    built and are cleared (the preset back to its default), and ``data.tokenizer`` becomes the
+    pretrained model's own tokenizer when its directory has one (or it is a hub name). An
+    architecture field given together with ``model.pretrained``, or over a recipe that has one,
+    is an error: the pretrained model has its own.
 
     Args:
         config: the base config.
@@ -236,14 +237,15 @@ def _fine_tuning_defaults(config: TrainConfig, pairs: Mapping[str, Any]) -> dict
     pretrained = _parse_value(pairs.get("model.pretrained"))
     if config.model.pretrained is not None or not isinstance(pretrained, str):
         return {}
-    explicit = [f"model.{k}" for k in ARCHITECTURE_FIELDS if _parse_value(pairs.get(f"model.{k}"))
-                is not None]  # fmt: skip
+    explicit = [f"model.{k}" for k in ("preset", *ARCHITECTURE_FIELDS)
+                if _parse_value(pairs.get(f"model.{k}")) is not None]  # fmt: skip
     if explicit:
         raise ConfigError(
             f"--model.pretrained is given, so {', '.join(explicit)} cannot change the "
             "architecture (the pretrained model has its own); remove them"
         )
     implied: dict[str, Any] = {f"model.{k}": None for k in ARCHITECTURE_FIELDS}
+    implied["model.preset"] = ModelSection.preset  # the default: the recipe's size is dropped too
     if "data.tokenizer" not in pairs and _has_tokenizer(pretrained):
         implied["data.tokenizer"] = pretrained
     return implied
