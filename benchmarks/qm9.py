@@ -298,11 +298,11 @@ def provenance(path: Path, model: Any) -> tuple[str, int | None]:
             tr, loss, data = c.get("train", {}), c.get("loss", {}), c.get("data", {})
             if tr.get("max_steps") and tr.get("global_batch_size"):
                 seen = int(tr["max_steps"]) * int(tr["global_batch_size"])
-            model = c.get("model", {})
+            spec = c.get("model", {})
             start = (
-                f"fine-tuned from {model['pretrained']}"
-                if model.get("pretrained")
-                else f"preset {model.get('preset')}"
+                f"fine-tuned from {spec['pretrained']}"
+                if spec.get("pretrained")
+                else f"preset {spec.get('preset')}"
             )
             bits.append(
                 f"config.yaml: {start}, "

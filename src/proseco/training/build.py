@@ -20,11 +20,9 @@ from torch import nn
 
 from proseco.data.text import resolve_source, special_ids
 from proseco.models.protocol import model_max_length, model_vocab_size
-from proseco.training.config import ModelSection, TrainConfig
+from proseco.training.config import ARCHITECTURE_FIELDS, ModelSection, TrainConfig
 
 __all__ = ["build_tokenizer", "build_model"]
-
-_ARCH_FIELDS = ("hidden_size", "num_layers", "num_heads", "cond_dim", "dropout")
 
 
 def build_tokenizer(
@@ -97,7 +95,9 @@ def _dit_config(section: ModelSection, config: TrainConfig, tokenizer: Any) -> A
     from proseco.models.dit import ProsecoDiTConfig
 
     ids = special_ids(tokenizer)
-    overrides = {k: getattr(section, k) for k in _ARCH_FIELDS if getattr(section, k) is not None}
+    overrides = {
+        k: getattr(section, k) for k in ARCHITECTURE_FIELDS if getattr(section, k) is not None
+    }
     max_length = section.max_length or config.data.max_length
     return ProsecoDiTConfig.from_preset(
         section.preset,
@@ -127,7 +127,7 @@ def build_model(config: TrainConfig, tokenizer: Any) -> nn.Module:
         ignored = [
             f.name
             for f in fields(section)
-            if (f.name in _ARCH_FIELDS and getattr(section, f.name) is not None)
+            if (f.name in ARCHITECTURE_FIELDS and getattr(section, f.name) is not None)
             or (f.name == "preset" and section.preset != f.default)  # a size it would not build
         ]
         if ignored:

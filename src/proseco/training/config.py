@@ -99,6 +99,11 @@ class LoraSection:
         return (2.0 * self.r if self.alpha is None else self.alpha) / self.r
 
 
+ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "cond_dim", "dropout")
+"""``model`` fields that size a network built from scratch (with ``preset``); a pretrained model
+has its own."""
+
+
 @dataclass(frozen=True)
 class ModelSection:
     """The network. ``None`` fields keep the preset's value.

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from proseco.errors import ConfigError
-from proseco.training.config import SECTIONS, ModelSection, TrainConfig
+from proseco.training.config import ARCHITECTURE_FIELDS, SECTIONS, ModelSection, TrainConfig
 
 __all__ = [
     "config_from_dict",
@@ -224,9 +224,6 @@ def apply_overrides(
             data[section][name] = _parse_value(raw)
     return config_from_dict(data)
 
-
-ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "cond_dim", "dropout")
-"""``model`` fields that size a network built from scratch; a pretrained model has its own."""
 
 _TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.json")
 
